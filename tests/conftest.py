@@ -1,0 +1,69 @@
+"""Personas and clients shared by the test suites."""
+
+import json
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from usage.auth import NewToken, create_token
+
+
+@pytest.fixture(autouse=True)
+def _test_settings(settings):
+    # PBKDF2's deliberate slowness is for attackers, not for creating test users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # Production serves hashed names from the collectstatic manifest, which tests do not build.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
+def owner(db):
+    return get_user_model().objects.create_user("alice", "Alice@Example.com", "alice-password-1")
+
+
+@pytest.fixture
+def other(db):
+    return get_user_model().objects.create_user("bob", "bob@example.com", "bob-password-1")
+
+
+@pytest.fixture
+def staff(db):
+    return get_user_model().objects.create_user(
+        "carol", "carol@example.com", "carol-password-1", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def owner_token(owner) -> NewToken:
+    return create_token(owner, "Work laptop")
+
+
+@pytest.fixture
+def other_token(other) -> NewToken:
+    return create_token(other, "Bob's desktop")
+
+
+def bearer(token: NewToken) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.raw}")
+    return client
+
+
+@pytest.fixture
+def owner_api(owner_token) -> APIClient:
+    return bearer(owner_token)
+
+
+@pytest.fixture
+def other_api(other_token) -> APIClient:
+    return bearer(other_token)
+
+
+def post_usage(client: APIClient, body, *, content_type="application/json", **headers):
+    """POST raw JSON (or raw bytes/str) to the ingestion endpoint."""
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    return client.post("/api/model-usage", data=data, content_type=content_type, **headers)

@@ -1,0 +1,226 @@
+"""The admin: browsing, filtering and exporting usage records; listing and revoking tokens."""
+
+import csv
+import io
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.utils import timezone
+
+from tests.conftest import post_usage
+from usage import admin as usage_admin
+from usage.ingest import ingest
+from usage.models import ApiToken, UsageRecord
+
+RECORDS_URL = "/admin/usage/usagerecord/"
+TOKENS_URL = "/admin/usage/apitoken/"
+
+
+@pytest.fixture
+def staff_client(client, staff):
+    client.force_login(staff)
+    return client
+
+
+@pytest.fixture
+def records(owner, owner_token, other, other_token) -> dict[str, list[UsageRecord]]:
+    """Alice's and Bob's records, stored the way the API stores them."""
+    now = timezone.now()
+    ingest(
+        owner,
+        owner_token.token,
+        [
+            {"modelName": "Stable Diffusion", "imageCount": 4, "id": "a-1"},
+            {"modelName": "Flux", "imageCount": 2, "id": "a-2"},
+        ],
+        now,
+    )
+    ingest(other, other_token.token, [{"modelName": "Midjourney", "imageCount": 1}], now)
+    return {
+        "alice": list(UsageRecord.objects.filter(owner=owner)),
+        "bob": list(UsageRecord.objects.filter(owner=other)),
+    }
+
+
+def listed(response) -> set[int]:
+    return {record.pk for record in response.context["cl"].result_list}
+
+
+def pks(records: list[UsageRecord]) -> set[int]:
+    return {record.pk for record in records}
+
+
+def export(client, records: list[UsageRecord]) -> list[list[str]]:
+    response = client.post(
+        RECORDS_URL,
+        {"action": "export_csv", "_selected_action": [r.pk for r in records], "index": 0},
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"] == "text/csv"
+    body = b"".join(response.streaming_content).decode()
+    return list(csv.reader(io.StringIO(body)))
+
+
+def test_record_changelist_lists_every_record(staff_client, records):
+    response = staff_client.get(RECORDS_URL)
+
+    assert response.status_code == 200
+    assert listed(response) == pks(records["alice"] + records["bob"])
+    assert b"Stable Diffusion" in response.content
+    assert b"Midjourney" in response.content
+
+
+def test_model_filter_shows_only_that_model(staff_client, records):
+    response = staff_client.get(RECORDS_URL, {"model": "Flux"})
+
+    assert response.status_code == 200
+    assert listed(response) == {r.pk for r in records["alice"] if r.model == "Flux"}
+
+
+def test_search_by_username_finds_only_that_users_records(staff_client, records):
+    response = staff_client.get(RECORDS_URL, {"q": "alice"})
+
+    assert response.status_code == 200
+    assert listed(response) == pks(records["alice"])
+
+
+def test_date_hierarchy_narrows_records_to_one_year(staff_client, owner):
+    def record_at(moment: datetime) -> UsageRecord:
+        return UsageRecord.objects.create(
+            owner=owner, model="Flux", image_count=1, occurred_at=moment, received_at=moment
+        )
+
+    in_2024 = record_at(datetime(2024, 6, 1, 12, tzinfo=UTC))
+    record_at(datetime(2025, 6, 1, 12, tzinfo=UTC))
+
+    response = staff_client.get(RECORDS_URL, {"occurred_at__year": "2024"})
+
+    assert response.status_code == 200
+    assert listed(response) == {in_2024.pk}
+
+
+def test_csv_export_has_a_header_and_one_row_per_selected_record(staff_client, records):
+    selected = records["alice"]
+
+    rows = export(staff_client, selected)
+
+    assert rows[0] == [
+        "id",
+        "username",
+        "model",
+        "image_count",
+        "occurred_at_utc",
+        "received_at_utc",
+        "event_id",
+    ]
+    by_id = {row[0]: row for row in rows[1:]}
+    assert len(rows) == 1 + len(selected)
+    for record in selected:
+        row = by_id[str(record.pk)]
+        assert row[1:4] == ["alice", record.model, str(record.image_count)]
+        assert row[4] == record.occurred_at.isoformat()
+        assert row[6] == record.event_id
+
+
+@pytest.mark.parametrize("name", ["=HYPERLINK(1)", "+1+1", "-2+3", "@SUM(A1)"])
+def test_csv_export_quotes_model_names_that_a_spreadsheet_would_run(
+    staff_client, owner, owner_token, name
+):
+    ingest(owner, owner_token.token, [{"modelName": name, "imageCount": 1}], timezone.now())
+
+    rows = export(staff_client, list(UsageRecord.objects.all()))
+
+    assert rows[1][2] == "'" + name
+
+
+def test_paginator_stops_counting_one_past_the_cap(monkeypatch, owner):
+    now = timezone.now()
+    for minutes in range(5):
+        moment = now - timedelta(minutes=minutes)
+        UsageRecord.objects.create(
+            owner=owner, model="Flux", image_count=1, occurred_at=moment, received_at=moment
+        )
+    monkeypatch.setattr(usage_admin, "COUNT_CAP", 3)
+
+    paginator = usage_admin.CappedCountPaginator(UsageRecord.objects.all(), 2)
+
+    assert paginator.count == 4
+
+
+def test_paginator_counts_exactly_below_the_cap(monkeypatch, owner):
+    now = timezone.now()
+    for minutes in range(2):
+        moment = now - timedelta(minutes=minutes)
+        UsageRecord.objects.create(
+            owner=owner, model="Flux", image_count=1, occurred_at=moment, received_at=moment
+        )
+    monkeypatch.setattr(usage_admin, "COUNT_CAP", 3)
+
+    assert usage_admin.CappedCountPaginator(UsageRecord.objects.all(), 2).count == 2
+
+
+def test_token_changelist_shows_prefix_name_and_owner_but_never_a_secret(staff_client, owner_token):
+    token = owner_token.token
+
+    response = staff_client.get(TOKENS_URL)
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert len(token.display_prefix) == len("usg_") + 8
+    assert token.display_prefix in page
+    assert "Work laptop" in page
+    assert "alice" in page
+    assert owner_token.raw not in page
+    assert token.secret_hash not in page
+
+
+def test_token_change_page_never_shows_the_hash(staff_client, owner_token):
+    token = owner_token.token
+
+    response = staff_client.get(f"{TOKENS_URL}{token.pk}/change/")
+
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert token.display_prefix in page
+    assert token.secret_hash not in page
+    assert "secret_hash" not in page
+    assert owner_token.raw not in page
+
+
+def test_tokens_cannot_be_added_in_the_admin(staff_client):
+    assert staff_client.get(f"{TOKENS_URL}add/").status_code == 403
+
+
+def test_revoke_action_revokes_and_the_token_stops_authenticating(
+    staff_client, owner_token, owner_api
+):
+    token = owner_token.token
+    assert post_usage(owner_api, {"modelName": "Flux", "imageCount": 1}).status_code == 201
+
+    response = staff_client.post(
+        TOKENS_URL, {"action": "revoke", "_selected_action": [token.pk], "index": 0}
+    )
+
+    assert response.status_code == 302
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert post_usage(owner_api, {"modelName": "Flux", "imageCount": 1}).status_code == 401
+
+
+def test_revoke_action_leaves_unselected_tokens_alone(staff_client, owner_token, other_token):
+    staff_client.post(
+        TOKENS_URL,
+        {"action": "revoke", "_selected_action": [owner_token.token.pk], "index": 0},
+    )
+
+    assert ApiToken.objects.get(pk=other_token.token.pk).revoked_at is None
+
+
+@pytest.mark.parametrize("url", [RECORDS_URL, TOKENS_URL])
+def test_non_staff_user_is_sent_to_the_admin_login(client, owner, url):
+    client.force_login(owner)
+
+    response = client.get(url)
+
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")

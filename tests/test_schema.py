@@ -1,0 +1,108 @@
+"""The OpenAPI schema at /api/schema/ and the Swagger UI at /api/docs/."""
+
+import re
+
+import pytest
+from django.core.management import call_command
+
+SCHEMA_URL = "/api/schema/?format=json"
+INGEST_STATUSES = {"201", "207", "400", "401", "403", "413", "415", "429", "503"}
+RECORD_KEYS = {
+    "modelName",
+    "model",
+    "imageCount",
+    "count",
+    "userId",
+    "user_id",
+    "email",
+    "timestamp",
+    "id",
+    "eventId",
+}
+
+
+@pytest.fixture
+def schema(client) -> dict:
+    response = client.get(SCHEMA_URL)
+    assert response.status_code == 200
+    return response.json()
+
+
+def property_names(schema: object) -> set[str]:
+    """Every property name declared anywhere inside a JSON schema fragment."""
+    if isinstance(schema, list):
+        return set().union(*(property_names(item) for item in schema))
+    if not isinstance(schema, dict):
+        return set()
+    names = set(schema.get("properties", {}))
+    return names.union(*(property_names(value) for value in schema.values()))
+
+
+def test_schema_is_served_to_anonymous_visitors_as_openapi_3(client):
+    response = client.get(SCHEMA_URL)
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/vnd.oai.openapi+json")
+    assert response.json()["openapi"].startswith("3.")
+
+
+def test_ingestion_documents_every_status_it_answers_with(schema):
+    post = schema["paths"]["/api/model-usage"]["post"]
+
+    assert set(post["responses"]) == INGEST_STATUSES
+
+
+def test_ingestion_request_body_names_every_alias(schema):
+    body = schema["paths"]["/api/model-usage"]["post"]["requestBody"]
+
+    assert property_names(body["content"]["application/json"]["schema"]) == RECORD_KEYS
+
+
+def test_ingestion_accepts_one_record_or_a_batch(schema):
+    body = schema["paths"]["/api/model-usage"]["post"]["requestBody"]
+
+    variants = body["content"]["application/json"]["schema"]["oneOf"]
+    assert sorted(variant["type"] for variant in variants) == ["array", "object"]
+
+
+def test_ingestion_is_documented_with_the_trailing_slash_dropped(schema):
+    assert "/api/model-usage" in schema["paths"]
+    assert "/api/model-usage/" not in schema["paths"]
+
+
+def test_summary_documents_its_query_parameters(schema):
+    get = schema["paths"]["/api/model-usage/summary"]["get"]
+
+    names = {p["name"] for p in get["parameters"] if p["in"] == "query"}
+    assert names == {"start", "end", "tz", "granularity"}
+    (granularity,) = [p for p in get["parameters"] if p["name"] == "granularity"]
+    assert set(granularity["schema"]["enum"]) == {"day", "week", "month"}
+
+
+def test_bearer_token_is_the_documented_scheme_for_posting(schema):
+    schemes = schema["components"]["securitySchemes"]
+    post = schema["paths"]["/api/model-usage"]["post"]
+
+    assert schemes["bearerToken"]["type"] == "http"
+    assert schemes["bearerToken"]["scheme"] == "bearer"
+    assert post["security"] == [{"bearerToken": []}]
+
+
+def test_docs_page_loads_its_scripts_from_the_site_itself(client):
+    response = client.get("/api/docs/")
+
+    page = response.content.decode()
+    sources = re.findall(r"<script[^>]*\ssrc=\"([^\"]+)\"", page)
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/html")
+    assert sources
+    assert all(source.startswith("/static/") for source in sources)
+    assert "https://" not in " ".join(re.findall(r"(?:src|href)=\"[^\"]*\"", page))
+
+
+def test_schema_passes_drf_spectacular_validation_without_warnings(tmp_path):
+    target = tmp_path / "s.yaml"
+
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target))
+
+    assert target.read_text().startswith("openapi: 3.")

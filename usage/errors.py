@@ -1,0 +1,157 @@
+"""One error shape for the whole API: ``{"error": "...", ...}``, never an HTML page.
+
+DRF views report through ``api_exception_handler``. Errors that happen outside a DRF
+view (an unknown URL, a database that is down while the session middleware runs, a bug)
+reach ``ApiErrorMiddleware`` or Django's ``handler404``/``handler500``, which answer in the
+same shape for paths under ``/api/``.
+"""
+
+import logging
+import sys
+from http import HTTPStatus
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from usage.ingest import BodyError
+from usage.summary import QueryError
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/"
+RETRY_AFTER_DB_SECONDS = 5
+DATABASE_DOWN = "The database is unavailable; try again shortly."
+
+
+def is_database_down(exc: BaseException | None) -> bool:
+    # OperationalError covers refused connections and servers shutting down mid-query;
+    # InterfaceError a connection object that the restart left closed.
+    return isinstance(exc, OperationalError | InterfaceError)
+
+
+def error_body(message: str, **extra) -> dict:
+    return {"error": message, **extra}
+
+
+def _database_down_json() -> JsonResponse:
+    response = JsonResponse(error_body(DATABASE_DOWN), status=503)
+    response["Retry-After"] = str(RETRY_AFTER_DB_SECONDS)
+    return response
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """DRF's handler, reshaped to ``{"error": ...}``, plus database faults and body size."""
+    if is_database_down(exc):
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        return Response(
+            error_body(DATABASE_DOWN),
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_DB_SECONDS)},
+        )
+    if isinstance(exc, BodyError):
+        return Response(error_body(exc.message), status=exc.status)
+    if isinstance(exc, QueryError):
+        return Response(error_body(exc.message, field=exc.field), status=400)
+    if isinstance(exc, RequestDataTooBig):
+        exc = exceptions.APIException("The request body is too large.")
+        exc.status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    response.data = _reshape(response.data)
+    return response
+
+
+def _reshape(data) -> dict:
+    if isinstance(data, dict) and set(data) == {"detail"}:
+        return error_body(str(data["detail"]))
+    # Validation errors: keep DRF's per-field detail beside one readable message.
+    return error_body("The request is invalid.", details=data)
+
+
+class ApiErrorMiddleware:
+    """JSON answers for exceptions that escape a view under /api/, 503 pages elsewhere."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        # Django's own error pages (and its DEBUG pages) are HTML; API clients get JSON.
+        if (
+            request.path.startswith(API_PREFIX)
+            and response.status_code >= 400
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            return _as_json(response)
+        return response
+
+    def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
+        if is_database_down(exc):
+            return database_unavailable(request)
+        if request.path.startswith(API_PREFIX):
+            if isinstance(exc, RequestDataTooBig):
+                return JsonResponse(error_body("The request body is too large."), status=413)
+            if isinstance(exc, DatabaseError):
+                log.exception("database error on %s", request.path)
+            else:
+                log.exception("unhandled error on %s", request.path)
+            return JsonResponse(error_body("Internal server error."), status=500)
+        return None
+
+
+def _as_json(response: HttpResponse) -> JsonResponse:
+    status_code = response.status_code
+    replacement = JsonResponse(error_body(HTTPStatus(status_code).phrase + "."), status=status_code)
+    for header in ("Retry-After", "Allow", "WWW-Authenticate"):
+        if header in response:
+            replacement[header] = response[header]
+    return replacement
+
+
+def database_unavailable(request: HttpRequest) -> HttpResponse:
+    if request.path.startswith(API_PREFIX):
+        return _database_down_json()
+    response = render(request, "503.html", status=503)
+    response["Retry-After"] = str(RETRY_AFTER_DB_SECONDS)
+    return response
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse(error_body("Not found."), status=404)
+    return render(request, "404.html", status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    # Django calls this inside its except block, so the exception is still at hand.
+    if is_database_down(sys.exception()):
+        return database_unavailable(request)
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse(error_body("Internal server error."), status=500)
+    return render(request, "500.html", status=500)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if isinstance(exception, RequestDataTooBig) and request.path.startswith(API_PREFIX):
+        return JsonResponse(error_body("The request body is too large."), status=413)
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse(error_body("Bad request."), status=400)
+    return render(request, "400.html", status=400)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse(error_body("Permission denied."), status=403)
+    return render(request, "403.html", status=403)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    if request.path.startswith(API_PREFIX):
+        return JsonResponse(error_body(f"CSRF check failed: {reason}"), status=403)
+    return render(request, "403.html", {"reason": reason}, status=403)

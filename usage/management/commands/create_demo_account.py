@@ -1,0 +1,43 @@
+"""On an empty database, create the ``demo`` user and a token, and say how to use them."""
+
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from usage.auth import create_token
+
+DEMO_USERNAME = "demo"
+
+
+class Command(BaseCommand):
+    help = (
+        "Create the 'demo' user with a random password and an API token when the database has "
+        "no users yet, and print both with a curl command that posts a record."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--url", default="http://127.0.0.1:8000", help="The site's address.")
+
+    def handle(self, *args, url: str, **options):
+        User = get_user_model()
+        if User.objects.exists():
+            self.stdout.write(
+                f"Users exist already; log in as '{DEMO_USERNAME}' with the password printed on "
+                "the first run, or set a new one with: python manage.py changepassword demo"
+            )
+            return
+        password = secrets.token_urlsafe(12)
+        user = User.objects.create_user(DEMO_USERNAME, "demo@example.com", password)
+        raw = create_token(user, "Demo token").raw
+        self.stdout.write(
+            self.style.SUCCESS("Created the demo account.")
+            + f"\n\n  Log in at   {url}/admin/  (or the dashboard, once it exists)"
+            f"\n  username    {DEMO_USERNAME}\n  password    {password}\n  API token   {raw}\n"
+            "\nPost a record:\n\n"
+            f"  curl -sS -X POST {url}/api/model-usage \\\n"
+            f"    -H 'Authorization: Bearer {raw}' \\\n"
+            "    -H 'Content-Type: application/json' \\\n"
+            """    -d '{"modelName": "Stable Diffusion", "imageCount": 4}'\n"""
+            "\nThe password and token are shown only now; keep them.\n"
+        )

@@ -1,0 +1,82 @@
+"""What the site stores: usage records posted by desktop apps, and the API tokens they use."""
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+MODEL_NAME_MAX_LENGTH = 100
+EVENT_ID_MAX_LENGTH = 100
+MAX_IMAGE_COUNT = 10_000
+
+
+class ApiToken(models.Model):
+    """A bearer token for the API. Only a hash of the secret is stored (see ``usage.auth``)."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.display_prefix} ({self.name})"
+
+    @property
+    def display_prefix(self) -> str:
+        return f"usg_{self.prefix}"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class UsageRecord(models.Model):
+    """One generation in a desktop app: which model made how many images, for whom, when."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="usage_records",
+        # The (owner, occurred_at) index below serves every lookup by owner.
+        db_index=False,
+    )
+    model = models.CharField(max_length=MODEL_NAME_MAX_LENGTH)
+    image_count = models.PositiveIntegerField()
+    occurred_at = models.DateTimeField(help_text="When it happened, by the client's clock.")
+    received_at = models.DateTimeField(help_text="When the server stored it.")
+    # NULL, not "", for "no id": NULLs never collide in the unique constraint below.
+    event_id = models.CharField(  # noqa: DJ001
+        max_length=EVENT_ID_MAX_LENGTH,
+        null=True,
+        blank=True,
+        help_text="The client's idempotency key, unique per owner.",
+    )
+    token = models.ForeignKey(
+        ApiToken, on_delete=models.SET_NULL, null=True, blank=True, related_name="records"
+    )
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        constraints = [
+            # NULL event ids never conflict, on PostgreSQL and SQLite alike.
+            models.UniqueConstraint(fields=["owner", "event_id"], name="usage_record_owner_event"),
+            models.CheckConstraint(
+                condition=models.Q(image_count__gte=1, image_count__lte=MAX_IMAGE_COUNT),
+                name="usage_record_image_count_range",
+            ),
+        ]
+        indexes = [
+            # "One user's records in a time range, newest first" and the keyset cursor.
+            models.Index(fields=["owner", "-occurred_at", "-id"], name="usage_record_owner_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} x{self.image_count} @ {self.occurred_at:%Y-%m-%d %H:%M}"

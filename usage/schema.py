@@ -1,0 +1,264 @@
+"""OpenAPI descriptions of the API, kept beside the views that they describe.
+
+Written as plain OpenAPI fragments rather than serializers: the API validates with plain
+code (see ``usage.ingest``), and a fragment can say exactly what it accepts, aliases and
+one-object-or-array bodies included.
+"""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+
+from usage.ingest import MAX_BATCH
+from usage.models import EVENT_ID_MAX_LENGTH, MAX_IMAGE_COUNT, MODEL_NAME_MAX_LENGTH
+from usage.records import MAX_LIMIT
+from usage.summary import GRANULARITIES
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    target_class = "usage.auth.BearerTokenAuthentication"
+    name = "bearerToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token, `usg_` followed by 51 characters.",
+        }
+
+
+def _error(description: str, **extra_properties) -> OpenApiResponse:
+    return OpenApiResponse(
+        description=description,
+        response={
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}, **extra_properties},
+        },
+    )
+
+
+_string = {"type": "string"}
+_timestamp = {
+    "oneOf": [
+        {"type": "string", "format": "date-time", "description": "ISO 8601 with offset or Z"},
+        {"type": "integer", "description": "epoch milliseconds"},
+    ],
+    "description": "When it happened: at most 5 minutes ahead, at most 366 days ago. "
+    "Default: when the server receives it.",
+}
+_model_name = {"type": "string", "minLength": 1, "maxLength": MODEL_NAME_MAX_LENGTH}
+_count = {"type": "integer", "minimum": 1, "maximum": MAX_IMAGE_COUNT}
+_event_id = {"type": "string", "minLength": 1, "maxLength": EVENT_ID_MAX_LENGTH}
+
+RECORD_IN = {
+    "type": "object",
+    "description": (
+        "One generation. Each meaning has aliases (`modelName`/`model`, `imageCount`/`count`, "
+        "`userId`/`user_id`, `id`/`eventId`); send one of each, or both with the same value. "
+        "Unknown keys are ignored."
+    ),
+    "properties": {
+        "modelName": {**_model_name, "description": "Required (or `model`)."},
+        "model": {**_model_name, "description": "Alias of `modelName`."},
+        "imageCount": {**_count, "description": "Required (or `count`)."},
+        "count": {**_count, "description": "Alias of `imageCount`."},
+        "userId": {**_string, "description": "If given, the token owner's username."},
+        "user_id": {**_string, "description": "Alias of `userId`."},
+        "email": {**_string, "description": "If given, the token owner's email (any case)."},
+        "timestamp": _timestamp,
+        "id": {**_event_id, "description": "Idempotency key, unique per user."},
+        "eventId": {**_event_id, "description": "Alias of `id`."},
+    },
+    "example": {
+        "modelName": "Stable Diffusion",
+        "imageCount": 4,
+        "timestamp": "2026-11-21T09:30:00Z",
+        "id": "0b8f4c5e-2f7e-4b53-9a53-0c6f8e0e6d11",
+    },
+}
+
+INGEST_RESULT = {
+    "type": "object",
+    "required": ["accepted", "duplicates", "rejected", "errors"],
+    "properties": {
+        "accepted": {"type": "integer"},
+        "duplicates": {"type": "integer"},
+        "rejected": {"type": "integer"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "index": {"type": "integer"},
+                    "field": {"type": "string", "nullable": True},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+        "error": {"type": "string", "description": "Present when every record was rejected."},
+    },
+}
+
+_AUTH_ERRORS = {
+    401: _error("Missing, unknown or revoked token (with `WWW-Authenticate: Bearer`)."),
+    429: _error("Too many requests; see `Retry-After`."),
+    503: _error("The database is unavailable; see `Retry-After`."),
+}
+
+INGEST = {
+    "operation_id": "model_usage_create",
+    "summary": "Store usage records",
+    "description": (
+        "One record (a JSON object) or a batch (an array of 1 to "
+        f"{MAX_BATCH} records), at most 1 MiB. Each record is accepted, a duplicate "
+        "(its event id is already stored) or rejected; all accepted records are committed "
+        "before the response. An optional `X-User-ID` header must name the token's owner."
+    ),
+    "request": {
+        "application/json": {
+            "oneOf": [
+                RECORD_IN,
+                {"type": "array", "items": RECORD_IN, "minItems": 1, "maxItems": MAX_BATCH},
+            ]
+        }
+    },
+    "parameters": [
+        OpenApiParameter("X-User-ID", str, OpenApiParameter.HEADER, description="Username."),
+    ],
+    "responses": {
+        201: OpenApiResponse(INGEST_RESULT, description="Nothing rejected."),
+        207: OpenApiResponse(INGEST_RESULT, description="Some rejected, some stored."),
+        400: OpenApiResponse(INGEST_RESULT, description="Bad body, or every record rejected."),
+        403: _error("`X-User-ID` names someone else."),
+        413: _error("The body is over 1 MiB."),
+        415: _error("The body is not `application/json`."),
+        **_AUTH_ERRORS,
+    },
+    "auth": [{"bearerToken": []}],
+    "tags": ["model-usage"],
+}
+
+RECORD_OUT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "model": {"type": "string"},
+        "imageCount": {"type": "integer"},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "eventId": {"type": "string", "nullable": True},
+        "receivedAt": {"type": "string", "format": "date-time"},
+    },
+}
+
+_RANGE_PARAMETERS = [
+    OpenApiParameter("start", str, description="First local day, YYYY-MM-DD (inclusive)."),
+    OpenApiParameter("end", str, description="Last local day, YYYY-MM-DD (inclusive)."),
+    OpenApiParameter("tz", str, description="IANA time zone of the days; default UTC."),
+]
+
+LIST_RECORDS = {
+    "operation_id": "model_usage_list",
+    "summary": "The caller's records, newest first",
+    "parameters": [
+        *_RANGE_PARAMETERS,
+        OpenApiParameter("limit", int, description=f"1 to {MAX_LIMIT}; default 100."),
+        OpenApiParameter("cursor", str, description="From `next` of the previous page."),
+    ],
+    "responses": {
+        200: OpenApiResponse(
+            {
+                "type": "object",
+                "properties": {
+                    "results": {"type": "array", "items": RECORD_OUT},
+                    "next": {"type": "string", "format": "uri", "nullable": True},
+                },
+            }
+        ),
+        400: _error("A bad parameter.", field={"type": "string"}),
+        401: _AUTH_ERRORS[401],
+        503: _AUTH_ERRORS[503],
+    },
+    "tags": ["model-usage"],
+}
+
+_counts = {"type": "integer"}
+SUMMARY = {
+    "operation_id": "model_usage_summary",
+    "summary": "The caller's aggregates for a range of local days",
+    "description": (
+        "Defaults: the last 30 days ending today in `tz`; `granularity` by range length "
+        "(day up to 92 days, week up to 731, month beyond). `period` is the first local day "
+        "of a bucket (a Monday for weeks, the 1st for months); `periods` lists every bucket "
+        "in the range, empty ones included; `series` holds only non-zero buckets."
+    ),
+    "parameters": [
+        *_RANGE_PARAMETERS,
+        OpenApiParameter("granularity", str, enum=list(GRANULARITIES)),
+    ],
+    "responses": {
+        200: OpenApiResponse(
+            {
+                "type": "object",
+                "properties": {
+                    "start": {"type": "string", "format": "date"},
+                    "end": {"type": "string", "format": "date"},
+                    "tz": {"type": "string"},
+                    "granularity": {"type": "string", "enum": list(GRANULARITIES)},
+                    "totals": {
+                        "type": "object",
+                        "properties": {"images": _counts, "events": _counts},
+                    },
+                    "models": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {"model": _string, "images": _counts, "events": _counts},
+                        },
+                    },
+                    "periods": {"type": "array", "items": {"type": "string", "format": "date"}},
+                    "series": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "period": {"type": "string", "format": "date"},
+                                "model": _string,
+                                "images": _counts,
+                            },
+                        },
+                    },
+                },
+            }
+        ),
+        400: _error("A bad date, zone, range or granularity.", field={"type": "string"}),
+        401: _AUTH_ERRORS[401],
+        503: _AUTH_ERRORS[503],
+    },
+    "tags": ["model-usage"],
+}
+
+HEALTH_SIMPLE = {
+    "operation_id": "health_simple",
+    "summary": "Liveness, without the database",
+    "responses": {200: OpenApiResponse({"type": "object", "properties": {"status": _string}})},
+    "tags": ["health"],
+}
+
+HEALTH = {
+    "operation_id": "health",
+    "summary": "Readiness: does the database answer?",
+    "responses": {
+        200: OpenApiResponse(
+            {"type": "object", "properties": {"status": _string, "database": _string}}
+        ),
+        503: _error("The database is unavailable.", database=_string, status=_string),
+    },
+    "tags": ["health"],
+}
+
+
+def canonical_paths(endpoints: list) -> list:
+    """Document ``/api/model-usage``, not the ``/api/model-usage/`` that ``/?$`` reads as."""
+    return [
+        (path.rstrip("/"), regex, method, callback) for path, regex, method, callback in endpoints
+    ]

@@ -1,0 +1,140 @@
+"""The JSON API. Each view reads the request, calls one function, and shapes the answer."""
+
+import logging
+import time
+
+from django.db import DatabaseError, connection
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema
+from rest_framework import exceptions
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from usage import schema
+from usage.auth import BearerTokenAuthentication
+from usage.ingest import MAX_BODY_BYTES, BodyError, ingest, parse_body
+from usage.records import encode_cursor, list_records, parse_record_query, record_as_dict
+from usage.summary import parse_granularity, parse_range, summarize
+
+log = logging.getLogger("usage.ingest")
+
+
+class ModelUsageView(APIView):
+    """``POST`` stores records sent by a desktop app; ``GET`` reads the caller's back."""
+
+    throttle_scope = "ingest"
+
+    def get_authenticators(self):
+        # Posting needs an API token; reading also accepts a logged-in browser session.
+        if self._is_post():
+            return [BearerTokenAuthentication()]
+        return super().get_authenticators()
+
+    def get_throttles(self):
+        return [ScopedRateThrottle()] if self._is_post() else []
+
+    def _is_post(self) -> bool:
+        # The schema generator asks for authenticators before it sets a request.
+        return getattr(self.request, "method", None) == "POST"
+
+    @extend_schema(**schema.INGEST)
+    def post(self, request: Request) -> Response:
+        started = time.perf_counter()
+        owner, token = request.user, request.auth
+        claimed = request.headers.get("X-User-ID")
+        if claimed is not None and claimed != owner.get_username():
+            raise exceptions.PermissionDenied("X-User-ID does not name the owner of the token.")
+        if request.content_type.split(";")[0].strip().lower() != "application/json":
+            raise exceptions.UnsupportedMediaType(request.content_type or "none")
+        items = parse_body(read_body(request))
+        result = ingest(owner, token, items, timezone.now())
+        log.info(
+            "ingest user=%s token=%s records=%d accepted=%d duplicates=%d rejected=%d "
+            "status=%d duration_ms=%.1f",
+            owner.get_username(),
+            token.display_prefix,
+            len(items),
+            result.accepted,
+            result.duplicates,
+            result.rejected,
+            result.status,
+            (time.perf_counter() - started) * 1000,
+        )
+        return Response(result.as_dict(), status=result.status)
+
+    @extend_schema(**schema.LIST_RECORDS)
+    def get(self, request: Request) -> Response:
+        query = parse_record_query(request.query_params)
+        records, more = list_records(request.user, query)
+        next_url = None
+        if more:
+            params = request.query_params.copy()
+            params["cursor"] = encode_cursor(records[-1])
+            next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
+        return Response({"results": [record_as_dict(r) for r in records], "next": next_url})
+
+
+def read_body(request: Request) -> bytes:
+    """The raw body, refusing (413) anything over the limit before reading it all."""
+    django_request = request._request
+    declared = django_request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyError(f"The body is larger than {MAX_BODY_BYTES} bytes.", status=413)
+    # Read one byte past the limit so that a body without a Content-Length is caught too.
+    return django_request.read(MAX_BODY_BYTES + 1)
+
+
+class UsageSummaryView(APIView):
+    """The caller's totals, per model and per bucket, for a range of local days."""
+
+    @extend_schema(**schema.SUMMARY)
+    def get(self, request: Request) -> Response:
+        date_range = parse_range(request.query_params)
+        granularity = parse_granularity(request.query_params.get("granularity"), date_range.days)
+        return Response(summarize(request.user, date_range, granularity))
+
+
+class SimpleHealthView(APIView):
+    """Up or not, without touching the database: for load balancers."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(**schema.HEALTH_SIMPLE)
+    def get(self, request: Request) -> Response:
+        return Response({"status": "ok"})
+
+
+class HealthView(APIView):
+    """Up, and whether the database answers."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(**schema.HEALTH)
+    def get(self, request: Request) -> Response:
+        if database_answers():
+            return Response({"status": "ok", "database": "ok"})
+        return Response(
+            {
+                "status": "unavailable",
+                "database": "unavailable",
+                "error": "The database is unavailable.",
+            },
+            status=503,
+            headers={"Retry-After": "5"},
+        )
+
+
+def database_answers() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except DatabaseError:
+        # Drop the broken connection so that the next request opens a fresh one.
+        connection.close()
+        return False
