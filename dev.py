@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""The project's two commands, and a few more, with nothing but Python 3.11+ installed.
+
+    python3 dev.py run     set up, then run the site on SQLite at http://127.0.0.1:8000
+    python3 dev.py test    set up, then run every check and test (SQLite, then PostgreSQL)
+    python3 dev.py serve   run the production server (gunicorn + whitenoise)
+
+Set-up is a virtual environment in .venv with the pinned requirements; it is redone only
+when a requirements file changes.
+"""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / "bin"
+PY = BIN / "python"
+TEST_SECRET_KEY = "test-only-secret-key-not-for-production"
+
+
+def main(argv: list[str]) -> int:
+    commands = {"run": run, "test": test, "serve": serve}
+    if len(argv) < 2 or argv[1] not in commands:
+        print(__doc__)
+        return 2
+    if sys.version_info < (3, 11):  # noqa: UP036 - this file runs before the venv exists
+        print("This project needs Python 3.11 or newer.", file=sys.stderr)
+        return 2
+    os.chdir(ROOT)
+    return commands[argv[1]](argv[2:])
+
+
+def sh(*args: str | Path, env: dict | None = None) -> None:
+    print("+", " ".join(str(a) for a in args), flush=True)
+    result = subprocess.run([str(a) for a in args], env={**os.environ, **(env or {})}, check=False)
+    if result.returncode:
+        raise SystemExit(result.returncode)
+
+
+def ensure_venv(requirements: str) -> None:
+    venv_failed = (
+        not PY.exists() and subprocess.run([sys.executable, "-m", "venv", str(VENV)]).returncode
+    )
+    if venv_failed:
+        install_venv_support()
+        shutil.rmtree(VENV, ignore_errors=True)
+        sh(sys.executable, "-m", "venv", VENV)
+    digest = hashlib.sha256()
+    for name in ("requirements.txt", requirements):
+        digest.update((ROOT / name).read_bytes())
+    stamp = VENV / f".installed-{digest.hexdigest()[:16]}"
+    if not stamp.exists():
+        sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", requirements)
+        for old in VENV.glob(".installed-*"):
+            old.unlink()
+        stamp.touch()
+
+
+def install_venv_support() -> None:
+    # Debian and Ubuntu ship venv's pip bootstrap as a separate package.
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        sh("apt-get", "update", "-qq")
+        sh("apt-get", "install", "-y", "-qq", "python3-venv", f"python{version}-venv")
+    else:
+        print("python3 -m venv failed: install the python3-venv package.", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def run(args: list[str]) -> int:
+    ensure_venv("requirements.txt")
+    env = {"DEBUG": os.environ.get("DEBUG", "1")}
+    address = os.environ.get("ADDRESS", "127.0.0.1:8000")
+    sh(PY, "manage.py", "migrate", "--no-input", env=env)
+    sh(PY, "manage.py", "create_demo_account", "--url", f"http://{address}", env=env)
+    sh(PY, "manage.py", "runserver", address, *args, env=env)
+    return 0
+
+
+def serve(args: list[str]) -> int:
+    ensure_venv("requirements.txt")
+    sh(PY, "manage.py", "collectstatic", "--no-input", "--verbosity", "0")
+    sh(PY, "manage.py", "migrate", "--no-input")
+    sh(BIN / "gunicorn", "--config", "gunicorn.conf.py", "usage_site.wsgi", *args)
+    return 0
+
+
+def test(args: list[str]) -> int:
+    ensure_venv("requirements-dev.txt")
+    env = {"SECRET_KEY": TEST_SECRET_KEY, "DEBUG": "0"}
+    sh(BIN / "ruff", "check", ".")
+    sh(BIN / "ruff", "format", "--check", ".")
+    sh(PY, "manage.py", "makemigrations", "--check", "--dry-run", env=env)
+    print("\n== tests on SQLite ==", flush=True)
+    sh(BIN / "pytest", *args, env={**env, "DATABASE_URL": "sqlite:///test-sqlite.sqlite3"})
+    print("\n== tests on PostgreSQL ==", flush=True)
+    sh(sys.executable, "scripts/with_postgres.py", "--", BIN / "pytest", *args, env=env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
