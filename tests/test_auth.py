@@ -1,0 +1,84 @@
+"""API tokens: format, hashed storage, lookup, revocation and last-used tracking."""
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from usage.auth import (
+    LAST_USED_PRECISION,
+    create_token,
+    find_active_token,
+    hash_token,
+    revoke_token,
+    touch_last_used,
+)
+from usage.models import ApiToken
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_raw_token_is_usg_and_a_prefix_and_a_long_random_secret(owner):
+    raw = create_token(owner, "Laptop").raw
+    assert re.fullmatch(r"usg_[A-Za-z0-9]{8}[A-Za-z0-9_-]{43}", raw)
+
+
+def test_only_a_hash_of_the_token_is_stored(owner):
+    new = create_token(owner, "Laptop")
+    row = ApiToken.objects.values().get(pk=new.token.pk)
+    assert row["secret_hash"] == hash_token(new.raw)
+    assert all(
+        new.raw not in str(value) and new.raw[12:] not in str(value) for value in row.values()
+    )
+    assert row["prefix"] == new.raw[4:12]
+
+
+def test_two_tokens_never_share_a_prefix_or_a_secret(owner):
+    tokens = [create_token(owner, f"t{n}") for n in range(20)]
+    assert len({t.token.prefix for t in tokens}) == 20
+    assert len({t.raw for t in tokens}) == 20
+
+
+def test_the_raw_token_finds_its_row_with_the_owner(owner):
+    new = create_token(owner, "Laptop")
+    found = find_active_token(new.raw)
+    assert found.pk == new.token.pk
+    assert found.owner == owner
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda raw: raw[:-1],
+        lambda raw: raw + "x",
+        lambda raw: raw.upper(),
+        lambda raw: raw[:12] + "A" * (len(raw) - 12),
+        lambda raw: "usg_" + "A" * 8 + raw[12:],
+        lambda raw: raw.replace("usg_", "abc_"),
+        lambda raw: "",
+    ],
+)
+def test_anything_but_the_exact_token_finds_nothing(owner, mangle):
+    new = create_token(owner, "Laptop")
+    assert find_active_token(mangle(new.raw)) is None
+
+
+def test_a_revoked_token_finds_nothing_and_keeps_its_row(owner):
+    new = create_token(owner, "Laptop")
+    revoke_token(new.token)
+    assert find_active_token(new.raw) is None
+    assert ApiToken.objects.get(pk=new.token.pk).revoked_at is not None
+
+
+def test_last_used_is_written_at_most_once_a_minute(owner, django_assert_num_queries):
+    token = create_token(owner, "Laptop").token
+    with django_assert_num_queries(1):
+        touch_last_used(token)
+    first = ApiToken.objects.get(pk=token.pk).last_used_at
+    with django_assert_num_queries(0):
+        touch_last_used(token)
+    token.last_used_at = timezone.now() - LAST_USED_PRECISION - timedelta(seconds=1)
+    with django_assert_num_queries(1):
+        touch_last_used(token)
+    assert ApiToken.objects.get(pk=token.pk).last_used_at > first

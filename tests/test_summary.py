@@ -1,0 +1,225 @@
+"""GET /api/model-usage/summary: ranges and zones, DST-correct buckets, validation, isolation."""
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from usage.models import UsageRecord
+from usage.summary import DateRange, periods, summarize
+
+pytestmark = pytest.mark.django_db
+
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def record(owner, when: datetime, model="SD", images=1):
+    return UsageRecord.objects.create(
+        owner=owner, model=model, image_count=images, occurred_at=when, received_at=when
+    )
+
+
+def summary(client, **params):
+    response = client.get("/api/model-usage/summary", params)
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def by_period(body) -> dict[tuple[str, str], int]:
+    return {(row["period"], row["model"]): row["images"] for row in body["series"]}
+
+
+def test_the_default_is_the_last_30_days_in_utc_by_day(owner, owner_api):
+    today = datetime.now(UTC).date()
+    record(owner, datetime.now(UTC), images=3)
+    record(owner, datetime.now(UTC) - timedelta(days=45), images=100)  # outside the range
+    body = summary(owner_api)
+    assert body["start"] == (today - timedelta(days=29)).isoformat()
+    assert body["end"] == today.isoformat()
+    assert (body["tz"], body["granularity"]) == ("UTC", "day")
+    assert body["totals"] == {"images": 3, "events": 1}
+    assert len(body["periods"]) == 30
+    assert body["series"] == [{"period": today.isoformat(), "model": "SD", "images": 3}]
+
+
+def test_totals_models_and_series_add_up_and_models_are_ranked_by_images(owner, owner_api):
+    day = datetime(2026, 6, 10, 12, tzinfo=UTC)
+    record(owner, day, "Flux", 2)
+    record(owner, day, "Flux", 2)
+    record(owner, day, "SD", 5)
+    record(owner, day + timedelta(days=1), "DALL-E", 1)
+    body = summary(owner_api, start="2026-06-10", end="2026-06-11")
+    assert body["totals"] == {"images": 10, "events": 4}
+    assert body["models"] == [
+        {"model": "SD", "images": 5, "events": 1},
+        {"model": "Flux", "images": 4, "events": 2},
+        {"model": "DALL-E", "images": 1, "events": 1},
+    ]
+    assert body["periods"] == ["2026-06-10", "2026-06-11"]
+    assert by_period(body) == {
+        ("2026-06-10", "SD"): 5,
+        ("2026-06-10", "Flux"): 4,
+        ("2026-06-11", "DALL-E"): 1,
+    }
+
+
+def test_days_are_local_days_in_the_requested_zone(owner, owner_api):
+    # 23:30 in New York on June 30 is already July 1 in UTC.
+    record(owner, datetime(2026, 6, 30, 23, 30, tzinfo=NEW_YORK), images=7)
+    ny = summary(owner_api, start="2026-06-30", end="2026-07-01", tz="America/New_York")
+    utc = summary(owner_api, start="2026-06-30", end="2026-07-01", tz="UTC")
+    assert by_period(ny) == {("2026-06-30", "SD"): 7}
+    assert by_period(utc) == {("2026-07-01", "SD"): 7}
+
+
+def test_the_range_ends_at_local_midnight_after_the_last_day(owner, owner_api):
+    record(owner, datetime(2026, 6, 30, 23, 59, 59, tzinfo=NEW_YORK), images=1)
+    record(owner, datetime(2026, 7, 1, 0, 0, 0, tzinfo=NEW_YORK), images=10)
+    record(owner, datetime(2026, 6, 1, 0, 0, 0, tzinfo=NEW_YORK), images=100)
+    record(owner, datetime(2026, 5, 31, 23, 59, 59, tzinfo=NEW_YORK), images=1000)
+    body = summary(owner_api, start="2026-06-01", end="2026-06-30", tz="America/New_York")
+    assert body["totals"]["images"] == 101
+
+
+def test_a_spring_forward_day_is_one_bucket_of_23_hours(owner, owner_api):
+    # 2026-03-08: New York jumps from 02:00 EST to 03:00 EDT.
+    record(owner, datetime(2026, 3, 8, 0, 30, tzinfo=NEW_YORK), images=1)
+    record(owner, datetime(2026, 3, 8, 3, 30, tzinfo=NEW_YORK), images=2)
+    record(owner, datetime(2026, 3, 8, 23, 30, tzinfo=NEW_YORK), images=4)
+    record(owner, datetime(2026, 3, 9, 0, 15, tzinfo=NEW_YORK), images=8)
+    body = summary(owner_api, start="2026-03-07", end="2026-03-09", tz="America/New_York")
+    assert by_period(body) == {("2026-03-08", "SD"): 7, ("2026-03-09", "SD"): 8}
+
+
+def test_a_fall_back_day_is_one_bucket_of_25_hours(owner, owner_api):
+    # 2026-11-01: 01:00-02:00 happens twice in New York (EDT, then EST).
+    record(owner, datetime(2026, 11, 1, 5, 30, tzinfo=UTC), images=1)  # 01:30 EDT
+    record(owner, datetime(2026, 11, 1, 6, 30, tzinfo=UTC), images=2)  # 01:30 EST
+    record(owner, datetime(2026, 11, 2, 4, 59, tzinfo=UTC), images=4)  # 23:59 EST, Nov 1
+    record(owner, datetime(2026, 11, 2, 5, 0, tzinfo=UTC), images=8)  # 00:00 EST, Nov 2
+    body = summary(owner_api, start="2026-10-31", end="2026-11-02", tz="America/New_York")
+    assert by_period(body) == {("2026-11-01", "SD"): 7, ("2026-11-02", "SD"): 8}
+
+
+def test_a_week_spanning_a_dst_change_starts_on_monday_local_time(owner, owner_api):
+    # Europe/Berlin changes on Sunday 2026-03-29; that week starts Monday 2026-03-23.
+    berlin = ZoneInfo("Europe/Berlin")
+    record(owner, datetime(2026, 3, 23, 0, 5, tzinfo=berlin), images=1)  # Sunday 23:05 UTC
+    record(owner, datetime(2026, 3, 29, 23, 55, tzinfo=berlin), images=2)
+    record(owner, datetime(2026, 3, 30, 0, 5, tzinfo=berlin), images=4)  # next week
+    body = summary(
+        owner_api, start="2026-03-16", end="2026-04-05", tz="Europe/Berlin", granularity="week"
+    )
+    assert body["periods"] == ["2026-03-16", "2026-03-23", "2026-03-30"]
+    assert by_period(body) == {("2026-03-23", "SD"): 3, ("2026-03-30", "SD"): 4}
+
+
+def test_months_start_on_the_first_local_day(owner, owner_api):
+    tokyo = ZoneInfo("Asia/Tokyo")
+    record(owner, datetime(2026, 2, 1, 0, 30, tzinfo=tokyo), images=1)  # Jan 31 in UTC
+    record(owner, datetime(2026, 1, 31, 23, 30, tzinfo=tokyo), images=2)
+    body = summary(
+        owner_api, start="2026-01-15", end="2026-02-10", tz="Asia/Tokyo", granularity="month"
+    )
+    assert body["periods"] == ["2026-01-01", "2026-02-01"]
+    assert by_period(body) == {("2026-01-01", "SD"): 2, ("2026-02-01", "SD"): 1}
+
+
+def test_half_hour_zones_bucket_exactly(owner, owner_api):
+    kolkata = ZoneInfo("Asia/Kolkata")
+    record(owner, datetime(2026, 6, 1, 0, 10, tzinfo=kolkata), images=1)  # May 31 18:40 UTC
+    record(owner, datetime(2026, 5, 31, 23, 50, tzinfo=kolkata), images=2)
+    body = summary(owner_api, start="2026-05-31", end="2026-06-01", tz="Asia/Kolkata")
+    assert by_period(body) == {("2026-05-31", "SD"): 2, ("2026-06-01", "SD"): 1}
+
+
+@pytest.mark.parametrize(
+    ("days", "granularity"), [(1, "day"), (92, "day"), (93, "week"), (731, "week"), (732, "month")]
+)
+def test_the_default_granularity_follows_the_range_length(owner_api, days, granularity):
+    end = date(2026, 6, 30)
+    start = end - timedelta(days=days - 1)
+    body = summary(owner_api, start=start.isoformat(), end=end.isoformat())
+    assert body["granularity"] == granularity
+
+
+def test_an_explicit_granularity_wins(owner_api):
+    assert summary(owner_api, start="2026-06-01", end="2026-06-30", granularity="month")[
+        "periods"
+    ] == ["2026-06-01"]
+
+
+def test_empty_buckets_are_listed_in_periods_but_not_in_series(owner, owner_api):
+    record(owner, datetime(2026, 6, 3, 12, tzinfo=UTC))
+    body = summary(owner_api, start="2026-06-01", end="2026-06-05")
+    assert body["periods"] == ["2026-06-01", "2026-06-02", "2026-06-03", "2026-06-04", "2026-06-05"]
+    assert [row["period"] for row in body["series"]] == ["2026-06-03"]
+
+
+def test_only_start_given_runs_to_today(owner_api):
+    today = datetime.now(UTC).date()
+    body = summary(owner_api, start=(today - timedelta(days=6)).isoformat())
+    assert (body["end"], len(body["periods"])) == (today.isoformat(), 7)
+
+
+def test_only_end_given_covers_the_30_days_before_it(owner_api):
+    body = summary(owner_api, end="2026-06-30")
+    assert body["start"] == "2026-06-01"
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"start": "2026-02-30"}, "start"),
+        ({"start": "2026/01/01"}, "start"),
+        ({"start": "20260101"}, "start"),
+        ({"end": "tomorrow"}, "end"),
+        ({"end": "0001-01-01"}, "end"),
+        ({"tz": "Mars/Olympus_Mons"}, "tz"),
+        ({"tz": "../../etc/passwd"}, "tz"),
+        ({"tz": "utc "}, "tz"),
+        ({"start": "2026-06-02", "end": "2026-06-01"}, "start"),
+        ({"start": "2020-01-01", "end": "2026-01-01"}, "start"),
+        ({"granularity": "hour"}, "granularity"),
+    ],
+)
+def test_bad_parameters_get_400_json_naming_the_field(owner_api, params, field):
+    response = owner_api.get("/api/model-usage/summary", params)
+    assert response.status_code == 400
+    assert response.json()["field"] == field
+    assert response.json()["error"]
+
+
+def test_another_users_records_never_appear(owner, other, owner_api, other_api):
+    record(other, datetime.now(UTC), images=50)
+    assert summary(owner_api)["totals"] == {"images": 0, "events": 0}
+    assert summary(other_api)["totals"] == {"images": 50, "events": 1}
+
+
+def test_staff_see_only_their_own_records_here(owner, staff, client):
+    record(owner, datetime.now(UTC), images=50)
+    client.force_login(staff)
+    assert summary(client)["totals"]["images"] == 0
+
+
+def test_a_logged_in_session_can_read_its_summary(owner, client):
+    record(owner, datetime.now(UTC), images=4)
+    client.force_login(owner)
+    assert summary(client)["totals"]["images"] == 4
+
+
+def test_anonymous_callers_get_401(client):
+    response = client.get("/api/model-usage/summary")
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+
+
+def test_summarize_is_callable_without_http(owner):
+    record(owner, datetime(2026, 6, 1, 12, tzinfo=UTC), images=3)
+    body = summarize(owner, DateRange(date(2026, 6, 1), date(2026, 6, 1), ZoneInfo("UTC")), "day")
+    assert body["totals"] == {"images": 3, "events": 1}
+
+
+def test_periods_cover_partial_weeks_at_both_ends():
+    week_range = DateRange(date(2026, 6, 3), date(2026, 6, 16), ZoneInfo("UTC"))  # Wed..Tue
+    assert periods(week_range, "week") == [date(2026, 6, 1), date(2026, 6, 8), date(2026, 6, 15)]
