@@ -76,7 +76,7 @@ def run(args: list[str]) -> int:
     ensure_venv("requirements.txt")
     env = {"DEBUG": os.environ.get("DEBUG", "1")}
     address = os.environ.get("ADDRESS", "127.0.0.1:8000")
-    sh(PY, "manage.py", "migrate", "--no-input", env=env)
+    sh(PY, "manage.py", "migrate", "--no-input", "--verbosity", "0", env=env)
     sh(PY, "manage.py", "create_demo_account", "--url", f"http://{address}", env=env)
     sh(PY, "manage.py", "runserver", address, *args, env=env)
     return 0

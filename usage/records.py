@@ -9,7 +9,7 @@ import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
@@ -44,7 +44,7 @@ def parse_record_query(params: Mapping[str, str]) -> RecordQuery:
 def _parse_limit(value: str | None) -> int:
     if value is None or value == "":
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
         raise QueryError("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
     return int(value)
 
@@ -63,7 +63,8 @@ def _decode(value: str | None) -> tuple[datetime, int] | None:
         parsed = datetime.fromisoformat(moment)
         if parsed.tzinfo is None or type(pk) is not int:
             raise ValueError
-    except (ValueError, TypeError):
+        parsed = parsed.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError):
         raise QueryError("cursor", "cursor is not one this API handed out.") from None
     return parsed, pk
 

@@ -81,7 +81,7 @@ def read_body(request: Request) -> bytes:
     """The raw body, refusing (413) anything over the limit before reading it all."""
     django_request = request._request
     declared = django_request.META.get("CONTENT_LENGTH") or "0"
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BodyError(f"The body is larger than {MAX_BODY_BYTES} bytes.", status=413)
     # Read one byte past the limit so that a body without a Content-Length is caught too.
     return django_request.read(MAX_BODY_BYTES + 1)

@@ -32,12 +32,14 @@ class Command(BaseCommand):
         raw = create_token(user, "Demo token").raw
         self.stdout.write(
             self.style.SUCCESS("Created the demo account.")
-            + f"\n\n  Log in at   {url}/admin/  (or the dashboard, once it exists)"
-            f"\n  username    {DEMO_USERNAME}\n  password    {password}\n  API token   {raw}\n"
+            + f"\n\n  username    {DEMO_USERNAME}\n  password    {password}\n  API token   {raw}\n"
             "\nPost a record:\n\n"
             f"  curl -sS -X POST {url}/api/model-usage \\\n"
             f"    -H 'Authorization: Bearer {raw}' \\\n"
             "    -H 'Content-Type: application/json' \\\n"
             """    -d '{"modelName": "Stable Diffusion", "imageCount": 4}'\n"""
-            "\nThe password and token are shown only now; keep them.\n"
+            f"\nRead your records back: {url}/api/model-usage/summary (same header), or browse "
+            f"the API at {url}/api/docs/.\nThe admin at {url}/admin/ needs a staff account: "
+            "python manage.py createsuperuser.\n"
+            "The password and token are shown only now; keep them.\n"
         )
