@@ -223,3 +223,14 @@ def test_summarize_is_callable_without_http(owner):
 def test_periods_cover_partial_weeks_at_both_ends():
     week_range = DateRange(date(2026, 6, 3), date(2026, 6, 16), ZoneInfo("UTC"))  # Wed..Tue
     assert periods(week_range, "week") == [date(2026, 6, 1), date(2026, 6, 8), date(2026, 6, 15)]
+
+
+def test_the_summary_runs_one_aggregate_query_after_authentication(
+    owner, owner_api, django_assert_num_queries
+):
+    for day in range(1, 29):
+        record(owner, datetime(2026, 6, day, 12, tzinfo=UTC), model=f"m{day % 5}")
+    owner_api.get("/api/model-usage/summary", {"start": "2026-06-01", "end": "2026-06-30"})
+    with django_assert_num_queries(2):  # the token lookup, then one GROUP BY
+        body = summary(owner_api, start="2026-06-01", end="2026-06-30")
+    assert body["totals"]["events"] == 28
