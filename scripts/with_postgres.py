@@ -359,13 +359,6 @@ def run_with_cluster(
         version = server_version(bindir)
         log(f"PostgreSQL {version} on {HOST}:{port} (data in {data})")
         return run_command(command, command_env(bindir, data, logfile, port, user))
-    except SetupError as exc:
-        log(str(exc))
-        return 2
-    except KeyboardInterrupt:
-        return 128 + signal.SIGINT
-    except Terminated:
-        return 128 + signal.SIGTERM
     finally:
         cleanup(bindir, tmp, user, keep_logs)
 
@@ -392,7 +385,7 @@ def main(argv: Sequence[str]) -> int:
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         bindir = locate_or_install_bindir()
-        user = server_user()
+        return run_with_cluster(bindir, server_user(), command, options.keep_logs)
     except SetupError as exc:
         log(str(exc))
         return 2
@@ -400,7 +393,6 @@ def main(argv: Sequence[str]) -> int:
         return 128 + signal.SIGINT
     except Terminated:
         return 128 + signal.SIGTERM
-    return run_with_cluster(bindir, user, command, options.keep_logs)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from usage.auth import NewToken, create_token
+from usage.models import UsageRecord
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +68,14 @@ def post_usage(client: APIClient, body, *, content_type="application/json", **he
     """POST raw JSON (or raw bytes/str) to the ingestion endpoint."""
     data = body if isinstance(body, bytes | str) else json.dumps(body)
     return client.post("/api/model-usage", data=data, content_type=content_type, **headers)
+
+
+def make_record(owner, when, model="SD", images=1, received_at=None) -> UsageRecord:
+    """A stored record at an exact time, including times the ingestion window would refuse."""
+    return UsageRecord.objects.create(
+        owner=owner,
+        model=model,
+        image_count=images,
+        occurred_at=when,
+        received_at=received_at or when,
+    )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from tests.conftest import post_usage
+from tests.conftest import make_record, post_usage
 from usage import admin as usage_admin
 from usage.ingest import ingest
 from usage.models import ApiToken, UsageRecord
@@ -85,13 +85,8 @@ def test_search_by_username_finds_only_that_users_records(staff_client, records)
 
 
 def test_date_hierarchy_narrows_records_to_one_year(staff_client, owner):
-    def record_at(moment: datetime) -> UsageRecord:
-        return UsageRecord.objects.create(
-            owner=owner, model="Flux", image_count=1, occurred_at=moment, received_at=moment
-        )
-
-    in_2024 = record_at(datetime(2024, 6, 1, 12, tzinfo=UTC))
-    record_at(datetime(2025, 6, 1, 12, tzinfo=UTC))
+    in_2024 = make_record(owner, datetime(2024, 6, 1, 12, tzinfo=UTC), "Flux")
+    make_record(owner, datetime(2025, 6, 1, 12, tzinfo=UTC), "Flux")
 
     response = staff_client.get(RECORDS_URL, {"occurred_at__year": "2024"})
 
@@ -136,10 +131,7 @@ def test_csv_export_quotes_model_names_that_a_spreadsheet_would_run(
 def test_paginator_stops_counting_one_past_the_cap(monkeypatch, owner):
     now = timezone.now()
     for minutes in range(5):
-        moment = now - timedelta(minutes=minutes)
-        UsageRecord.objects.create(
-            owner=owner, model="Flux", image_count=1, occurred_at=moment, received_at=moment
-        )
+        make_record(owner, now - timedelta(minutes=minutes), "Flux")
     monkeypatch.setattr(usage_admin, "COUNT_CAP", 3)
 
     paginator = usage_admin.CappedCountPaginator(UsageRecord.objects.all(), 2)
@@ -150,10 +142,7 @@ def test_paginator_stops_counting_one_past_the_cap(monkeypatch, owner):
 def test_paginator_counts_exactly_below_the_cap(monkeypatch, owner):
     now = timezone.now()
     for minutes in range(2):
-        moment = now - timedelta(minutes=minutes)
-        UsageRecord.objects.create(
-            owner=owner, model="Flux", image_count=1, occurred_at=moment, received_at=moment
-        )
+        make_record(owner, now - timedelta(minutes=minutes), "Flux")
     monkeypatch.setattr(usage_admin, "COUNT_CAP", 3)
 
     assert usage_admin.CappedCountPaginator(UsageRecord.objects.all(), 2).count == 2

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.utils import timezone
 
-from tests.conftest import bearer
+from tests.conftest import bearer, make_record
 from usage.auth import create_token
 from usage.ingest import ingest
 from usage.models import UsageRecord
@@ -21,14 +21,7 @@ T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
 def add(owner, model: str, when: datetime) -> UsageRecord:
-    """A stored record at an exact time, including times the ingestion window would refuse."""
-    return UsageRecord.objects.create(
-        owner=owner,
-        model=model,
-        image_count=1,
-        occurred_at=when,
-        received_at=when + timedelta(seconds=1),
-    )
+    return make_record(owner, when, model, received_at=when + timedelta(seconds=1))
 
 
 def models_of(response) -> list[str]:

@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from usage.models import UsageRecord
+from tests.conftest import make_record
 from usage.summary import DateRange, periods, summarize
 
 pytestmark = pytest.mark.django_db
@@ -13,10 +13,7 @@ pytestmark = pytest.mark.django_db
 NEW_YORK = ZoneInfo("America/New_York")
 
 
-def record(owner, when: datetime, model="SD", images=1):
-    return UsageRecord.objects.create(
-        owner=owner, model=model, image_count=images, occurred_at=when, received_at=when
-    )
+record = make_record
 
 
 def summary(client, **params):
