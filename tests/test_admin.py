@@ -213,3 +213,14 @@ def test_non_staff_user_is_sent_to_the_admin_login(client, owner, url):
 
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
+
+
+def test_records_can_be_read_but_not_added_or_edited_in_the_admin(staff_client, records):
+    record = records["alice"][0]
+    page = staff_client.get(f"{RECORDS_URL}{record.pk}/change/")
+    assert page.status_code == 200
+    assert b'name="model"' not in page.content  # shown as text, not as a form field
+    assert staff_client.get(f"{RECORDS_URL}add/").status_code == 403
+    staff_client.post(f"{RECORDS_URL}{record.pk}/change/", {"model": "Edited", "image_count": 9})
+    record.refresh_from_db()
+    assert record.model != "Edited"

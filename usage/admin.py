@@ -84,9 +84,17 @@ class UsageRecordAdmin(admin.ModelAdmin):
     raw_id_fields = ("token",)
     list_select_related = ("owner", "token")
     show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER  # a count per filter choice is a scan per choice
     paginator = CappedCountPaginator
     list_per_page = 100
     actions = ("export_csv",)
+
+    # Records are what desktop apps reported: admins read, export and delete, never edit.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
 
     @admin.action(description="Export selected records as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet) -> StreamingHttpResponse:
