@@ -5,124 +5,22 @@ either a port with nothing listening, or (on PostgreSQL) the test database itsel
 and started again with ``pg_ctl``.
 """
 
-import http.client
-import json
 import os
-import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.db import connection
 
+from tests.live_server import HOST, Server, free_port, gunicorn, poll, url_of
 from usage.auth import create_token
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.slow
 
-PROJECT = Path(__file__).resolve().parent.parent
-GUNICORN = PROJECT / ".venv" / "bin" / "gunicorn"
-HOST = "127.0.0.1"
 WELL_FORMED_FAKE_TOKEN = "usg_" + "A" * 51
-START_SECONDS = 20
 RECOVER_SECONDS = 20
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    headers: http.client.HTTPMessage
-    body: bytes
-
-    @property
-    def content_type(self) -> str:
-        return self.headers.get("Content-Type", "")
-
-    def json(self):
-        assert self.content_type.startswith("application/json"), (self.status, self.body[:300])
-        return json.loads(self.body)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def poll(check: Callable[[], bool], seconds: float, what: str, log: Path | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:] if log else ""
-            pytest.fail(f"{what} within {seconds} s\n{tail}")
-        time.sleep(0.05)
-
-
-@dataclass
-class Server:
-    port: int
-    process: subprocess.Popen
-    log: Path
-
-    def request(self, method: str, path: str, body=None, headers=None) -> Reply:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=15)
-        try:
-            conn.request(method, path, body=body, headers=headers or {})
-            response = conn.getresponse()
-            return Reply(response.status, response.headers, response.read())
-        finally:
-            conn.close()
-
-    def get(self, path: str, token: str | None = None, **headers) -> Reply:
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        return self.request("GET", path, headers=headers)
-
-    def post_usage(self, token: str, body) -> Reply:
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        return self.request("POST", "/api/model-usage", json.dumps(body).encode(), headers)
-
-    def answers(self, path: str, status: int) -> bool:
-        if self.process.poll() is not None:
-            pytest.fail(f"gunicorn exited with {self.process.returncode}\n{self.log.read_text()}")
-        try:
-            return self.get(path).status == status
-        except OSError:  # not listening yet
-            return False
-
-
-@contextmanager
-def gunicorn(database_url: str, log: Path) -> Iterator[Server]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "SECRET_KEY": "t",
-        "DEBUG": "0",
-        "ALLOWED_HOSTS": HOST,
-        "DATABASE_URL": database_url,
-    }
-    argv = [str(GUNICORN), "usage_site.wsgi", "-b", f"{HOST}:{port}", "--workers", "1"]
-    argv += ["--graceful-timeout", "5"]
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            argv, cwd=PROJECT, env=env, stdout=log_file, stderr=subprocess.STDOUT
-        )
-    server = Server(port, process, log)
-    try:
-        poll(lambda: server.answers("/api/health/simple", 200), START_SECONDS, "no answer", log)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -226,14 +124,6 @@ def pg_ctl(*args: str) -> None:
 
 def start_postgres() -> None:
     pg_ctl("-l", os.environ["PG_LOGFILE"], "-w", "-t", "60", "start")
-
-
-def url_of(settings_dict: dict) -> str:
-    user = quote(settings_dict["USER"], safe="")
-    password = f":{quote(settings_dict['PASSWORD'], safe='')}" if settings_dict["PASSWORD"] else ""
-    host = settings_dict["HOST"] or HOST
-    port = settings_dict["PORT"] or "5432"
-    return f"postgres://{user}{password}@{host}:{port}/{quote(settings_dict['NAME'])}"
 
 
 @pytest.fixture

@@ -80,11 +80,20 @@ class ModelUsageView(APIView):
 def read_body(request: Request) -> bytes:
     """The raw body, refusing (413) anything over the limit before reading it all."""
     django_request = request._request
-    declared = django_request.META.get("CONTENT_LENGTH") or "0"
+    declared = django_request.META.get("CONTENT_LENGTH") or ""
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise BodyError(f"The body is larger than {MAX_BODY_BYTES} bytes.", status=413)
-    # Read one byte past the limit so that a body without a Content-Length is caught too.
-    return django_request.read(MAX_BODY_BYTES + 1)
+    stream = django_request
+    if not declared and django_request.META.get("wsgi.input_terminated"):
+        # A chunked body has no Content-Length, so Django reads it as empty; the server's
+        # own stream (gunicorn marks it terminated) ends where the body ends.
+        stream = django_request.META["wsgi.input"]
+    try:
+        # One byte past the limit tells a body of exactly the limit from a larger one.
+        return stream.read(MAX_BODY_BYTES + 1)
+    except Exception as exc:  # a cut connection or bad chunk framing, in the server's own types
+        log.warning("body read failed user=%s: %r", request.user.get_username(), exc)
+        raise BodyError("The body could not be read: it was cut short or badly framed.") from exc
 
 
 class UsageSummaryView(APIView):
