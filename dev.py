@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The project's two commands, and a few more, with nothing but Python 3.11+ installed.
 
-    python3 dev.py run     set up, then run the site on SQLite at http://127.0.0.1:8000
-    python3 dev.py test    set up, then run every check and test (SQLite, then PostgreSQL)
-    python3 dev.py serve   run the production server (gunicorn + whitenoise)
+    ./dev.py run     set up, then run the site on SQLite at http://127.0.0.1:8000
+    ./dev.py test    set up, then run every check and test (SQLite, then PostgreSQL)
+    ./dev.py serve   run the production server (gunicorn + whitenoise)
 
 Set-up is a virtual environment in .venv with the pinned requirements; it is redone only
 when a requirements file changes.

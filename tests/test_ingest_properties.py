@@ -8,7 +8,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import post_usage
-from usage.ingest import BodyError, RecordInvalid, parse_body, validate_record
+from usage.ingest import (
+    COUNT_KEYS,
+    EMAIL_KEYS,
+    EVENT_ID_KEYS,
+    MODEL_KEYS,
+    TIMESTAMP_KEYS,
+    USERNAME_KEYS,
+    BodyError,
+    RecordInvalid,
+    parse_body,
+    validate_record,
+)
 from usage.models import UsageRecord
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
@@ -28,18 +39,7 @@ json_values = st.recursive(
     max_leaves=12,
 )
 field_keys = st.sampled_from(
-    [
-        "modelName",
-        "model",
-        "imageCount",
-        "count",
-        "userId",
-        "user_id",
-        "email",
-        "timestamp",
-        "id",
-        "eventId",
-    ]
+    MODEL_KEYS + COUNT_KEYS + USERNAME_KEYS + EMAIL_KEYS + TIMESTAMP_KEYS + EVENT_ID_KEYS
 )
 # Records whose keys are mostly the real ones, so that validation goes deep, not just "missing".
 records = st.dictionaries(field_keys | st.text(max_size=5), json_values, max_size=8)
