@@ -1,9 +1,9 @@
 """One error shape for the whole API: ``{"error": "...", ...}``, never an HTML page.
 
-DRF views report through ``api_exception_handler``. Errors that happen outside a DRF
-view (an unknown URL, a database that is down while the session middleware runs, a bug)
-reach ``ApiErrorMiddleware`` or Django's ``handler404``/``handler500``, which answer in the
-same shape for paths under ``/api/``.
+DRF views report through ``api_exception_handler``. Everything else under ``/api/`` (an
+unknown URL, Django's own error pages, its DEBUG pages) is turned into the same shape by
+``ApiErrorMiddleware`` on the way out. A database that is down anywhere, in a view or in
+the session middleware, is a 503: JSON under ``/api/``, a friendly page elsewhere.
 """
 
 import logging
@@ -11,7 +11,7 @@ import sys
 from http import HTTPStatus
 
 from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError, InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from rest_framework import exceptions, status
@@ -36,12 +36,6 @@ def is_database_down(exc: BaseException | None) -> bool:
 
 def error_body(message: str, **extra) -> dict:
     return {"error": message, **extra}
-
-
-def _database_down_json() -> JsonResponse:
-    response = JsonResponse(error_body(DATABASE_DOWN), status=503)
-    response["Retry-After"] = str(RETRY_AFTER_DB_SECONDS)
-    return response
 
 
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -92,22 +86,15 @@ class ApiErrorMiddleware:
         return response
 
     def process_exception(self, request: HttpRequest, exc: Exception) -> HttpResponse | None:
-        if is_database_down(exc):
-            return database_unavailable(request)
-        if request.path.startswith(API_PREFIX):
-            if isinstance(exc, RequestDataTooBig):
-                return JsonResponse(error_body("The request body is too large."), status=413)
-            if isinstance(exc, DatabaseError):
-                log.exception("database error on %s", request.path)
-            else:
-                log.exception("unhandled error on %s", request.path)
-            return JsonResponse(error_body("Internal server error."), status=500)
-        return None
+        # Anything else goes on to Django's handler500 (which logs it), then to __call__.
+        return database_unavailable(request) if is_database_down(exc) else None
 
 
 def _as_json(response: HttpResponse) -> JsonResponse:
     status_code = response.status_code
-    replacement = JsonResponse(error_body(HTTPStatus(status_code).phrase + "."), status=status_code)
+    replacement = JsonResponse(
+        error_body(HTTPStatus(status_code).phrase.capitalize() + "."), status=status_code
+    )
     for header in ("Retry-After", "Allow", "WWW-Authenticate"):
         if header in response:
             replacement[header] = response[header]
@@ -116,42 +103,16 @@ def _as_json(response: HttpResponse) -> JsonResponse:
 
 def database_unavailable(request: HttpRequest) -> HttpResponse:
     if request.path.startswith(API_PREFIX):
-        return _database_down_json()
-    response = render(request, "503.html", status=503)
+        response = JsonResponse(error_body(DATABASE_DOWN), status=503)
+    else:
+        response = render(request, "503.html", status=503)
     response["Retry-After"] = str(RETRY_AFTER_DB_SECONDS)
     return response
 
 
-def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if request.path.startswith(API_PREFIX):
-        return JsonResponse(error_body("Not found."), status=404)
-    return render(request, "404.html", status=404)
-
-
 def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: a 503 when the database is down (say, in the session middleware)."""
     # Django calls this inside its except block, so the exception is still at hand.
     if is_database_down(sys.exception()):
         return database_unavailable(request)
-    if request.path.startswith(API_PREFIX):
-        return JsonResponse(error_body("Internal server error."), status=500)
     return render(request, "500.html", status=500)
-
-
-def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if isinstance(exception, RequestDataTooBig) and request.path.startswith(API_PREFIX):
-        return JsonResponse(error_body("The request body is too large."), status=413)
-    if request.path.startswith(API_PREFIX):
-        return JsonResponse(error_body("Bad request."), status=400)
-    return render(request, "400.html", status=400)
-
-
-def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    if request.path.startswith(API_PREFIX):
-        return JsonResponse(error_body("Permission denied."), status=403)
-    return render(request, "403.html", status=403)
-
-
-def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
-    if request.path.startswith(API_PREFIX):
-        return JsonResponse(error_body(f"CSRF check failed: {reason}"), status=403)
-    return render(request, "403.html", {"reason": reason}, status=403)

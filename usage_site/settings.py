@@ -160,4 +160,3 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {"usage": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False}},
 }
-CSRF_FAILURE_VIEW = "usage.errors.csrf_failure"

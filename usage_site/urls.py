@@ -11,7 +11,4 @@ urlpatterns = [
     path("api/", include("usage.urls")),
 ]
 
-handler400 = "usage.errors.bad_request"
-handler403 = "usage.errors.permission_denied"
-handler404 = "usage.errors.not_found"
 handler500 = "usage.errors.server_error"
