@@ -607,3 +607,14 @@ def test_the_frozen_clock_really_moves_the_time_window(owner_api):
             owner_api, {"model": "SD", "count": 1, "timestamp": real_now.isoformat()}
         )
     assert errors_of(response) == [(0, "timestamp")]
+
+
+def test_refused_ingestion_requests_are_logged_too(owner_token, owner_api, client, caplog):
+    with caplog.at_level("INFO", logger="usage.ingest"):
+        post_usage(owner_api, {"model": "SD", "count": 1}, content_type="text/plain")
+        post_usage(owner_api, {"model": "SD", "count": 1}, HTTP_X_USER_ID="mallory")
+        post_usage(client, {"model": "SD", "count": 1})
+    lines = [r.getMessage() for r in caplog.records if r.name == "usage.ingest"]
+    assert [line.split("status=")[1].split()[0] for line in lines] == ["415", "403", "401"]
+    assert f"token={owner_token.token.display_prefix}" in lines[0]
+    assert "user=- token=-" in lines[2]
