@@ -147,3 +147,10 @@ def test_demo_account_is_not_created_beside_existing_users(owner):
     assert "Users exist already" in output
     assert list(get_user_model().objects.values_list("username", flat=True)) == ["alice"]
     assert not ApiToken.objects.exists()
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 101])
+def test_create_api_token_refuses_an_empty_or_overlong_name(owner, name):
+    with pytest.raises(CommandError, match="1 to 100"):
+        call_command("create_api_token", "alice", "--name", name, stdout=StringIO())
+    assert not ApiToken.objects.exists()

@@ -19,7 +19,10 @@ class Command(BaseCommand):
             owner = User.objects.get_by_natural_key(username)
         except User.DoesNotExist:
             raise CommandError(f"No user named {username!r}.") from None
-        new = create_token(owner, name[:100])
+        name = name.strip()
+        if not 1 <= len(name) <= 100:
+            raise CommandError("--name must be 1 to 100 characters.")
+        new = create_token(owner, name)
         self.stdout.write(
             f"Created token {new.token.display_prefix} ({new.token.name}) for {username}."
         )
