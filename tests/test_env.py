@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from usage_site.env import database_from_url, env_bool, env_int, env_list
+from usage_site.env import database_from_url, env_bool, env_int, env_list, env_rate
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 VAR = "USAGE_TEST_VARIABLE"
@@ -177,3 +177,23 @@ def test_settings_load_without_a_secret_key_in_debug_mode():
     result = django_setup(DEBUG="1")
 
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("600/min", "600/min"), (" 20/s ", "20/s"), ("5000/day", "5000/day")]
+)
+def test_env_rate_reads_rest_framework_rates(monkeypatch, raw, expected):
+    monkeypatch.setenv("SOME_RATE", raw)
+    assert env_rate("SOME_RATE", "1/min") == expected
+
+
+@pytest.mark.parametrize("raw", ["600", "600/minute-ish", "0/min", "-1/min", "abc/min", "1.5/s"])
+def test_env_rate_refuses_what_rest_framework_would_misread(monkeypatch, raw):
+    monkeypatch.setenv("SOME_RATE", raw)
+    with pytest.raises(ImproperlyConfigured, match="SOME_RATE"):
+        env_rate("SOME_RATE", "1/min")
+
+
+def test_env_rate_defaults_when_unset(monkeypatch):
+    monkeypatch.delenv("SOME_RATE", raising=False)
+    assert env_rate("SOME_RATE", "7/hour") == "7/hour"

@@ -54,6 +54,22 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+_RATE_PERIODS = ("s", "sec", "m", "min", "h", "hour", "d", "day")
+
+
+def env_rate(name: str, default: str) -> str:
+    """A throttle rate as REST framework reads it: ``600/min``, ``20/s``, ``5000/day``."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    count, _, period = raw.strip().partition("/")
+    if not (count.isascii() and count.isdigit() and int(count) > 0 and period in _RATE_PERIODS):
+        raise ImproperlyConfigured(
+            f"{name} must look like 600/min (per s, min, hour or day); got {raw!r}"
+        )
+    return f"{int(count)}/{period}"
+
+
 def database_from_url(url: str) -> dict:
     """``sqlite:///path`` or ``postgres://user:pass@host:port/name?opt=v`` as a DATABASES entry."""
     parts = urlsplit(url)

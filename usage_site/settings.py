@@ -7,7 +7,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from usage_site.env import database_from_url, env_bool, env_int, env_list, env_str
+from usage_site.env import database_from_url, env_bool, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -129,7 +129,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "usage.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_THROTTLE_RATES": {
-        "ingest": env_str("THROTTLE_INGEST_RATE", "600/min"),
+        "ingest": env_rate("THROTTLE_INGEST_RATE", "600/min"),
     },
     # Client addresses come only from REMOTE_ADDR unless a trusted proxy count is configured.
     "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
