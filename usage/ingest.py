@@ -50,6 +50,10 @@ class BodyError(Exception):
         self.message = message
         self.status = status
 
+    @classmethod
+    def too_large(cls) -> "BodyError":
+        return cls(f"The body is larger than {MAX_BODY_BYTES} bytes.", status=413)
+
 
 @dataclass(frozen=True)
 class RecordError:
@@ -97,7 +101,7 @@ class IngestResult:
 def parse_body(raw: bytes) -> list[Any]:
     """The records in a body: one JSON object, or an array of 1 to MAX_BATCH of them."""
     if len(raw) > MAX_BODY_BYTES:
-        raise BodyError(f"The body is larger than {MAX_BODY_BYTES} bytes.", status=413)
+        raise BodyError.too_large()
     try:
         payload = json.loads(raw, parse_constant=_reject_constant)
     except RecursionError:
@@ -307,8 +311,7 @@ def store(
 
 
 def _insert(owner_id: int, token_id: int | None, records: list[CleanRecord], now: datetime) -> int:
-    meta = UsageRecord._meta
-    table = connection.ops.quote_name(meta.db_table)
+    table = connection.ops.quote_name(UsageRecord._meta.db_table)
     columns = [
         "owner_id",
         "model",

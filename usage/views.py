@@ -47,7 +47,7 @@ class ModelUsageView(APIView):
     def finalize_response(self, request: Request, response: Response, *args, **kwargs):
         # Here, not in post(), so that refused requests (403, 413, 415, 429...) log too.
         if self._is_post():
-            log_ingestion(request, response, time.perf_counter() - getattr(self, "started", 0))
+            log_ingestion(request, response, time.perf_counter() - self.started)
         return super().finalize_response(request, response, *args, **kwargs)
 
     @extend_schema(**schema.INGEST)
@@ -94,7 +94,7 @@ def read_body(request: Request) -> bytes:
     django_request = request._request
     declared = django_request.META.get("CONTENT_LENGTH") or ""
     if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise BodyError(f"The body is larger than {MAX_BODY_BYTES} bytes.", status=413)
+        raise BodyError.too_large()
     stream = django_request
     if not declared and django_request.META.get("wsgi.input_terminated"):
         # A chunked body has no Content-Length, so Django reads it as empty; the server's
