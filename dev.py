@@ -21,6 +21,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / "bin"
 PY = BIN / "python"
 TEST_SECRET_KEY = "test-only-secret-key-not-for-production"
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; the browser tests drive it
 
 
 def main(argv: list[str]) -> int:
@@ -92,6 +93,7 @@ def serve(args: list[str]) -> int:
 
 def test(args: list[str]) -> int:
     ensure_venv("requirements-dev.txt")
+    ensure_test_tools()
     env = {"SECRET_KEY": TEST_SECRET_KEY, "DEBUG": "0"}
     sh(BIN / "ruff", "check", ".")
     sh(BIN / "ruff", "format", "--check", ".")
@@ -100,7 +102,27 @@ def test(args: list[str]) -> int:
     sh(BIN / "pytest", *args, env={**env, "DATABASE_URL": "sqlite:///test-sqlite.sqlite3"})
     print("\n== tests on PostgreSQL ==", flush=True)
     sh(sys.executable, "scripts/with_postgres.py", "--", BIN / "pytest", *args, env=env)
+    print("\n== desktop client tests (Node) against a live server ==", flush=True)
+    node_tests = sorted(str(path) for path in (ROOT / "tests" / "electron").glob("*.test.js"))
+    sh("node", "--test", *node_tests, env={**env, "USAGE_PYTHON": str(PY)})
     return 0
+
+
+def ensure_test_tools() -> None:
+    """Install what the browser and desktop-client tests need and a bare machine lacks."""
+    wanted = {
+        "chromium": Path(CHROMIUM).exists(),
+        "nodejs": shutil.which("node") is not None,
+        "npm": shutil.which("npm") is not None,  # Node builds from NodeSource include npm
+    }
+    missing = [package for package, present in wanted.items() if not present]
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print(f"The tests need these packages: {' '.join(missing)}.", file=sys.stderr)
+        raise SystemExit(2)
+    sh("apt-get", "update", "-qq")
+    sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing)
 
 
 if __name__ == "__main__":
