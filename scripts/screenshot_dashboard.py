@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Save a screenshot of the demo user's dashboard from a running site (docs/dashboard.png).
+
+    ./dev.py run                                   # in one shell: the site with demo data
+    .venv/bin/python scripts/screenshot_dashboard.py [--url URL] [--out PATH] [--dark]
+
+The script logs in as ``demo`` by writing a session straight into the site's database, so
+it must run with the same environment as the site (``DATABASE_URL``, ``SECRET_KEY``,
+``DEBUG``; by default that of ``./dev.py run``: SQLite ``db.sqlite3`` and ``DEBUG=1``). The
+session is deleted again afterwards.
+
+When the site loads Chart.js from the CDN, the browser is handed the pinned package from the
+npm registry instead (checked against the same SRI hash, so it is byte for byte the CDN's
+file): the screenshot then works on machines without internet access.
+"""
+
+import argparse
+import os
+import sys
+from importlib import import_module
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "usage_site.settings")
+os.environ.setdefault("DEBUG", "1")  # as ./dev.py run; the session must be signed alike
+# Playwright's sync API runs an event loop in this thread; the ORM calls here are plain.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+USERNAME = "demo"
+CHARTS_SETTLED = """() => window.Chart
+    && document.querySelectorAll('canvas').length > 0
+    && [...document.querySelectorAll('canvas')].every(c => Chart.getChart(c))
+    && Object.values(Chart.instances).every(chart => !Chart.animator.running(chart))"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the running site")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "dashboard.png"))
+    parser.add_argument("--dark", action="store_true", help="prefers-color-scheme: dark")
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    session = demo_session()
+    try:
+        cookie = {
+            "name": settings.SESSION_COOKIE_NAME,
+            "value": session.session_key,
+            "url": args.url,
+        }
+        chartjs = local_chartjs() if settings.CHARTJS_URL == settings.CHARTJS_CDN_URL else None
+        screenshot(args.url.rstrip("/"), cookie, Path(args.out), args.dark, chartjs)
+    finally:
+        session.delete()
+    print(f"saved {args.out}")
+    return 0
+
+
+def demo_session():
+    """A stored session logged in as ``demo``, like the one ``django.contrib.auth.login`` makes."""
+    from django.conf import settings
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+    )
+
+    user = get_user_model().objects.filter(username=USERNAME).first()
+    if user is None:
+        raise SystemExit(f"No user {USERNAME!r}: run `python manage.py seed_demo` first.")
+    session = import_module(settings.SESSION_ENGINE).SessionStore()
+    session[SESSION_KEY] = user._meta.pk.value_to_string(user)
+    session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return session
+
+
+def local_chartjs() -> bytes:
+    from django.conf import settings
+
+    from tests.browser.chartjs import extract_script, fetch_tarball
+
+    scratch = ROOT / "test-output" / "cache" / "screenshot"
+    return extract_script(fetch_tarball(), settings.CHARTJS_CDN_INTEGRITY, scratch).read_bytes()
+
+
+def screenshot(base_url: str, cookie: dict, out: Path, dark: bool, chartjs: bytes | None) -> None:
+    from django.conf import settings
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            context = browser.new_context(
+                viewport={"width": 1280, "height": 900},
+                color_scheme="dark" if dark else "light",
+                locale="en-US",
+            )
+            context.add_cookies([cookie])
+            page = context.new_page()
+            if chartjs is not None:
+                page.route(
+                    settings.CHARTJS_CDN_URL,
+                    lambda route: route.fulfill(
+                        body=chartjs,
+                        content_type="text/javascript",
+                        headers={"Access-Control-Allow-Origin": "*"},
+                    ),
+                )
+            page.goto(f"{base_url}/dashboard/?days=90")
+            if "/dashboard/" not in page.url:
+                raise SystemExit(f"Not logged in: the site sent the browser to {page.url}")
+            page.wait_for_function(CHARTS_SETTLED, timeout=15_000)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(out), full_page=True)
+        finally:
+            browser.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
