@@ -10,6 +10,7 @@ import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from time import monotonic
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -144,6 +145,13 @@ def wait_until_charts_settle(page: Page) -> None:
     )
 
 
+def press_refresh(page: Page) -> None:
+    """Click Refresh Data. The server renders an "Updated" time too, so it is blanked first:
+    an "Updated" seen afterwards can only come from this refresh."""
+    page.get_by_test_id("refresh-status").evaluate("el => { el.textContent = '' }")
+    page.get_by_test_id("refresh-data").click()
+
+
 def shown_number(page: Page, test_id: str) -> int:
     return number(page.get_by_test_id(test_id).inner_text())
 
@@ -243,10 +251,12 @@ def test_refresh_data_shows_a_record_posted_through_the_api_without_a_reload(
     held: list[Route] = []
     page.route(is_data_url, held.append)  # hold the request to see the loading state
     button = page.get_by_test_id("refresh-data")
-    button.click()
+    press_refresh(page)
     expect(button).to_be_disabled()
-    while not held:
-        page.wait_for_timeout(20)
+    deadline = monotonic() + 10
+    while not held and monotonic() < deadline:
+        page.wait_for_timeout(20)  # lets Playwright deliver the route to the handler
+    assert held, "Refresh Data sent no request to /dashboard/data/"
     assert re.search(r"[?&]days=7(&|$)", held[0].request.url)
     assert re.search(r"[?&]tz=UTC(&|$)", held[0].request.url)
     held[0].continue_()
@@ -275,7 +285,7 @@ def test_failed_refresh_shows_an_error_and_keeps_the_last_numbers(open_tab, live
     before = bar_series(page)
 
     page.route(is_data_url, lambda route: route.abort())  # the network is down
-    button.click()
+    press_refresh(page)
     expect(error).to_be_visible()
     expect(error).to_have_attribute("role", "alert")
     expect(error).not_to_have_text("")
@@ -284,7 +294,7 @@ def test_failed_refresh_shows_an_error_and_keeps_the_last_numbers(open_tab, live
     assert bar_series(page) == before
 
     page.unroute(is_data_url)
-    button.click()
+    press_refresh(page)
     expect(error).to_be_hidden()
     expect(page.get_by_test_id("refresh-status")).to_have_text(UPDATED)
 
@@ -292,7 +302,7 @@ def test_failed_refresh_shows_an_error_and_keeps_the_last_numbers(open_tab, live
         is_data_url,
         lambda route: route.fulfill(status=500, content_type="text/html", body="<h1>Error</h1>"),
     )
-    button.click()
+    press_refresh(page)
     expect(error).to_be_visible()
     expect(button).to_be_enabled()
     assert shown_number(page, "total-images") == 9
@@ -328,7 +338,7 @@ def test_without_chartjs_the_tables_show_every_number(open_tab, live_server, own
 
     # Refresh Data still works and updates the tables.
     make_record(owner, timezone.now(), "Kandinsky", 5)
-    page.get_by_test_id("refresh-data").click()
+    press_refresh(page)
     expect(page.get_by_test_id("refresh-status")).to_have_text(UPDATED)
     assert shown_number(page, "total-images") == 1248
     assert share_table(page)["Kandinsky"] == 7
@@ -416,7 +426,7 @@ def test_model_names_are_shown_as_text_everywhere(open_tab, live_server, owner):
         )
 
     names_are_text()
-    page.get_by_test_id("refresh-data").click()  # the tables are rebuilt by script
+    press_refresh(page)  # the tables are rebuilt by script
     expect(page.get_by_test_id("refresh-status")).to_have_text(UPDATED)
     names_are_text()
     expect(page.get_by_test_id("top-model")).to_have_text(HOSTILE_NAMES[2])
