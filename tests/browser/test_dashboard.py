@@ -249,7 +249,9 @@ def test_refresh_data_shows_a_record_posted_through_the_api_without_a_reload(
     assert reply["accepted"] == 1
 
     held: list[Route] = []
-    page.route(is_data_url, held.append)  # hold the request to see the loading state
+    page.route(
+        is_data_url, lambda route: held.append(route)
+    )  # hold the request to see the loading state
     button = page.get_by_test_id("refresh-data")
     press_refresh(page)
     expect(button).to_be_disabled()
