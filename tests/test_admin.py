@@ -56,7 +56,7 @@ def export(client, records: list[UsageRecord]) -> list[list[str]]:
         {"action": "export_csv", "_selected_action": [r.pk for r in records], "index": 0},
     )
     assert response.status_code == 200
-    assert response["Content-Type"] == "text/csv"
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
     body = b"".join(response.streaming_content).decode()
     return list(csv.reader(io.StringIO(body)))
 

@@ -1,8 +1,5 @@
 """Admin for usage records and API tokens: browse, filter, export, revoke. Never a secret."""
 
-import csv
-from collections.abc import Iterator
-
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
@@ -10,12 +7,12 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils.functional import cached_property
 
 from usage.auth import revoke_token
+from usage.export import ADMIN_HEADER, admin_rows, csv_lines, csv_response
 from usage.models import ApiToken, UsageRecord
 
 # Pages past this many rows are reached with filters instead of a full COUNT(*), which on
 # a table of millions takes seconds.
 COUNT_CAP = 100_000
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 class CappedCountPaginator(Paginator):
@@ -34,36 +31,6 @@ class ModelNameFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         return queryset.filter(model=self.value()) if self.value() else queryset
-
-
-def spreadsheet_safe(value: object) -> str:
-    """A cell that a spreadsheet shows as text, never runs as a formula."""
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
-class _Echo:
-    def write(self, value: str) -> str:
-        return value
-
-
-def _csv_rows(records: QuerySet) -> Iterator[str]:
-    writer = csv.writer(_Echo())
-    yield writer.writerow(
-        ["id", "username", "model", "image_count", "occurred_at_utc", "received_at_utc", "event_id"]
-    )
-    for record in records.select_related("owner").iterator(chunk_size=2000):
-        yield writer.writerow(
-            [
-                record.pk,
-                spreadsheet_safe(record.owner.get_username()),
-                spreadsheet_safe(record.model),
-                record.image_count,
-                record.occurred_at.isoformat(),
-                record.received_at.isoformat(),
-                spreadsheet_safe(record.event_id),
-            ]
-        )
 
 
 @admin.register(UsageRecord)
@@ -98,9 +65,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export selected records as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet) -> StreamingHttpResponse:
-        response = StreamingHttpResponse(_csv_rows(queryset), content_type="text/csv")
-        response["Content-Disposition"] = 'attachment; filename="usage-records.csv"'
-        return response
+        return csv_response("usage-records.csv", csv_lines(ADMIN_HEADER, admin_rows(queryset)))
 
 
 @admin.register(ApiToken)

@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
@@ -116,6 +117,20 @@ CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
 CORS_URLS_REGEX = r"^/api/.*$"
 
 EXTERNAL_API_URL = env_str("EXTERNAL_API_URL", "http://localhost:3001")
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:index"
+LOGOUT_REDIRECT_URL = "login"
+
+# Chart.js for the dashboard: the pinned release from a public CDN, checked by the browser
+# against its Subresource Integrity hash. CHARTJS_URL points elsewhere (a self-hosted copy);
+# set CHARTJS_INTEGRITY with it, or the page loads that copy without an integrity check.
+CHARTJS_VERSION = "4.6.1"
+CHARTJS_CDN_URL = f"https://cdn.jsdelivr.net/npm/chart.js@{CHARTJS_VERSION}/dist/chart.umd.min.js"
+CHARTJS_CDN_INTEGRITY = "sha384-Emf5ZVIUiarAdhkgtqK+5/Z5qIvM6QoVrS+qAVtfyZVuD5lIHrac0me485+Antp0"
+CHARTJS_URL = env_str("CHARTJS_URL", "")
+CHARTJS_INTEGRITY = env_str("CHARTJS_INTEGRITY", "" if CHARTJS_URL else CHARTJS_CDN_INTEGRITY)
+CHARTJS_URL = CHARTJS_URL or CHARTJS_CDN_URL
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,0 +1,16 @@
+"""The signed-in pages, under /dashboard/."""
+
+from django.urls import path
+
+from dashboard import views
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("data/", views.data, name="data"),
+    path("timezone/", views.set_time_zone, name="timezone"),
+    path("tokens/", views.tokens, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", views.revoke, name="revoke"),
+    path("export.csv", views.export_csv, name="export"),
+]

@@ -1,0 +1,229 @@
+"""The signed-in pages: the dashboard, its refresh data, the time zone, tokens and CSV."""
+
+from functools import lru_cache
+from urllib.parse import urlencode
+from zoneinfo import available_timezones
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+    JsonResponse,
+    QueryDict,
+)
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from dashboard.forms import TimeZoneForm, TokenForm
+from dashboard.models import Profile
+from dashboard.overview import PRESET_DAYS, DashboardQuery, Overview, build_overview, parse_query
+from usage.auth import create_token, revoke_token
+from usage.export import OWNER_HEADER, csv_lines, csv_response, owner_rows
+from usage.models import ApiToken
+from usage.summary import QueryError
+
+# The parts of the page that Refresh Data replaces, each rendered from its own template.
+REGIONS = ("cards", "usage-table", "share-table", "recent-records")
+
+
+def home(request: HttpRequest) -> HttpResponse:
+    return redirect("dashboard:index" if request.user.is_authenticated else "login")
+
+
+def subject_of(request: HttpRequest) -> AbstractBaseUser:
+    """Whose data the page shows: the viewer's own, or, for staff, anyone's with ?user=."""
+    username = request.GET.get("user", "")
+    if not username or username == request.user.get_username():
+        return request.user
+    if not request.user.is_staff:
+        raise PermissionDenied("Only staff can view another user's dashboard.")
+    return get_object_or_404(get_user_model(), **{get_user_model().USERNAME_FIELD: username})
+
+
+def saved_zone(user: AbstractBaseUser) -> str:
+    return Profile.objects.filter(user=user).values_list("time_zone", flat=True).first() or ""
+
+
+@login_required
+@require_GET
+def index(request: HttpRequest) -> HttpResponse:
+    subject = subject_of(request)
+    zone = saved_zone(request.user)
+    problem = None
+    try:
+        query = parse_query(request.GET, zone or "UTC")
+    except QueryError as error:
+        problem = f"{error.message} Showing the last 30 days instead."
+        query = parse_query({}, zone or "UTC")
+    overview = build_overview(subject, query.date_range)
+    context = {
+        **page_context(request, subject, query, overview),
+        "problem": problem,
+        "detect_zone": not zone and not request.GET.get("tz"),
+        "chart": overview.chart(),
+        "range_links": range_links(request, query),
+        "zone_form": TimeZoneForm(initial={"tz": query.date_range.tz.key}),
+        "zone_names": zone_names(),
+        "chartjs_url": settings.CHARTJS_URL,
+        "chartjs_integrity": settings.CHARTJS_INTEGRITY,
+    }
+    return render(request, "dashboard/index.html", context, status=400 if problem else 200)
+
+
+@login_required
+@require_GET
+def data(request: HttpRequest) -> JsonResponse:
+    """The numbers and regions that Refresh Data puts in place, for the page's own query."""
+    subject = subject_of(request)
+    try:
+        query = parse_query(request.GET, saved_zone(request.user) or "UTC")
+    except QueryError as error:
+        return JsonResponse({"error": error.message, "field": error.field}, status=400)
+    overview = build_overview(subject, query.date_range)
+    context = page_context(request, subject, query, overview)
+    html = {region: render_to_string(f"dashboard/_{region}.html", context) for region in REGIONS}
+    return JsonResponse(
+        {"summary": overview.summary, "chart": overview.chart(), "html": html},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def page_context(
+    request: HttpRequest, subject: AbstractBaseUser, query: DashboardQuery, overview: Overview
+) -> dict:
+    own = subject == request.user
+    params = query_params(query, None if own else subject.get_username())
+    return {
+        "subject": subject,
+        "own": own,
+        "query": query,
+        "tz": query.date_range.tz,
+        "overview": overview,
+        "summary": overview.summary,
+        "query_string": urlencode(params),
+    }
+
+
+def query_params(query: DashboardQuery, username: str | None) -> dict[str, str]:
+    """The URL parameters that reproduce this view, for links, refresh and export."""
+    date_range = query.date_range
+    if query.days:
+        params = {"days": str(query.days)}
+    else:
+        params = {"start": date_range.start.isoformat(), "end": date_range.end.isoformat()}
+    params["tz"] = date_range.tz.key
+    if username:
+        params["user"] = username
+    return params
+
+
+def range_links(request: HttpRequest, query: DashboardQuery) -> list[dict]:
+    base = {key: request.GET[key] for key in ("tz", "user") if request.GET.get(key)}
+    return [
+        {
+            "label": f"Last {days} days",
+            "url": "?" + urlencode({"days": days, **base}),
+            "current": query.days == days,
+        }
+        for days in PRESET_DAYS
+    ]
+
+
+@lru_cache(maxsize=1)
+def zone_names() -> list[str]:
+    return sorted(available_timezones() - {"localtime", "Factory"})
+
+
+@login_required
+@require_POST
+def set_time_zone(request: HttpRequest) -> HttpResponse:
+    """Store the viewer's zone: sent by the page on a first visit, or chosen in its form."""
+    form = TimeZoneForm(request.POST)
+    wants_json = "application/json" in request.headers.get("Accept", "")
+    if not form.is_valid():
+        message = form.errors["tz"][0]
+        if wants_json:
+            return JsonResponse({"error": message, "field": "tz"}, status=400)
+        messages.error(request, message)
+        return redirect(safe_next(request))
+    zone = form.cleaned_data["tz"]
+    Profile.objects.update_or_create(user=request.user, defaults={"time_zone": zone})
+    if wants_json:
+        return JsonResponse({"tz": zone})
+    return redirect(with_zone(safe_next(request), zone))
+
+
+def safe_next(request: HttpRequest) -> str:
+    target = request.POST.get("next", "")
+    allowed = url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    )
+    return target if allowed and target.startswith("/") else reverse("dashboard:index")
+
+
+def with_zone(url: str, zone: str) -> str:
+    path, _, query = url.partition("?")
+    params = QueryDict(query, mutable=True)
+    params["tz"] = zone
+    return f"{path}?{params.urlencode()}"
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def tokens(request: HttpRequest) -> HttpResponse:
+    """List the viewer's tokens; on POST create one and show its secret, this once."""
+    form = TokenForm(request.POST or None, owner=request.user)
+    new_token = None
+    if request.method == "POST" and form.is_valid():
+        new_token = create_token(request.user, form.cleaned_data["name"])
+        form = TokenForm(owner=request.user)
+    context = {
+        "form": form,
+        "new_token": new_token,
+        "tokens": ApiToken.objects.filter(owner=request.user).order_by("-created_at", "-id"),
+        "zone": saved_zone(request.user) or "UTC",
+        "api_url": request.build_absolute_uri(reverse("usage:model-usage")),
+    }
+    status = 201 if new_token else (400 if form.errors else 200)
+    response = render(request, "dashboard/tokens.html", context, status=status)
+    if new_token:
+        response["Cache-Control"] = "no-store"  # the only copy of the secret
+    return response
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    """Confirm, then revoke. Another user's token is a 404: its existence is not shown."""
+    token = get_object_or_404(ApiToken, pk=token_id, owner=request.user)
+    if request.method == "POST":
+        revoke_token(token)
+        messages.success(request, f"Revoked “{token.name}” ({token.display_prefix}…).")
+        return redirect("dashboard:tokens")
+    return render(request, "dashboard/revoke.html", {"token": token})
+
+
+@login_required
+@require_GET
+def export_csv(request: HttpRequest) -> HttpResponse:
+    subject = subject_of(request)
+    try:
+        query = parse_query(request.GET, saved_zone(request.user) or "UTC")
+    except QueryError as error:
+        return HttpResponseBadRequest(error.message, content_type="text/plain; charset=utf-8")
+    date_range = query.date_range
+    lo, hi = date_range.utc_bounds()
+    filename = (
+        f"usage-{subject.get_username()}-{date_range.start}-to-{date_range.end}.csv"
+    ).replace('"', "")
+    rows = owner_rows(subject, lo, hi, date_range.tz)
+    return csv_response(filename, csv_lines(OWNER_HEADER, rows))

@@ -1,0 +1,199 @@
+// The dashboard's charts, its Refresh Data button, and the first-visit time zone.
+//
+// The server renders every number into the page; this script only draws the charts from
+// the same data (the "chart-data" json_script) and, on refresh, puts freshly rendered
+// regions in place. Without it, or without Chart.js, the tables still hold every number.
+"use strict";
+
+(function () {
+  const page = document.querySelector("[data-dashboard]");
+  if (!page) return;
+
+  const zone = page.dataset.zone;
+  const refreshForm = page.querySelector("[data-refresh-form]");
+  const refreshButton = page.querySelector("[data-testid=refresh-data]");
+  const refreshStatus = page.querySelector("[data-testid=refresh-status]");
+  const refreshError = page.querySelector("[data-testid=refresh-error]");
+  const REFRESH_TIMEOUT_MS = 15000;
+  let charts = null;
+
+  function clock(date) {
+    return new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+    }).format(date);
+  }
+
+  // Colours come from the page's CSS, so the charts follow light and dark with the tables.
+  function palette() {
+    const style = getComputedStyle(page);
+    const read = (name) => style.getPropertyValue(name).trim();
+    return {
+      series: Array.from({ length: 8 }, (_, index) => read(`--series-${index}`)),
+      other: read("--series-other"),
+      text: getComputedStyle(document.body).color,
+      grid: read("--grid"),
+      surface: getComputedStyle(document.documentElement).getPropertyValue("--surface").trim(),
+    };
+  }
+
+  function colourOf(index, count, grouped, colours) {
+    return grouped && index === count - 1 ? colours.other : colours.series[index % 8];
+  }
+
+  function barDatasets(data, colours) {
+    return data.datasets.map((dataset, index) => ({
+      label: dataset.label,
+      data: dataset.data,
+      backgroundColor: colourOf(index, data.datasets.length, data.grouped, colours),
+      borderRadius: 2,
+      maxBarThickness: 48,
+    }));
+  }
+
+  function shareDataset(data, colours) {
+    const count = data.share.labels.length;
+    return [{
+      label: "Images",
+      data: data.share.data,
+      backgroundColor: data.share.labels.map((_, index) => colourOf(index, count, data.grouped, colours)),
+      borderColor: colours.surface,
+      borderWidth: 2,
+    }];
+  }
+
+  function drawCharts(data) {
+    const colours = palette();
+    Chart.defaults.color = colours.text;
+    Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
+    const bar = new Chart(page.querySelector("[data-testid=model-usage-chart]"), {
+      type: "bar",
+      data: { labels: data.labels, datasets: barDatasets(data, colours) },
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        animation: { duration: 250 },
+        interaction: { mode: "index", intersect: false },
+        plugins: {
+          legend: { position: "bottom", labels: { boxWidth: 12, usePointStyle: true } },
+          tooltip: { filter: (item) => item.raw > 0 },
+        },
+        scales: {
+          x: { stacked: true, grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 12 } },
+          y: {
+            stacked: true, beginAtZero: true, grid: { color: colours.grid },
+            ticks: { precision: 0 }, title: { display: true, text: "Images" },
+          },
+        },
+      },
+    });
+    const share = new Chart(page.querySelector("[data-testid=model-share-chart]"), {
+      type: "doughnut",
+      data: { labels: data.share.labels, datasets: shareDataset(data, colours) },
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        animation: { duration: 250 },
+        cutout: "62%",
+        plugins: { legend: { display: false } },
+      },
+    });
+    return { bar, share };
+  }
+
+  function updateCharts(data) {
+    if (!charts) return;
+    const colours = palette();
+    charts.bar.data.labels = data.labels;
+    charts.bar.data.datasets = barDatasets(data, colours);
+    charts.bar.update();
+    charts.share.data.labels = data.share.labels;
+    charts.share.data.datasets = shareDataset(data, colours);
+    charts.share.update();
+  }
+
+  function showCharts() {
+    page.querySelectorAll("[data-chart-frame]").forEach((frame) => { frame.hidden = false; });
+    // The table stays one click away under the chart; while charts are missing it stays open.
+    page.querySelector("[data-usage-details]").open = false;
+  }
+
+  let chartData = JSON.parse(document.getElementById("chart-data").textContent);
+  if (typeof Chart !== "undefined") {
+    showCharts();
+    charts = drawCharts(chartData);
+    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+      charts.bar.destroy();
+      charts.share.destroy();
+      charts = drawCharts(chartData);
+    });
+  }
+
+  async function refresh() {
+    refreshButton.disabled = true;
+    refreshButton.setAttribute("aria-busy", "true");
+    refreshStatus.textContent = "Refreshing…";
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), REFRESH_TIMEOUT_MS);
+    try {
+      const response = await fetch(page.dataset.dataUrl, {
+        headers: { Accept: "application/json" },
+        credentials: "same-origin",
+        cache: "no-store",
+        signal: controller.signal,
+      });
+      if (response.redirected) throw new Error("Your session has ended. Reload the page to log in again.");
+      if (!response.ok) throw new Error(await problemOf(response));
+      const payload = await response.json();
+      for (const [region, html] of Object.entries(payload.html)) {
+        // Rendered and escaped by the server's templates, like the first paint.
+        page.querySelector(`[data-region="${region}"]`).innerHTML = html;
+      }
+      chartData = payload.chart;
+      updateCharts(chartData);
+      refreshError.hidden = true;
+      refreshStatus.textContent = `Updated ${clock(new Date())}`;
+    } catch (error) {
+      const reason = error.name === "AbortError" ? "The server did not answer in time." : error.message;
+      refreshError.textContent = `Could not refresh the data: ${reason} The numbers shown are from before.`;
+      refreshError.hidden = false;
+      refreshStatus.textContent = "Refresh failed";
+    } finally {
+      clearTimeout(timer);
+      refreshButton.disabled = false;
+      refreshButton.removeAttribute("aria-busy");
+    }
+  }
+
+  async function problemOf(response) {
+    try {
+      const body = await response.json();
+      if (body && body.error) return body.error;
+    } catch (ignored) { /* not JSON: describe the status instead */ }
+    if (response.status === 503) return "The database is briefly unavailable; try again in a few seconds.";
+    return `The server answered ${response.status}.`;
+  }
+
+  refreshForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!refreshButton.disabled) refresh();
+  });
+  // Other scripts (the token panel, a finished generation) can ask for fresh numbers.
+  document.addEventListener("usage:refresh", () => { if (!refreshButton.disabled) refresh(); });
+
+  // First visit: no zone saved and none in the URL, so the server showed UTC. Save the
+  // browser's zone once and show the page again in it.
+  if (page.dataset.detectZone === "true") {
+    const browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    const token = page.querySelector(".zone-form [name=csrfmiddlewaretoken]").value;
+    if (browserZone) {
+      fetch(page.dataset.zoneUrl, {
+        method: "POST",
+        headers: { Accept: "application/json", "X-CSRFToken": token },
+        body: new URLSearchParams({ tz: browserZone }),
+        credentials: "same-origin",
+      }).then((response) => {
+        if (response.ok && browserZone !== zone) window.location.reload();
+      }).catch(() => { /* keep showing UTC; the zone form still works */ });
+    }
+  }
+})();
