@@ -7,7 +7,7 @@
 The script logs in as ``demo`` by writing a session straight into the site's database, so
 it must run with the same environment as the site (``DATABASE_URL``, ``SECRET_KEY``,
 ``DEBUG``; by default that of ``./dev.py run``: SQLite ``db.sqlite3`` and ``DEBUG=1``). The
-session is deleted again afterwards.
+session is deleted again afterwards, and the demo user's stored time zone is left alone.
 
 When the site loads Chart.js from the CDN, the browser is handed the pinned package from the
 npm registry instead (checked against the same SRI hash, so it is byte for byte the CDN's
@@ -19,6 +19,7 @@ import os
 import sys
 from importlib import import_module
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -103,7 +104,10 @@ def local_chartjs() -> bytes:
 
 def screenshot(base_url: str, cookie: dict, out: Path, dark: bool, chartjs: bytes | None) -> None:
     from django.conf import settings
+    from django.urls import reverse
     from playwright.sync_api import sync_playwright
+
+    zone_path = reverse("dashboard:timezone")
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -117,6 +121,9 @@ def screenshot(base_url: str, cookie: dict, out: Path, dark: bool, chartjs: byte
             )
             context.add_cookies([cookie])
             page = context.new_page()
+            # On a first visit the page saves the browser's zone for the user; this browser's
+            # zone is the machine's, not the demo visitor's, so keep it from being stored.
+            page.route(lambda url: urlsplit(url).path == zone_path, lambda route: route.abort())
             if chartjs is not None:
                 page.route(
                     settings.CHARTJS_CDN_URL,
