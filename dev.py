@@ -79,6 +79,8 @@ def run(args: list[str]) -> int:
     address = os.environ.get("ADDRESS", "127.0.0.1:8000")
     sh(PY, "manage.py", "migrate", "--no-input", "--verbosity", "0", env=env)
     sh(PY, "manage.py", "create_demo_account", "--url", f"http://{address}", env=env)
+    if env["DEBUG"] == "1":  # 90 days of demo usage, once, so the charts are full at once
+        sh(PY, "manage.py", "seed_demo", "--if-empty", env=env)
     sh(PY, "manage.py", "runserver", address, *args, env=env)
     return 0
 

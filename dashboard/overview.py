@@ -113,11 +113,11 @@ def build_overview(owner: AbstractBaseUser, date_range: DateRange) -> Overview:
         .first()
     )
     overview = Overview(summary, recent, last_activity)
-    overview.columns, overview.rows = _table(summary, date_range)
+    overview.columns, overview.rows = _table(summary)
     return overview
 
 
-def _table(summary: dict, date_range: DateRange) -> tuple[list[str], list[Row]]:
+def _table(summary: dict) -> tuple[list[str], list[Row]]:
     """Images per period (rows) and model (columns): the bar chart's data, as a table."""
     names = [entry["model"] for entry in summary["models"]]
     shown = names if len(names) <= CHART_MODELS + 1 else names[:CHART_MODELS]
@@ -126,7 +126,8 @@ def _table(summary: dict, date_range: DateRange) -> tuple[list[str], list[Row]]:
     cells = {period: [0] * len(columns) for period in summary["periods"]}
     for point in summary["series"]:
         cells[point["period"]][column_of.get(point["model"], len(shown))] += point["images"]
-    spans_years = date_range.start.year != date_range.end.year
+    # A week can start in the year before the range does.
+    spans_years = summary["periods"][0][:4] != summary["periods"][-1][:4]
     rows = [
         Row(
             period_label(date.fromisoformat(period), summary["granularity"], spans_years),

@@ -33,6 +33,7 @@ class Command(BaseCommand):
         self.stdout.write(
             self.style.SUCCESS("Created the demo account.")
             + f"\n\n  username    {DEMO_USERNAME}\n  password    {password}\n  API token   {raw}\n"
+            f"\nLog in at {url}/ to see the dashboard.\n"
             "\nPost a record:\n\n"
             f"  curl -sS -X POST {url}/api/model-usage \\\n"
             f"    -H 'Authorization: Bearer {raw}' \\\n"
