@@ -1,4 +1,4 @@
-"""The management commands that hand out API tokens: create_api_token, create_demo_account."""
+"""The management commands: create_api_token, create_demo_account and seed_demo."""
 
 import os
 import re
@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.conftest import post_usage
-from usage.models import ApiToken
+from tests.conftest import make_record, post_usage
+from usage.models import ApiToken, UsageRecord
+from usage.summary import parse_range, summarize
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 RAW_TOKEN = re.compile(r"^usg_[A-Za-z0-9_-]{51}$")  # 8-character prefix + 43-character secret
@@ -154,3 +156,43 @@ def test_create_api_token_refuses_an_empty_or_overlong_name(owner, name):
     with pytest.raises(CommandError, match="1 to 100"):
         call_command("create_api_token", "alice", "--name", name, stdout=StringIO())
     assert not ApiToken.objects.exists()
+
+
+def demo_summary(user, days: int = 90) -> dict:
+    return summarize(user, parse_range({"tz": "Europe/Berlin"}, default_days=days), "day")
+
+
+def test_seed_demo_fills_90_days_for_every_chart(db):
+    output = run("seed_demo", "--seed", "7")
+    demo = get_user_model().objects.get(username="demo")
+    summary = demo_summary(demo)
+    assert "Created user 'demo' with password:" in output
+    assert f"{summary['totals']['events']}/{summary['totals']['events']} records" in output
+    assert summary["totals"]["events"] > 500
+    assert len(summary["models"]) >= 5
+    busy_days = {point["period"] for point in summary["series"]}
+    assert len(busy_days) >= 80  # nearly every day of the 90 has usage
+    assert summary["series"][-1]["period"] >= summary["periods"][-5]  # it reaches today
+
+
+def test_seed_demo_again_replaces_the_demo_records_instead_of_adding(db):
+    run("seed_demo", "--seed", "7")
+    demo = get_user_model().objects.get(username="demo")
+    first = UsageRecord.objects.filter(owner=demo).count()
+    output = run("seed_demo", "--seed", "7")
+    assert "Created user" not in output
+    assert UsageRecord.objects.filter(owner=demo).count() == first
+
+
+def test_seed_demo_if_empty_leaves_existing_records_alone(db):
+    run("seed_demo", "--seed", "1", "--days", "10")
+    demo = get_user_model().objects.get(username="demo")
+    before = set(UsageRecord.objects.filter(owner=demo).values_list("id", flat=True))
+    assert run("seed_demo", "--if-empty") == ""
+    assert set(UsageRecord.objects.filter(owner=demo).values_list("id", flat=True)) == before
+
+
+def test_seed_demo_leaves_other_users_alone(owner):
+    make_record(owner, timezone.now())
+    run("seed_demo", "--days", "5")
+    assert UsageRecord.objects.filter(owner=owner).count() == 1

@@ -1,0 +1,83 @@
+"""/dashboard/export.csv: a user's records in a range, in their zone, safe in a spreadsheet."""
+
+import csv
+import io
+from datetime import UTC, datetime
+
+import pytest
+from django.test import Client
+
+from dashboard.models import Profile
+from tests.conftest import make_record
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def rows_of(response) -> list[list[str]]:
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+
+@pytest.fixture
+def records(owner, other):
+    make_record(owner, datetime(2026, 3, 1, 22, 30, tzinfo=UTC), model="SDXL", images=4)
+    make_record(owner, datetime(2026, 3, 2, 9, 0, tzinfo=UTC), model="DALL-E 3", images=1)
+    make_record(owner, datetime(2026, 4, 1, 9, 0, tzinfo=UTC), model="late", images=1)
+    make_record(other, datetime(2026, 3, 2, 9, 0, tzinfo=UTC), model="bob's model", images=9)
+
+
+def test_the_csv_has_a_header_and_the_owners_records_in_their_zone(owner, records):
+    response = client_for(owner).get(
+        "/dashboard/export.csv", {"start": "2026-03-02", "end": "2026-03-31", "tz": "Asia/Tokyo"}
+    )
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == (
+        'attachment; filename="usage-alice-2026-03-02-to-2026-03-31.csv"'
+    )
+    rows = rows_of(response)
+    assert rows[0] == ["occurred_at", "date", "model", "image_count", "event_id", "received_at"]
+    # 22:30 UTC on 1 March is 07:30 on 2 March in Tokyo: inside the range, on the local day.
+    assert rows[1][:4] == ["2026-03-02T07:30:00+09:00", "2026-03-02", "SDXL", "4"]
+    assert rows[2][:4] == ["2026-03-02T18:00:00+09:00", "2026-03-02", "DALL-E 3", "1"]
+    assert len(rows) == 3  # not April's record, not bob's
+
+
+def test_the_saved_zone_is_used_when_the_url_has_none(owner, records):
+    Profile.objects.create(user=owner, time_zone="America/New_York")
+    rows = rows_of(
+        client_for(owner).get("/dashboard/export.csv", {"start": "2026-03-01", "end": "2026-03-01"})
+    )
+    assert [row[0] for row in rows[1:]] == ["2026-03-01T17:30:00-05:00"]
+
+
+@pytest.mark.parametrize(
+    "name", ['=HYPERLINK("http://evil")', "+1+1", "-2+3", "@SUM(A1)", "\tcmd", "\rcmd"]
+)
+def test_formula_like_model_names_are_exported_as_text(owner, name):
+    make_record(owner, datetime(2026, 3, 5, 12, tzinfo=UTC), model=name)
+    rows = rows_of(
+        client_for(owner).get("/dashboard/export.csv", {"start": "2026-03-01", "end": "2026-03-31"})
+    )
+    assert rows[1][2] == "'" + name
+
+
+def test_staff_can_export_a_users_records_and_others_cannot(staff, other, records):
+    query = {"start": "2026-03-01", "end": "2026-03-31", "user": "alice", "tz": "UTC"}
+    response = client_for(staff).get("/dashboard/export.csv", query)
+    assert [row[2] for row in rows_of(response)[1:]] == ["SDXL", "DALL-E 3"]
+    assert client_for(other).get("/dashboard/export.csv", query).status_code == 403
+
+
+def test_a_bad_range_gets_a_clear_400(owner):
+    response = client_for(owner).get("/dashboard/export.csv", {"start": "March"})
+    assert response.status_code == 400
+    assert response.content == b"start must be a date as YYYY-MM-DD."
+
+
+def test_an_empty_range_is_just_the_header(owner):
+    rows = rows_of(client_for(owner).get("/dashboard/export.csv", {"days": "7"}))
+    assert rows == [["occurred_at", "date", "model", "image_count", "event_id", "received_at"]]
