@@ -373,3 +373,7 @@ def test_range_links_keep_the_zone_and_user(staff, march_records):
     response = client_for(staff).get("/dashboard/", {"user": "alice", "tz": "Asia/Tokyo"})
     expected = "?" + urlencode({"days": 7, "tz": "Asia/Tokyo", "user": "alice"})
     assert expected.replace("&", "&amp;").encode() in response.content
+
+
+def test_a_logged_in_user_visiting_the_login_page_goes_to_the_dashboard(owner):
+    assert client_for(owner).get("/accounts/login/")["Location"] == "/dashboard/"
