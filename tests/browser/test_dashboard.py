@@ -193,7 +193,7 @@ def background_luminance(page: Page) -> float:
 
 
 def test_logged_in_owner_sees_charts_drawn_from_their_own_records(
-    open_tab, live_server, owner, other
+    open_tab, live_server, owner, other, chartjs_url, chartjs_integrity
 ):
     today = today_in(TOKYO)
     records = [
@@ -221,6 +221,10 @@ def test_logged_in_owner_sees_charts_drawn_from_their_own_records(
     # The first visit stores the browser's zone and reloads; wait for the reloaded page.
     expect(page.get_by_test_id("zone")).to_have_text("Asia/Tokyo")
 
+    # Chart.js came through the page's own tag, checked by the browser against its SRI hash.
+    script = page.locator(f'script[src="{chartjs_url}"]')
+    expect(script).to_have_attribute("integrity", chartjs_integrity)
+    expect(script).to_have_attribute("crossorigin", "anonymous")
     chart = chart_data(page, USAGE_CHART)
     assert len(chart["labels"]) == 30
     assert bar_series(page) == expected.series
