@@ -118,6 +118,9 @@ def screenshot(base_url: str, cookie: dict, out: Path, dark: bool, chartjs: byte
                 viewport={"width": 1280, "height": 900},
                 color_scheme="dark" if dark else "light",
                 locale="en-US",
+                # The page then draws its charts without animating, so the shot is never
+                # taken mid-animation (a full-page shot resizes the charts once more).
+                reduced_motion="reduce",
             )
             context.add_cookies([cookie])
             page = context.new_page()

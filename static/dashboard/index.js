@@ -15,6 +15,7 @@
   const refreshStatus = page.querySelector("[data-testid=refresh-status]");
   const refreshError = page.querySelector("[data-testid=refresh-error]");
   const REFRESH_TIMEOUT_MS = 15000;
+  const animation = window.matchMedia("(prefers-reduced-motion: reduce)").matches ? false : { duration: 250 };
   let charts = null;
 
   function clock(date) {
@@ -71,7 +72,7 @@
       options: {
         responsive: true,
         maintainAspectRatio: false,
-        animation: { duration: 250 },
+        animation,
         interaction: { mode: "index", intersect: false },
         plugins: {
           legend: { position: "bottom", labels: { boxWidth: 12, usePointStyle: true } },
@@ -92,7 +93,7 @@
       options: {
         responsive: true,
         maintainAspectRatio: false,
-        animation: { duration: 250 },
+        animation,
         cutout: "62%",
         plugins: { legend: { display: false } },
       },
