@@ -53,6 +53,11 @@ def saved_zone(user: AbstractBaseUser) -> str:
     return Profile.objects.filter(user=user).values_list("time_zone", flat=True).first() or ""
 
 
+def query_of(request: HttpRequest, zone: str | None = None) -> DashboardQuery:
+    """The days and zone in the address; the viewer's stored zone (or UTC) when it has none."""
+    return parse_query(request.GET, (saved_zone(request.user) if zone is None else zone) or "UTC")
+
+
 @login_required
 @require_GET
 def index(request: HttpRequest) -> HttpResponse:
@@ -60,7 +65,7 @@ def index(request: HttpRequest) -> HttpResponse:
     zone = saved_zone(request.user)
     problem = None
     try:
-        query = parse_query(request.GET, zone or "UTC")
+        query = query_of(request, zone)
     except QueryError as error:
         problem = f"{error.message} Showing the last 30 days instead."
         query = parse_query({}, zone or "UTC")
@@ -85,7 +90,7 @@ def data(request: HttpRequest) -> JsonResponse:
     """The numbers and regions that Refresh Data puts in place, for the page's own query."""
     subject = subject_of(request)
     try:
-        query = parse_query(request.GET, saved_zone(request.user) or "UTC")
+        query = query_of(request)
     except QueryError as error:
         return JsonResponse({"error": error.message, "field": error.field}, status=400)
     overview = build_overview(subject, query.date_range)
@@ -217,7 +222,7 @@ def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
 def export_csv(request: HttpRequest) -> HttpResponse:
     subject = subject_of(request)
     try:
-        query = parse_query(request.GET, saved_zone(request.user) or "UTC")
+        query = query_of(request)
     except QueryError as error:
         return HttpResponseBadRequest(error.message, content_type="text/plain; charset=utf-8")
     date_range = query.date_range
