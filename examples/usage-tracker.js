@@ -113,7 +113,9 @@ class UsageTracker {
    * failure (records stay queued and a retry is scheduled).
    */
   flush() {
-    if (!this._flushing) this._flushing = this._drain();
+    // Started on the next microtask, so that a drain with nothing to do cannot clear
+    // `_flushing` before it is even set.
+    if (!this._flushing) this._flushing = Promise.resolve().then(() => this._drain());
     return this._flushing;
   }
 

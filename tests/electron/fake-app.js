@@ -17,6 +17,7 @@ class FakeApp extends EventEmitter {
     this.userData = userData;
     this.quitCalls = 0;
     this.quitted = false;
+    this.quittedAt = null;
   }
 
   getPath(name) {
@@ -28,7 +29,10 @@ class FakeApp extends EventEmitter {
     this.quitCalls += 1;
     let prevented = false;
     this.emit('before-quit', { preventDefault: () => (prevented = true) });
-    if (!prevented) this.quitted = true;
+    if (!prevented) {
+      this.quitted = true;
+      this.quittedAt = Date.now();
+    }
   }
 }
 

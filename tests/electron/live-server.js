@@ -64,13 +64,7 @@ async function startServer({ env = {} } = {}) {
   const server = new LiveServer(dir, await freePort(), env);
   try {
     await server.manage('migrate', '--no-input', '--verbosity', '0');
-    await server.manage(
-      'shell',
-      '-c',
-      `from django.contrib.auth import get_user_model; ` +
-        `get_user_model().objects.create_user('${USERNAME}', 'alice@example.com', 'unused-pw-1')`
-    );
-    server.token = await server.createToken('Desktop app tests');
+    server.token = await server.createUser(USERNAME);
     await server.start();
     return server;
   } catch (error) {
@@ -110,9 +104,20 @@ class LiveServer {
     });
   }
 
-  /** A new raw API token for alice (the command prints it on its last line). */
-  async createToken(name) {
-    const output = await this.manage('create_api_token', USERNAME, '--name', name);
+  /** Create a user; resolves with a new API token of theirs. */
+  async createUser(username) {
+    await this.manage(
+      'shell',
+      '-c',
+      `from django.contrib.auth import get_user_model; ` +
+        `get_user_model().objects.create_user('${username}', '${username}@example.com', 'unused-pw-1')`
+    );
+    return this.createToken('Desktop app tests', username);
+  }
+
+  /** A new raw API token (the command prints it on its last line). */
+  async createToken(name, username = USERNAME) {
+    const output = await this.manage('create_api_token', username, '--name', name);
     return output.trim().split('\n').pop().trim();
   }
 
@@ -203,8 +208,8 @@ class LiveServer {
   }
 
   /** The stored records of one model (each test tracks its own model name). */
-  async recordsOf(model) {
-    return (await this.records()).filter((record) => record.model === model);
+  async recordsOf(model, token = this.token) {
+    return (await this.records(token)).filter((record) => record.model === model);
   }
 }
 
