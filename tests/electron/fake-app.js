@@ -5,7 +5,7 @@
  * throwaway userData directory.
  */
 
-const { spawn } = require('child_process');
+const { fork, spawn } = require('child_process');
 const { EventEmitter } = require('events');
 const fs = require('fs');
 const os = require('os');
@@ -51,7 +51,15 @@ function tempDir(t, prefix = 'usage-tracker-') {
 
 /** `spawn`, with the child killed when the test ends; `child.exited` resolves on exit. */
 function spawnChild(t, command, args, options) {
-  const child = spawn(command, args, options);
+  return watchChild(t, spawn(command, args, options));
+}
+
+/** `fork` (a Node script with an IPC channel), killed when the test ends. */
+function forkChild(t, script, args, options) {
+  return watchChild(t, fork(script, args, options));
+}
+
+function watchChild(t, child) {
   child.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   if (!childrenOf.has(t)) childrenOf.set(t, new Set());
   childrenOf.get(t).add(child);
@@ -67,4 +75,4 @@ async function killChildren(t) {
   await Promise.all(children.map((child) => child.exited));
 }
 
-module.exports = { FakeApp, tempDir, spawnChild };
+module.exports = { FakeApp, tempDir, spawnChild, forkChild };
