@@ -24,6 +24,11 @@ before(async () => {
 
 after(() => server?.close());
 
+/** A tracker that talks to the server directly unless `baseUrl` says otherwise. */
+function trackerFor(t, options) {
+  return makeTracker(t, { baseUrl: server.baseUrl, token: server.token, ...options });
+}
+
 /** A counting proxy in front of the server, closed when the test ends. */
 async function proxyFor(t, hooks = {}) {
   const proxy = await startProxy({ targetPort: server.port, ...hooks });
@@ -37,7 +42,7 @@ function trackAll(tracker, model, counts) {
 
 test('realtime sends each record as soon as it is tracked', async (t) => {
   const model = uniqueModel('realtime');
-  const { tracker } = makeTracker(t, { baseUrl: server.baseUrl, token: server.token, strategies: ['realtime'] });
+  const { tracker } = trackerFor(t, { strategies: ['realtime'] });
 
   const tracked = [];
   for (const imageCount of [1, 2, 3]) tracked.push(await tracker.track({ model, imageCount }));
@@ -154,7 +159,7 @@ for (const strategy of ['batched', 'periodic']) {
   });
 }
 
-test('at quit, what is not answered in time stays queued and is sent once at next start', async (t) => {
+test('at quit, an unanswered batch stays queued and goes once at next start', async (t) => {
   const model = uniqueModel('quit time limit');
   // The server stores the batch, but its answer never reaches the app.
   const proxy = await proxyFor(t, { beforeRelay: () => new Promise(() => {}) });
@@ -176,14 +181,14 @@ test('at quit, what is not answered in time stays queued and is sent once at nex
   assert.equal(proxy.posts().length, 1);
   await waitStored(server, model, 2);
 
-  const second = makeTracker(t, { userData, baseUrl: server.baseUrl, token: server.token, strategies: ['realtime'] });
+  const second = trackerFor(t, { userData, strategies: ['realtime'] });
   t.after(() => fs.rmSync(userData, { recursive: true, force: true }));
   assert.equal(second.tracker.pending, 2, 'the unanswered records were still queued');
   await waitFor(() => second.tracker.pending === 0, { what: 'the resend at start' });
   await assertStoredOnce(server, model, tracked);
 });
 
-test('rejected records are dropped and reported; the good ones in the batch are stored', async (t) => {
+test('rejected records are dropped and reported; good ones beside them are stored', async (t) => {
   const model = uniqueModel('rejected');
   const proxy = await proxyFor(t);
   const { tracker, events } = makeTracker(t, {
@@ -218,13 +223,14 @@ test('rejected records are dropped and reported; the good ones in the batch are 
 
 test('a batch with only rejected records (a 400) is dropped and reported too', async (t) => {
   const model = uniqueModel('all rejected');
-  const { tracker, events } = makeTracker(t, { baseUrl: server.baseUrl, token: server.token, strategies: ['onClose'] });
+  const { tracker, events } = trackerFor(t, { strategies: ['onClose'] });
   const bad = await trackAll(tracker, model, [0, -1]);
 
   const result = await tracker.flush();
 
   assert.equal(result.rejected, 2);
-  assert.deepEqual(events.rejected[0].records.map((record) => record.id), bad.map((record) => record.id));
+  const ids = (records) => records.map((record) => record.id);
+  assert.deepEqual(ids(events.rejected[0].records), ids(bad));
   assert.equal(tracker.pending, 0);
   assert.deepEqual(await server.recordsOf(model), []);
 });
@@ -233,7 +239,11 @@ test('a revoked token stops sending and is reported once; a new token resumes', 
   const model = uniqueModel('revoked');
   const doomed = await server.createToken('Revoked during the test');
   const proxy = await proxyFor(t);
-  const { tracker, events } = makeTracker(t, { baseUrl: proxy.baseUrl, token: doomed, strategies: ['realtime'] });
+  const { tracker, events } = makeTracker(t, {
+    baseUrl: proxy.baseUrl,
+    token: doomed,
+    strategies: ['realtime'],
+  });
   const tracked = [await tracker.track({ model, imageCount: 1 })];
   await waitStored(server, model, 1);
 
@@ -262,7 +272,7 @@ test('records tracked while a batch is out are all delivered', async (t) => {
   let release;
   const held = new Promise((resolve) => (release = resolve));
   const proxy = await proxyFor(t, { beforeForward: () => held });
-  const { tracker } = makeTracker(t, { baseUrl: proxy.baseUrl, token: server.token, strategies: ['onClose'] });
+  const { tracker } = trackerFor(t, { baseUrl: proxy.baseUrl, strategies: ['onClose'] });
   const tracked = await trackAll(tracker, model, [1, 2, 3, 4, 5]);
 
   const flushed = tracker.flush();
@@ -284,7 +294,8 @@ test('a long queue goes in batches of at most 1000 records', async (t) => {
   const token = await server.createUser('bulk');
   const proxy = await proxyFor(t);
   const { tracker } = makeTracker(t, { baseUrl: proxy.baseUrl, token, strategies: ['onClose'] });
-  const tracked = await trackAll(tracker, model, Array.from({ length: 2345 }, (_, n) => (n % 9) + 1));
+  const counts = Array.from({ length: 2345 }, (_, n) => (n % 9) + 1);
+  const tracked = await trackAll(tracker, model, counts);
 
   const result = await tracker.flush();
 
@@ -301,18 +312,27 @@ test("the integration notes' sendModelUsageData still works, on top of the track
     app: new FakeApp(userData),
     ipcMain: { handle: (channel, handler) => handlers.set(channel, handler) },
   };
-  example.setupUsageTracking(electron, { baseUrl: server.baseUrl, token: server.token, strategies: ['onClose'] });
+  example.setupUsageTracking(electron, {
+    baseUrl: server.baseUrl,
+    token: server.token,
+    strategies: ['onClose'],
+  });
   t.after(async () => {
     await example.stopUsageTracking();
     fs.rmSync(userData, { recursive: true, force: true });
   });
 
-  const one = await example.sendModelUsageData({ modelName: model, imageCount: 5, userId: 'user_123' });
+  const one = await example.sendModelUsageData({
+    modelName: model,
+    imageCount: 5,
+    userId: 'user_123',
+  });
   const many = await example.sendModelUsageData([
     { model, count: 3, user_id: 'user_123' },
     { modelName: model, imageCount: 2, email: 'someone@example.com' },
   ]);
-  const fromRenderer = await handlers.get(example.TRACK_CHANNEL)({}, { model, imageCount: 7, id: 'forged' });
+  const invoke = handlers.get(example.TRACK_CHANNEL);
+  const fromRenderer = await invoke({}, { model, imageCount: 7, id: 'forged' });
   await example.getUsageTracker().flush();
 
   assert.equal(one.accepted, 1);

@@ -60,7 +60,9 @@ function forkChild(t, script, args, options) {
 }
 
 function watchChild(t, child) {
-  child.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  child.exited = new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
   if (!childrenOf.has(t)) childrenOf.set(t, new Set());
   childrenOf.get(t).add(child);
   t.after(() => killChildren(t));

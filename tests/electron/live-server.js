@@ -38,7 +38,9 @@ async function waitFor(check, { timeoutMs = 10000, what = 'condition', intervalM
   for (;;) {
     const value = await check();
     if (value) return value;
-    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) {
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
@@ -97,7 +99,8 @@ class LiveServer {
   /** `python manage.py ...args`; resolves with its standard output. */
   manage(...args) {
     return new Promise((resolve, reject) => {
-      execFile(PYTHON, ['manage.py', ...args], { cwd: ROOT, env: this.env }, (error, stdout, stderr) => {
+      const options = { cwd: ROOT, env: this.env };
+      execFile(PYTHON, ['manage.py', ...args], options, (error, stdout, stderr) => {
         if (error) reject(new Error(`manage.py ${args[0]} failed: ${stderr || error.message}`));
         else resolve(stdout);
       });
@@ -110,7 +113,8 @@ class LiveServer {
       'shell',
       '-c',
       `from django.contrib.auth import get_user_model; ` +
-        `get_user_model().objects.create_user('${username}', '${username}@example.com', 'unused-pw-1')`
+        `get_user_model().objects.create_user(` +
+        `'${username}', '${username}@example.com', 'unused-password-1')`
     );
     return this.createToken('Desktop app tests', username);
   }

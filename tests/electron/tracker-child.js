@@ -16,10 +16,13 @@ const { FakeApp } = require('./fake-app');
 const [mode, userData, baseUrl, token, model, count] = process.argv.slice(2);
 
 async function main() {
-  const tracker = new UsageTracker({ app: new FakeApp(userData), baseUrl, token, strategies: ['onClose'] });
+  const app = new FakeApp(userData);
+  const tracker = new UsageTracker({ app, baseUrl, token, strategies: ['onClose'] });
   if (mode === 'send') {
     const tracked = [];
-    for (let n = 1; n <= Number(count); n += 1) tracked.push(await tracker.track({ model, imageCount: n }));
+    for (let n = 1; n <= Number(count); n += 1) {
+      tracked.push(await tracker.track({ model, imageCount: n }));
+    }
     process.send({ tracked });
     await tracker.flush();
     process.send({ error: 'the flush finished: the test should have killed this process' });
