@@ -258,7 +258,8 @@ test('a revoked token stops sending and is reported once; a new token resumes', 
   tracked.push(await tracker.track({ model, imageCount: 3 }));
   const result = await tracker.flush();
 
-  assert.deepEqual(events.authErrors, [{ status: 401, message: 'Invalid or revoked API token.' }]);
+  assert.deepEqual(events.authErrors.map((error) => error.status), [401]);
+  assert.match(events.authErrors[0].message, /revoked/);
   assert.equal(result.blocked, 'auth');
   assert.equal(result.sent, 0);
   assert.equal(proxy.posts().length, postsAtAuthError, 'nothing is sent after the 401');
