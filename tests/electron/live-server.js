@@ -22,6 +22,12 @@ const liveGroups = new Set();
 process.on('exit', () => {
   for (const pid of liveGroups) killGroup(pid);
 });
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    for (const pid of liveGroups) killGroup(pid);
+    process.kill(process.pid, signal); // the listener is gone: die as the signal intends
+  });
+}
 
 function killGroup(pid) {
   liveGroups.delete(pid);
