@@ -19,14 +19,16 @@ const MAX_RETRY_AFTER_MS = 60 * 60 * 1000;
  * - `{kind: 'too-large', status, message}`: 413;
  * - `{kind: 'failed', status, message}`: no usable answer (network error, timeout, 5xx,
  *   anything unexpected): retry later with backoff.
+ * Any outcome with a response also has `clockOffsetMs` (see `clockOffset`), or null.
  */
-async function postRecords({ fetch, baseUrl, token, records, timeoutMs, signal }) {
+async function postRecords({ fetch, baseUrl, token, records, timeoutMs, signal, clock = Date.now }) {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   const abort = () => controller.abort();
   signal?.addEventListener('abort', abort);
   let response;
   let body;
+  const sentAt = clock();
   try {
     response = await fetch(`${baseUrl.replace(/\/+$/, '')}/api/model-usage`, {
       method: 'POST',
@@ -39,12 +41,44 @@ async function postRecords({ fetch, baseUrl, token, records, timeoutMs, signal }
     const message = controller.signal.aborted && !signal?.aborted
       ? `no answer within ${timeoutMs} ms`
       : describe(error);
-    return { kind: 'failed', status: response?.status ?? null, message };
+    return { kind: 'failed', status: response?.status ?? null, message, clockOffsetMs: null };
   } finally {
     clearTimeout(timer);
     signal?.removeEventListener('abort', abort);
   }
-  return classify(response, body, records);
+  return { ...classify(response, body, records), clockOffsetMs: clockOffset(response, sentAt, clock()) };
+}
+
+/**
+ * How far the server's clock is ahead of ours (negative: behind), from one of its answers,
+ * or null when it has no Date header. `Date` has whole seconds, so this is good to about a
+ * second plus the round trip: plenty to catch a desktop clock that is minutes or hours off.
+ */
+function clockOffset(response, sentAt, receivedAt) {
+  const serverTime = Date.parse(response.headers.get('date') ?? '');
+  if (Number.isNaN(serverTime)) return null;
+  return serverTime - (sentAt + receivedAt) / 2;
+}
+
+/** The server's clock offset from its health check (no token needed), or null. */
+async function readServerClock({ fetch, baseUrl, timeoutMs, signal, clock = Date.now }) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  const abort = () => controller.abort();
+  signal?.addEventListener('abort', abort);
+  const sentAt = clock();
+  try {
+    const response = await fetch(`${baseUrl.replace(/\/+$/, '')}/api/health/simple`, {
+      signal: controller.signal,
+    });
+    await response.arrayBuffer();
+    return clockOffset(response, sentAt, clock());
+  } catch {
+    return null; // the POST that follows will say what is wrong, and carries a Date too
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', abort);
+  }
 }
 
 function classify(response, body, records) {
@@ -119,4 +153,4 @@ function describe(error) {
   return cause?.code || cause?.message || error?.message || String(error);
 }
 
-module.exports = { postRecords, parseRetryAfter, MAX_BATCH, MAX_BODY_BYTES };
+module.exports = { postRecords, readServerClock, parseRetryAfter, MAX_BATCH, MAX_BODY_BYTES };

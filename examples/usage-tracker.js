@@ -15,9 +15,13 @@ const path = require('path');
 const { randomUUID } = require('crypto');
 const { performance } = require('perf_hooks');
 const { DurableQueue } = require('./durable-queue');
-const { postRecords, MAX_BATCH, MAX_BODY_BYTES } = require('./usage-api');
+const { postRecords, readServerClock, MAX_BATCH, MAX_BODY_BYTES } = require('./usage-api');
 
 const STRATEGIES = ['realtime', 'batched', 'periodic', 'onClose'];
+// A machine clock off by more than this (a dual-boot PC keeping local time in its hardware
+// clock is off by hours) would make the server refuse records as "in the future", or file
+// them on the wrong day; their times are corrected by the server's clock when sent.
+const CLOCK_TOLERANCE_MS = 30 * 1000;
 
 const DEFAULTS = {
   strategies: ['batched'],
@@ -50,6 +54,8 @@ class UsageTracker {
     this._settings = settings;
     this._strategies = new Set(settings.strategies);
     this._fetch = settings.fetch || globalThis.fetch;
+    this._clock = settings.clock || Date.now; // this machine's clock; tests skew it
+    this._clockOffsetMs = null; // the server's clock minus ours, once an answer says
     this._callbacks = {
       onRejected: settings.onRejected,
       onAuthError: settings.onAuthError,
@@ -97,7 +103,12 @@ class UsageTracker {
    * `timestamp`) once it is on disk; from then on it survives a crash.
    */
   track({ model, imageCount, timestamp } = {}) {
-    const record = { id: randomUUID(), model, imageCount, timestamp: isoTime(timestamp) };
+    const record = {
+      id: randomUUID(),
+      model,
+      imageCount,
+      timestamp: isoTime(timestamp, this._clock),
+    };
     const saved = this._queue.append(record);
     this._afterTrack();
     return saved.then(() => ({ ...record }));
@@ -186,6 +197,9 @@ class UsageTracker {
         }
         const batch = this._queue.peek(this._maxBatch, MAX_BODY_BYTES);
         if (!batch.length) break;
+        // Learn the server's clock before the first batch, so that even that one has its
+        // times right (a slow clock is never refused, only misfiled).
+        if (this._clockOffsetMs === null) await this._readServerClock();
         const keepGoing = await this._sendBatch(batch, result);
         if (!keepGoing) break;
       }
@@ -199,6 +213,27 @@ class UsageTracker {
     return result;
   }
 
+  async _readServerClock() {
+    this._inFlight = new AbortController();
+    const offset = await readServerClock({
+      fetch: this._fetch,
+      baseUrl: this._baseUrl,
+      timeoutMs: this._settings.requestTimeoutMs,
+      signal: this._inFlight.signal,
+      clock: this._clock,
+    });
+    this._inFlight = null;
+    if (offset !== null) this._clockOffsetMs = offset;
+  }
+
+  /** The record as sent: its time moved onto the server's clock when ours is off. */
+  _onServerClock(record) {
+    const offset = this._clockOffsetMs ?? 0;
+    const time = Date.parse(record.timestamp);
+    if (Math.abs(offset) < CLOCK_TOLERANCE_MS || Number.isNaN(time)) return record;
+    return { ...record, timestamp: new Date(time + offset).toISOString() };
+  }
+
   /** Sends one batch and applies the answer; false when sending must stop for now. */
   async _sendBatch(batch, result) {
     this._inFlight = new AbortController();
@@ -206,11 +241,13 @@ class UsageTracker {
       fetch: this._fetch,
       baseUrl: this._baseUrl,
       token: this._token,
-      records: batch,
+      records: batch.map((record) => this._onServerClock(record)),
       timeoutMs: this._settings.requestTimeoutMs,
       signal: this._inFlight.signal,
+      clock: this._clock,
     });
     this._inFlight = null;
+    if (outcome.clockOffsetMs !== null) this._clockOffsetMs = outcome.clockOffsetMs;
     if (outcome.kind === 'answered') {
       await this._applyAnswer(batch, outcome, result);
       return true;
@@ -344,8 +381,8 @@ function checkOptions(settings) {
   }
 }
 
-function isoTime(timestamp) {
-  if (timestamp === undefined || timestamp === null) return new Date().toISOString();
+function isoTime(timestamp, clock) {
+  if (timestamp === undefined || timestamp === null) return new Date(clock()).toISOString();
   if (timestamp instanceof Date || typeof timestamp === 'number') {
     return new Date(timestamp).toISOString();
   }

@@ -8,7 +8,8 @@ const http = require('http');
 const { HOST } = require('./live-server');
 
 /**
- * Start a proxy to `127.0.0.1:targetPort`. Hooks, all optional and possibly async:
+ * Start a proxy to `127.0.0.1:targetPort`. Hooks, all optional and possibly async, run for
+ * POSTs (the batches) only; anything else (the tracker's clock check) goes straight through:
  * - `beforeForward(exchange)`: runs before the request goes on (never resolving holds it);
  * - `beforeRelay(exchange)`: runs with the server's answer in hand; returning 'drop'
  *   closes the client's connection instead of relaying the answer.
@@ -28,12 +29,13 @@ async function startProxy({ targetPort, beforeForward, beforeRelay } = {}) {
     };
     exchanges.push(exchange);
     try {
-      if (beforeForward) await beforeForward(exchange);
+      const batch = req.method === 'POST';
+      if (batch && beforeForward) await beforeForward(exchange);
       const answer = await forward(targetPort, req, body);
       exchange.status = answer.status;
       exchange.answeredAt = Date.now();
       exchange.answer = answer;
-      if (beforeRelay && (await beforeRelay(exchange)) === 'drop') {
+      if (batch && beforeRelay && (await beforeRelay(exchange)) === 'drop') {
         req.socket.destroy();
         return;
       }
