@@ -110,6 +110,7 @@
     charts.share.data.labels = data.share.labels;
     charts.share.data.datasets = shareDataset(data, colours);
     charts.share.update();
+    fitShareFrame(data);
   }
 
   function showCharts() {
@@ -118,9 +119,15 @@
     page.querySelector("[data-usage-details]").open = false;
   }
 
+  // An empty doughnut is a blank square; the share table already says there is nothing.
+  function fitShareFrame(data) {
+    page.querySelector("[data-testid=model-share-chart]").parentElement.hidden = data.share.data.length === 0;
+  }
+
   let chartData = JSON.parse(document.getElementById("chart-data").textContent);
   if (typeof Chart !== "undefined") {
     showCharts();
+    fitShareFrame(chartData);
     charts = drawCharts(chartData);
     window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
       charts.bar.destroy();
