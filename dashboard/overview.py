@@ -5,7 +5,7 @@ The numbers come from ``usage.summary.summarize``, the same call that answers
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -47,13 +47,13 @@ class Row:
     total: int
 
 
-@dataclass
+@dataclass(frozen=True)
 class Overview:
     summary: dict
     recent: list[UsageRecord]
     last_activity: datetime | None
-    columns: list[str] = field(default_factory=list)
-    rows: list[Row] = field(default_factory=list)
+    columns: list[str]  # the charts' series: models, the smallest grouped as one
+    rows: list[Row]  # images per period, one value per column
 
     @property
     def top_model(self) -> str | None:
@@ -112,9 +112,7 @@ def build_overview(owner: AbstractBaseUser, date_range: DateRange) -> Overview:
         .values_list("occurred_at", flat=True)
         .first()
     )
-    overview = Overview(summary, recent, last_activity)
-    overview.columns, overview.rows = _table(summary)
-    return overview
+    return Overview(summary, recent, last_activity, *_table(summary))
 
 
 def _table(summary: dict) -> tuple[list[str], list[Row]]:
