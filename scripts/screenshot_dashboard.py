@@ -28,16 +28,6 @@ os.environ.setdefault("DEBUG", "1")  # as ./dev.py run; the session must be sign
 # Playwright's sync API runs an event loop in this thread; the ORM calls here are plain.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 USERNAME = "demo"
 CHARTS_SETTLED = """() => window.Chart
     && document.querySelectorAll('canvas').length > 0
@@ -107,12 +97,12 @@ def screenshot(base_url: str, cookie: dict, out: Path, dark: bool, chartjs: byte
     from django.urls import reverse
     from playwright.sync_api import sync_playwright
 
+    from tests.browser.chromium import launch
+
     zone_path = reverse("dashboard:timezone")
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+        browser = launch(playwright)
         try:
             context = browser.new_context(
                 viewport={"width": 1280, "height": 900},

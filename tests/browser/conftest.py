@@ -15,22 +15,13 @@ from django.test import Client
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from tests.browser.chartjs import SERVED_NAME, extract_script, fetch_tarball, serve_directory
+from tests.browser.chromium import launch
 from tests.live_server import PROJECT
 
 # Playwright's sync API runs an event loop in the test thread, which makes Django refuse ORM
 # calls from that thread as "async context" unless told otherwise.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCREENSHOTS = PROJECT / "test-output" / "browser"
 DEFAULT_CONTEXT = {
     "viewport": {"width": 1280, "height": 900},
@@ -63,9 +54,7 @@ def _local_chartjs(settings, chartjs_url, chartjs_integrity) -> None:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
+        browser = launch(playwright)
         try:
             yield browser
         finally:
