@@ -80,3 +80,36 @@ class UsageRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} x{self.image_count} @ {self.occurred_at:%Y-%m-%d %H:%M}"
+
+
+class UsageRollup(models.Model):
+    """One owner's images and generations with one model in one UTC hour, split by quarter.
+
+    Kept in step with ``UsageRecord`` in the same transaction as each insert
+    (``usage.rollups``), so that summaries cost what their date range costs, not what the
+    table holds. Every zone in use today is offset from UTC by a multiple of 15 minutes, so
+    a local midnight never falls inside a quarter of a UTC hour: the quarters keep days
+    exact in India (+05:30), Nepal (+05:45) or Newfoundland (-03:30) as well.
+    """
+
+    pk = models.CompositePrimaryKey("owner", "hour", "model")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    hour = models.DateTimeField(help_text="The start of the UTC hour.")
+    model = models.CharField(max_length=MODEL_NAME_MAX_LENGTH)
+    # Minutes 0-14, 15-29, 30-44 and 45-59 of the hour.
+    images_q0 = models.BigIntegerField(default=0)
+    images_q1 = models.BigIntegerField(default=0)
+    images_q2 = models.BigIntegerField(default=0)
+    images_q3 = models.BigIntegerField(default=0)
+    events_q0 = models.BigIntegerField(default=0)
+    events_q1 = models.BigIntegerField(default=0)
+    events_q2 = models.BigIntegerField(default=0)
+    events_q3 = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "hourly usage rollup"
+
+    def __str__(self) -> str:
+        return f"{self.model} @ {self.hour:%Y-%m-%d %H:00} UTC"
