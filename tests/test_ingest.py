@@ -1,6 +1,7 @@
 """POST /api/model-usage: the field table, aliases, outcomes, limits and idempotency."""
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from django.utils import timezone
 
 from tests.conftest import bearer, post_usage
 from usage.auth import create_token, revoke_token
-from usage.models import UsageRecord
+from usage.models import UsageRecord, UsageRollup
 
 pytestmark = pytest.mark.django_db
 
@@ -425,10 +426,35 @@ def test_ingestion_runs_a_constant_number_of_queries_whatever_the_batch_size(own
     with CaptureQueriesContext(connection) as queries:
         response = post_usage(owner_api, batch)
     assert response.status_code == 201
-    statements = [q["sql"].split()[0].upper() for q in queries.captured_queries]
-    # One token lookup, one INSERT ... ON CONFLICT DO NOTHING RETURNING (the savepoints
-    # are the test's own transaction nesting ``atomic()``).
-    assert [s for s in statements if s not in ("SAVEPOINT", "RELEASE")] == ["SELECT", "INSERT"]
+    # One token lookup, one INSERT ... ON CONFLICT DO NOTHING RETURNING of the records, one
+    # upsert of the rollups (the savepoints are the test's own transaction nesting atomic()).
+    assert statements_of(queries) == [
+        "SELECT usage_apitoken",
+        "INSERT usage_usagerecord",
+        "INSERT usage_usagerollup",
+    ]
+
+
+def test_a_resent_batch_touches_no_rollup(owner_api):
+    batch = [{"model": "SD", "count": 2, "id": f"e{n}"} for n in range(20)]
+    post_usage(owner_api, batch)
+    with CaptureQueriesContext(connection) as queries:
+        response = post_usage(owner_api, batch)
+    assert response.json()["duplicates"] == 20
+    assert statements_of(queries) == ["SELECT usage_apitoken", "INSERT usage_usagerecord"]
+    rollup = UsageRollup.objects.get()
+    assert (rollup.images, rollup.events) == (40, 20)
+
+
+def statements_of(queries: CaptureQueriesContext) -> list[str]:
+    """Each statement's verb and first table, without the test's savepoints."""
+    found = []
+    for query in queries.captured_queries:
+        verb = query["sql"].split()[0].upper()
+        if verb not in ("SAVEPOINT", "RELEASE"):
+            table = re.search(r'(?:FROM|INTO)\s+"?(\w+)', query["sql"], re.IGNORECASE)
+            found.append(f"{verb} {table.group(1) if table else '?'}")
+    return found
 
 
 # --- Whole-body errors -----------------------------------------------------------------

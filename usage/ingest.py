@@ -16,6 +16,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 
+from usage import rollups
 from usage.models import (
     EVENT_ID_MAX_LENGTH,
     MAX_IMAGE_COUNT,
@@ -301,44 +302,68 @@ def ingest(
 def store(
     owner: AbstractBaseUser, token: ApiToken | None, records: list[CleanRecord], now: datetime
 ) -> int:
-    """Insert ``records`` with one statement; already-stored event ids are skipped.
+    """Insert ``records`` and count them into the rollups, in one transaction.
 
-    Returns how many rows were inserted. ``ON CONFLICT DO NOTHING`` (rather than a lookup
-    first) keeps two concurrent requests with the same event id from storing it twice.
+    Two statements whatever the batch size: one insert, where ``ON CONFLICT DO NOTHING``
+    (rather than a lookup first) keeps concurrent requests with the same event id from
+    storing it twice, and one rollup upsert of the rows really inserted. Returns how many
+    rows were inserted.
     """
+    # One lock order for every writer: two batches sharing event ids cannot deadlock.
+    records = sorted(records, key=lambda r: (r.event_id is None, r.event_id or ""))
     with transaction.atomic():
-        return _insert(owner.pk, token.pk if token else None, records, now)
+        inserted_ids = set(_insert(owner.pk, token.pk if token else None, records, now))
+        inserted = [r for r in records if r.event_id is None or r.event_id in inserted_ids]
+        rollups.add(owner.pk, ((r.model, r.image_count, r.occurred_at) for r in inserted))
+    return len(inserted)
 
 
-def _insert(owner_id: int, token_id: int | None, records: list[CleanRecord], now: datetime) -> int:
+_COLUMNS = (
+    "owner_id",
+    "model",
+    "image_count",
+    "occurred_at",
+    "received_at",
+    "event_id",
+    "token_id",
+)
+
+
+def _insert(
+    owner_id: int, token_id: int | None, records: list[CleanRecord], now: datetime
+) -> list[str | None]:
+    """Insert the records; returns the event ids of the rows inserted."""
     table = connection.ops.quote_name(UsageRecord._meta.db_table)
-    columns = [
-        "owner_id",
-        "model",
-        "image_count",
-        "occurred_at",
-        "received_at",
-        "event_id",
-        "token_id",
-    ]
-    adapt = connection.ops.adapt_datetimefield_value
-    received = adapt(now)
-    params: list[Any] = []
-    for record in records:
-        params += [
+    if connection.vendor == "postgresql":
+        # Four arrays instead of 7 parameters a row: the statement is the same for any
+        # batch size, and PostgreSQL parses and plans it in microseconds.
+        source = (
+            "SELECT %s::integer, model, image_count, occurred_at, %s::timestamptz, event_id, "
+            "%s::bigint FROM "
+            "unnest(%s::varchar[], %s::int[], %s::timestamptz[], %s::varchar[]) "
+            "AS batch(model, image_count, occurred_at, event_id)"
+        )
+        params = [
             owner_id,
-            record.model,
-            record.image_count,
-            adapt(record.occurred_at),
-            received,
-            record.event_id,
+            now,
             token_id,
+            [r.model for r in records],
+            [r.image_count for r in records],
+            [r.occurred_at for r in records],
+            [r.event_id for r in records],
         ]
-    row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    else:
+        adapt = connection.ops.adapt_datetimefield_value
+        row = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+        source = "VALUES " + ", ".join([row] * len(records))
+        params = []
+        for r in records:
+            params += [owner_id, r.model, r.image_count, adapt(r.occurred_at)]
+            params += [adapt(now), r.event_id, token_id]
     sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * len(records))} "
-        "ON CONFLICT (owner_id, event_id) DO NOTHING RETURNING id"
+        f"INSERT INTO {table} ({', '.join(_COLUMNS)}) {source} "
+        "ON CONFLICT (owner_id, event_id) DO NOTHING RETURNING event_id"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return len(cursor.fetchall())
+        return [row[0] for row in cursor.fetchall()]

@@ -113,3 +113,11 @@ class UsageRollup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model} @ {self.hour:%Y-%m-%d %H:00} UTC"
+
+    @property
+    def images(self) -> int:
+        return self.images_q0 + self.images_q1 + self.images_q2 + self.images_q3
+
+    @property
+    def events(self) -> int:
+        return self.events_q0 + self.events_q1 + self.events_q2 + self.events_q3
