@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from usage_site.env import database_from_url, env_bool, env_int, env_list, env_rate
+from usage_site.env import database_from_url, env_bool, env_float, env_int, env_list, env_rate
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 VAR = "USAGE_TEST_VARIABLE"
@@ -77,6 +77,30 @@ def test_env_int_accepts_the_minimum_itself(monkeypatch):
     monkeypatch.setenv(VAR, "0")
 
     assert env_int(VAR, 60, minimum=0) == 0
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(" 2.5 ", 2.5), ("3", 3.0), ("0.1", 0.1)])
+def test_env_float_reads_a_number_of_seconds(monkeypatch, raw, expected):
+    monkeypatch.setenv(VAR, raw)
+
+    assert env_float(VAR, 9.0) == expected
+
+
+@pytest.mark.parametrize("raw", ["abc", "1,5", "10s", "nan", "inf"])
+def test_env_float_refuses_what_is_not_a_finite_number(monkeypatch, raw):
+    monkeypatch.setenv(VAR, raw)
+
+    with pytest.raises(ImproperlyConfigured, match=VAR):
+        env_float(VAR, 9.0)
+
+
+def test_env_float_refuses_a_value_below_the_minimum_and_defaults_when_blank(monkeypatch):
+    monkeypatch.setenv(VAR, "0")
+    with pytest.raises(ImproperlyConfigured, match=f"{VAR} must be at least 0.1"):
+        env_float(VAR, 9.0, minimum=0.1)
+
+    monkeypatch.setenv(VAR, " ")
+    assert env_float(VAR, 9.0, minimum=0.1) == 9.0
 
 
 def test_env_list_splits_on_commas_and_drops_blanks(monkeypatch):
@@ -197,3 +221,36 @@ def test_env_rate_refuses_what_rest_framework_would_misread(monkeypatch, raw):
 def test_env_rate_defaults_when_unset(monkeypatch):
     monkeypatch.delenv("SOME_RATE", raising=False)
     assert env_rate("SOME_RATE", "7/hour") == "7/hour"
+
+
+def external_api_url(**env: str) -> subprocess.CompletedProcess:
+    """EXTERNAL_API_URL as fresh settings read it from ``env`` alone."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("EXTERNAL_API_", "DEBUG"))}
+    code = "from django.conf import settings; print(repr(settings.EXTERNAL_API_URL))"
+    return subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); {code}"],
+        cwd=PROJECT_DIR,
+        env={**base, "DJANGO_SETTINGS_MODULE": "usage_site.settings", "SECRET_KEY": "k", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_without_debug_the_external_api_is_not_configured_unless_set():
+    # So that production never talks to whatever answers on localhost:3001 (the stand-in).
+    assert external_api_url(DEBUG="0").stdout.strip() == "''"
+    assert external_api_url(DEBUG="1").stdout.strip() == "'http://localhost:3001'"
+
+
+def test_the_external_api_url_is_read_without_a_trailing_slash():
+    result = external_api_url(DEBUG="0", EXTERNAL_API_URL=" https://api.example.com/v1/ ")
+
+    assert result.stdout.strip() == "'https://api.example.com/v1'"
+
+
+def test_an_external_api_url_that_is_not_http_is_refused():
+    result = external_api_url(DEBUG="0", EXTERNAL_API_URL="localhost:3001")
+
+    assert result.returncode != 0
+    assert "EXTERNAL_API_URL must start with http:// or https://" in result.stderr

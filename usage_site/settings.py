@@ -7,7 +7,15 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from usage_site.env import database_from_url, env_bool, env_int, env_list, env_rate, env_str
+from usage_site.env import (
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -116,7 +124,23 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
 CORS_URLS_REGEX = r"^/api/.*$"
 
-EXTERNAL_API_URL = env_str("EXTERNAL_API_URL", "http://localhost:3001")
+# The external plugin-generation and token-usage API (docs/external-api.md). Empty means
+# not configured. Without DEBUG it is empty unless set, so that a production server never
+# talks to whatever answers on localhost:3001 (in development, the stand-in).
+EXTERNAL_API_URL = env_str("EXTERNAL_API_URL", "http://localhost:3001" if DEBUG else "")
+EXTERNAL_API_URL = EXTERNAL_API_URL.strip().rstrip("/")
+if EXTERNAL_API_URL and not EXTERNAL_API_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(
+        f"EXTERNAL_API_URL must start with http:// or https://; got {EXTERNAL_API_URL!r}"
+    )
+EXTERNAL_API_KEY = env_str("EXTERNAL_API_KEY", "")
+EXTERNAL_API_CONNECT_TIMEOUT = env_float("EXTERNAL_API_CONNECT_TIMEOUT", 3.0, minimum=0.1)
+EXTERNAL_API_READ_TIMEOUT = env_float("EXTERNAL_API_READ_TIMEOUT", 10.0, minimum=0.1)
+EXTERNAL_API_TIMEOUT = env_float("EXTERNAL_API_TIMEOUT", 15.0, minimum=0.1)
+EXTERNAL_API_GENERATE_TIMEOUT = env_float("EXTERNAL_API_GENERATE_TIMEOUT", 90.0, minimum=0.1)
+EXTERNAL_API_MAX_BYTES = env_int("EXTERNAL_API_MAX_BYTES", 1024 * 1024, minimum=1024)
+EXTERNAL_API_MAX_CONCURRENT = env_int("EXTERNAL_API_MAX_CONCURRENT", 4, minimum=1)
+TOKEN_USAGE_CACHE_SECONDS = env_int("TOKEN_USAGE_CACHE_SECONDS", 15, minimum=0)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:index"
@@ -145,6 +169,7 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "DEFAULT_THROTTLE_RATES": {
         "ingest": env_rate("THROTTLE_INGEST_RATE", "600/min"),
+        "plugin": env_rate("THROTTLE_PLUGIN_RATE", "10/min"),
     },
     # Client addresses come only from REMOTE_ADDR unless a trusted proxy count is configured.
     "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
