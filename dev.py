@@ -111,9 +111,10 @@ def test(args: list[str]) -> int:
 
 
 def ensure_test_tools() -> None:
-    """Install what the browser and desktop-client tests need and a bare machine lacks."""
+    """Install what the browser, desktop-client and Redis tests need and a bare machine lacks."""
     wanted = {
         "chromium": Path(CHROMIUM).exists(),
+        "redis-server": shutil.which("redis-server") is not None,  # the shared-cache tests
         "nodejs": shutil.which("node") is not None,
         "npm": shutil.which("npm") is not None,  # Node builds from NodeSource include npm
     }

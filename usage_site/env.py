@@ -87,19 +87,22 @@ def env_rate(name: str, default: str) -> str:
     return f"{int(count)}/{period}"
 
 
-def database_from_url(url: str) -> dict:
-    """``sqlite:///path`` or ``postgres://user:pass@host:port/name?opt=v`` as a DATABASES entry."""
+def database_from_url(url: str, variable: str = "DATABASE_URL") -> dict:
+    """``sqlite:///path`` or ``postgres://user:pass@host:port/name?opt=v`` as a DATABASES entry.
+
+    ``variable`` names the setting in error messages.
+    """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
         # sqlite:///relative.db and sqlite:////absolute/path.db, as in most Django tooling.
         path = parts.path[1:] if parts.path.startswith("/") else parts.path
         if not path:
-            raise ImproperlyConfigured(f"DATABASE_URL has no SQLite file path: {url!r}")
+            raise ImproperlyConfigured(f"{variable} has no SQLite file path: {url!r}")
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(Path(path))}
     if parts.scheme in ("postgres", "postgresql"):
         name = unquote(parts.path.lstrip("/"))
         if not name:
-            raise ImproperlyConfigured(f"DATABASE_URL has no database name: {url!r}")
+            raise ImproperlyConfigured(f"{variable} has no database name: {url!r}")
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": name,
@@ -110,5 +113,38 @@ def database_from_url(url: str) -> dict:
             "OPTIONS": dict(parse_qsl(parts.query)),
         }
     raise ImproperlyConfigured(
-        f"DATABASE_URL must start with sqlite:// or postgres://; got {parts.scheme or url!r}"
+        f"{variable} must start with sqlite:// or postgres://; got {parts.scheme or url!r}"
     )
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def env_redis_url(name: str) -> str:
+    """A Redis server as redis-py reads it, or ``""`` when unset.
+
+    ``redis://[:password@]host[:port][/db]``, ``rediss://`` for TLS, or
+    ``unix:///path/to/redis.sock``. Errors never repeat the URL: it may hold a password.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    try:
+        parts.port  # noqa: B018 - reading it is the check: a port that is not a number raises
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} has a port that is not a number") from None
+    if parts.scheme not in _REDIS_SCHEMES:
+        raise ImproperlyConfigured(
+            f"{name} must start with redis://, rediss:// or unix://; got {parts.scheme or 'none'}"
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ImproperlyConfigured(f"{name} has no socket path")
+        return raw
+    if not parts.hostname:
+        raise ImproperlyConfigured(f"{name} has no host name")
+    database = parts.path.strip("/")
+    if database and not (database.isascii() and database.isdigit()):
+        raise ImproperlyConfigured(f"{name} must end with a database number, like /0")
+    return raw

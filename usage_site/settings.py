@@ -14,6 +14,7 @@ from usage_site.env import (
     env_int,
     env_list,
     env_rate,
+    env_redis_url,
     env_str,
 )
 
@@ -88,6 +89,58 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     DATABASES["default"]["OPTIONS"].setdefault(
         "connect_timeout", env_int("DATABASE_CONNECT_TIMEOUT", 3, minimum=1)
     )
+
+# A shared cache: DRF's throttle counts and cached upstream answers live here. Without
+# REDIS_URL each server process has its own, so a throttle limit holds per process.
+REDIS_URL = env_redis_url("REDIS_URL")
+CACHES = {
+    "default": (
+        {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # A Redis that stops answering costs a request one second, not a hung worker.
+            "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        }
+        if REDIS_URL
+        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    )
+}
+
+# A read replica for the dashboards' aggregates (docs/scaling.md): with DATABASE_REPLICA_URL,
+# usage_site.routers sends rollup reads there and everything else to the primary. Without
+# it, "replica" is the primary under a second name and nothing is routed to it; the tests
+# switch the router on against it, and MIRROR makes it the test database there.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL")
+if DATABASE_REPLICA_URL:
+    if not REDIS_URL:
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URL needs REDIS_URL: a user who just wrote is pinned to the "
+            "primary in the cache, and every server process must see that pin"
+        )
+    DATABASES["replica"] = database_from_url(DATABASE_REPLICA_URL, "DATABASE_REPLICA_URL")
+    if DATABASES["replica"]["ENGINE"] != DATABASES["default"]["ENGINE"]:
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must use the same engine as DATABASE_URL")
+    for key in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS"):
+        DATABASES["replica"][key] = DATABASES["default"][key]
+    if "connect_timeout" in DATABASES["default"].get("OPTIONS", {}):
+        DATABASES["replica"]["OPTIONS"].setdefault(
+            "connect_timeout", DATABASES["default"]["OPTIONS"]["connect_timeout"]
+        )
+    DATABASE_ROUTERS = ["usage_site.routers.ReplicaRouter"]
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.contrib.auth.middleware.AuthenticationMiddleware") + 1,
+        "usage_site.routers.PrimaryPinMiddleware",
+    )
+else:
+    DATABASES["replica"] = {
+        **DATABASES["default"],
+        "OPTIONS": dict(DATABASES["default"].get("OPTIONS", {})),
+    }
+    DATABASE_ROUTERS = []
+DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+# Seconds a user's reads stay on the primary after a request of theirs wrote. Keep it above
+# the replica's worst lag, so that Refresh Data right after a post shows that post.
+DATABASE_REPLICA_PIN_SECONDS = env_int("DATABASE_REPLICA_PIN_SECONDS", 30, minimum=1)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
