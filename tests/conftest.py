@@ -1,13 +1,20 @@
 """Personas and clients shared by the test suites."""
 
 import json
+from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import transaction
 from rest_framework.test import APIClient
 
+from scripts.standin_upstream import StandIn
+from usage import rollups
 from usage.auth import NewToken, create_token
 from usage.models import UsageRecord
+
+UPSTREAM_KEY = "upstream-key-for-tests"
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +26,25 @@ def _test_settings(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    # No external API unless a test starts one (the upstream fixture), whatever the
+    # developer's environment says.
+    settings.EXTERNAL_API_URL = ""
+    settings.EXTERNAL_API_KEY = ""
+
+
+@pytest.fixture
+def upstream(settings) -> Iterator[StandIn]:
+    """The development stand-in upstream on a free loopback port, with the site using it.
+
+    It requires UPSTREAM_KEY, which the site sends. The cache starts empty, so that no
+    token usage or health state from another test is served.
+    """
+    cache.clear()
+    with StandIn(key=UPSTREAM_KEY) as standin:
+        settings.EXTERNAL_API_URL = standin.url
+        settings.EXTERNAL_API_KEY = UPSTREAM_KEY
+        yield standin
+    cache.clear()
 
 
 @pytest.fixture
@@ -71,11 +97,17 @@ def post_usage(client: APIClient, body, *, content_type="application/json", **he
 
 
 def make_record(owner, when, model="SD", images=1, received_at=None) -> UsageRecord:
-    """A stored record at an exact time, including times the ingestion window would refuse."""
-    return UsageRecord.objects.create(
-        owner=owner,
-        model=model,
-        image_count=images,
-        occurred_at=when,
-        received_at=received_at or when,
-    )
+    """A stored record at an exact time, including times the ingestion window would refuse.
+
+    Counted into the rollups as ingestion does, in the same transaction.
+    """
+    with transaction.atomic():
+        record = UsageRecord.objects.create(
+            owner=owner,
+            model=model,
+            image_count=images,
+            occurred_at=when,
+            received_at=received_at or when,
+        )
+        rollups.add(owner.pk, [(model, images, record.occurred_at)])
+    return record

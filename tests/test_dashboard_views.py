@@ -369,6 +369,15 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(
         client.get("/dashboard/", MARCH)
 
 
+def test_a_half_hour_zone_costs_one_query_more_for_the_hours_that_midnight_cuts(
+    owner, march_records, django_assert_max_num_queries
+):
+    client = client_for(owner)
+    with django_assert_max_num_queries(7):
+        response = client.get("/dashboard/", {**MARCH, "tz": "Asia/Kolkata"})
+    assert response.status_code == 200
+
+
 def test_range_links_keep_the_zone_and_user(staff, march_records):
     response = client_for(staff).get("/dashboard/", {"user": "alice", "tz": "Asia/Tokyo"})
     expected = "?" + urlencode({"days": 7, "tz": "Asia/Tokyo", "user": "alice"})

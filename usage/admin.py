@@ -2,13 +2,14 @@
 
 from django.contrib import admin
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
-from django.http import HttpRequest, StreamingHttpResponse
+from django.db.models import Count, QuerySet, Sum
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.functional import cached_property
 
 from usage.auth import revoke_token
 from usage.export import ADMIN_HEADER, admin_rows, csv_lines, csv_response
-from usage.models import ApiToken, UsageRecord
+from usage.models import ApiToken, PluginGeneration, UsageRecord, UsageRollup
+from usage.rollups import delete_records
 
 # Pages past this many rows are reached with filters instead of a full COUNT(*), which on
 # a table of millions takes seconds.
@@ -26,7 +27,8 @@ class ModelNameFilter(admin.SimpleListFilter):
     parameter_name = "model"
 
     def lookups(self, request, model_admin):
-        names = UsageRecord.objects.order_by("model").values_list("model", flat=True).distinct()
+        # From the rollups: far fewer rows than the records to find the distinct names in.
+        names = UsageRollup.objects.order_by("model").values_list("model", flat=True).distinct()
         return [(name, name) for name in names[:200]]
 
     def queryset(self, request, queryset):
@@ -63,6 +65,13 @@ class UsageRecordAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
+    # Deleting goes through usage.rollups, so that the dashboards stop counting the records.
+    def delete_model(self, request: HttpRequest, obj: UsageRecord) -> None:
+        delete_records(UsageRecord.objects.filter(pk=obj.pk))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        delete_records(queryset)
+
     @admin.action(description="Export selected records as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet) -> StreamingHttpResponse:
         return csv_response("usage-records.csv", csv_lines(ADMIN_HEADER, admin_rows(queryset)))
@@ -94,3 +103,52 @@ class ApiTokenAdmin(admin.ModelAdmin):
         for token in tokens:
             revoke_token(token)
         self.message_user(request, f"Revoked {len(tokens)} token(s).")
+
+
+@admin.register(PluginGeneration)
+class PluginGenerationAdmin(admin.ModelAdmin):
+    """The ledger of plugin generations: read-only, with the totals of what is listed."""
+
+    list_display = (
+        "created_at",
+        "user",
+        "outcome",
+        "upstream_status",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "duration_ms",
+    )
+    list_filter = ("outcome", "upstream_status", "created_at")
+    search_fields = ("user__username",)
+    date_hierarchy = "created_at"
+    list_select_related = ("user",)
+    show_facets = admin.ShowFacets.NEVER
+    list_per_page = 100
+
+    # What the upstream was asked and answered: a record to check its totals against.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        changelist = getattr(response, "context_data", {}).get("cl")
+        if changelist is not None:  # not a redirect or an error page
+            response.context_data["ledger_totals"] = ledger_totals(changelist.queryset)
+        return response
+
+
+def ledger_totals(queryset: QuerySet) -> dict:
+    """Generations and tokens of the filtered list; tokens the upstream did not report are 0."""
+    return queryset.aggregate(
+        generations=Count("id"),
+        prompt_tokens=Sum("prompt_tokens", default=0),
+        completion_tokens=Sum("completion_tokens", default=0),
+        total_tokens=Sum("total_tokens", default=0),
+    )

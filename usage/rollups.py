@@ -1,4 +1,4 @@
-"""Hourly rollups of usage records: kept in step on every insert, rebuilt on demand.
+"""Hourly rollups of usage records: kept in step on every insert and delete, rebuilt on demand.
 
 A summary reads at most one row per model and UTC hour in its range, so its cost follows
 the length of the range, not the number of records stored. Each row splits its hour into
@@ -8,10 +8,11 @@ quarters, because local midnight falls on a quarter hour in every zone in use to
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.db.models import QuerySet
 
 from usage.models import UsageRecord, UsageRollup
 
@@ -20,27 +21,52 @@ HOUR = timedelta(hours=1)
 IMAGE_COLUMNS = ("images_q0", "images_q1", "images_q2", "images_q3")
 EVENT_COLUMNS = ("events_q0", "events_q1", "events_q2", "events_q3")
 _COUNTERS = IMAGE_COLUMNS + EVENT_COLUMNS
+DELETE_CHUNK = 5000
 
 
 def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def add(owner_id: int, records: Iterable[tuple[str, int, datetime]]) -> None:
-    """Count ``(model, image_count, occurred_at UTC)`` records in, with one upsert.
+def add(owner_id: int, records: Iterable[tuple[str, int, datetime]], sign: int = 1) -> None:
+    """Count ``(model, image_count, occurred_at)`` records in (or out, with ``sign=-1``).
 
-    Call it inside the transaction that inserted the records, with only the rows that were
-    really inserted, so that a duplicate never counts twice.
+    One upsert, inside the transaction that inserted (or deleted) the records, and only
+    for the rows that really were inserted, so that a duplicate never counts twice.
     """
     counts: dict[tuple[datetime, str], list[int]] = defaultdict(lambda: [0] * 8)
     for model, images, occurred_at in records:
+        occurred_at = occurred_at.astimezone(UTC)
         quarter = occurred_at.minute // 15
         row = counts[(hour_of(occurred_at), model)]
-        row[quarter] += images
-        row[4 + quarter] += 1
+        row[quarter] += sign * images
+        row[4 + quarter] += sign
     if counts:
         # Sorted keys make concurrent writers lock rows in the same order: no deadlocks.
         _upsert(owner_id, sorted(counts.items()))
+
+
+def delete_records(records: QuerySet) -> int:
+    """Delete records (the admin's delete) and take them out of the rollups; returns how many."""
+    with transaction.atomic():
+        rows = list(
+            records.select_for_update().values_list(
+                "pk", "owner_id", "model", "image_count", "occurred_at"
+            )
+        )
+        # By the rows locked above, not by ``records`` again: a record stored meanwhile
+        # that matches the same filter was not counted out, so it must stay.
+        pks = [row[0] for row in rows]
+        for start in range(0, len(pks), DELETE_CHUNK):
+            UsageRecord.objects.filter(pk__in=pks[start : start + DELETE_CHUNK]).delete()
+        by_owner: dict[int, list[tuple[str, int, datetime]]] = defaultdict(list)
+        for _, owner_id, model, images, occurred_at in rows:
+            by_owner[owner_id].append((model, images, occurred_at))
+        for owner_id in sorted(by_owner):
+            add(owner_id, by_owner[owner_id], sign=-1)
+        empty = {column: 0 for column in EVENT_COLUMNS}
+        UsageRollup.objects.filter(owner_id__in=list(by_owner), **empty).delete()
+    return len(rows)
 
 
 def _upsert(owner_id: int, rows: list[tuple[tuple[datetime, str], list[int]]]) -> None:

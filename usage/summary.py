@@ -1,26 +1,29 @@
 """Date ranges, time zones and the per-user aggregates behind charts.
 
 Ranges are whole local days in the caller's IANA zone. They are turned into UTC instants
-once, here, with ``zoneinfo``; the database groups by local day, and weeks and months are
-built from those days. Grouping by local day (not by 24-hour steps from the start) is
-what keeps buckets right across DST changes: a day with a 23- or 25-hour local length is
-still one day.
+once, here, with ``zoneinfo``; the database groups the hourly rollups (``usage.rollups``)
+by local day, and weeks and months are built from those days. Grouping by local day (not
+by 24-hour steps from the start) is what keeps buckets right across DST changes: a day
+with a 23- or 25-hour local length is still one day.
 """
 
+import operator
 import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache
+from functools import lru_cache, reduce
 from zoneinfo import ZoneInfo, available_timezones
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, Sum
+from django.db.models import F, QuerySet, Sum
+from django.db.models.expressions import CombinedExpression
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from usage.models import UsageRecord
+from usage import rollups
+from usage.models import UsageRollup
 
 GRANULARITIES = ("day", "week", "month")
 DEFAULT_RANGE_DAYS = 30
@@ -142,22 +145,73 @@ def periods(date_range: DateRange, granularity: str) -> list[date]:
     return result
 
 
-def summarize(owner: AbstractBaseUser, date_range: DateRange, granularity: str) -> dict:
-    """The owner's images and events in the range: totals, per model, and per bucket."""
+def daily_totals(owner_id: int, date_range: DateRange) -> dict[tuple[date, str], list[int]]:
+    """``{(local day, model): [images, events]}`` for the range, read from the rollups.
+
+    A UTC hour that holds no local midnight lies in one local day, and the database
+    groups those. The few hours that a midnight cuts (every day in zones with a half- or
+    quarter-hour offset, none in whole-hour zones) are split by quarter here, in Python.
+    """
     lo, hi = date_range.utc_bounds()
-    rows = (
-        UsageRecord.objects.filter(owner=owner, occurred_at__gte=lo, occurred_at__lt=hi)
-        .annotate(day=TruncDate("occurred_at", tzinfo=date_range.tz))
+    cut_hours = sorted(
+        {
+            rollups.hour_of(midnight)
+            for midnight in midnights(date_range)
+            if midnight != rollups.hour_of(midnight)
+        }
+    )
+    totals: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0, 0])
+    for row in _whole_hours(owner_id, date_range, cut_hours):
+        totals[(row["day"], row["model"])] = [row["images"], row["events"]]
+    if cut_hours:
+        for row in UsageRollup.objects.filter(owner_id=owner_id, hour__in=cut_hours):
+            for quarter in range(4):
+                start = row.hour + quarter * rollups.QUARTER
+                events = getattr(row, rollups.EVENT_COLUMNS[quarter])
+                if events and lo <= start < hi:
+                    entry = totals[(start.astimezone(date_range.tz).date(), row.model)]
+                    entry[0] += getattr(row, rollups.IMAGE_COLUMNS[quarter])
+                    entry[1] += events
+    return totals
+
+
+def _whole_hours(owner_id: int, date_range: DateRange, cut_hours: list[datetime]) -> QuerySet:
+    lo, hi = date_range.utc_bounds()
+    first = rollups.hour_of(lo) + (rollups.HOUR if lo != rollups.hour_of(lo) else timedelta())
+    rows = UsageRollup.objects.filter(owner_id=owner_id, hour__gte=first, hour__lt=hi)
+    if cut_hours:
+        rows = rows.exclude(hour__in=cut_hours)
+    return (
+        rows.annotate(day=TruncDate("hour", tzinfo=date_range.tz))
         .values("day", "model")
-        .annotate(images=Sum("image_count"), events=Count("id"))
+        .annotate(
+            images=Sum(_added(rollups.IMAGE_COLUMNS)),
+            events=Sum(_added(rollups.EVENT_COLUMNS)),
+        )
         .order_by()
     )
+
+
+def _added(columns: tuple[str, ...]) -> CombinedExpression:
+    return reduce(operator.add, (F(column) for column in columns))
+
+
+def midnights(date_range: DateRange) -> list[datetime]:
+    """Every local midnight from the range's start to the end of its last day, in UTC."""
+    return [
+        local_midnight(date_range.start + timedelta(days=n), date_range.tz)
+        for n in range(date_range.days + 1)
+    ]
+
+
+def summarize(owner: AbstractBaseUser, date_range: DateRange, granularity: str) -> dict:
+    """The owner's images and events in the range: totals, per model, and per bucket."""
     per_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     per_bucket: dict[tuple[date, str], int] = defaultdict(int)
-    for row in rows:
-        per_model[row["model"]][0] += row["images"]
-        per_model[row["model"]][1] += row["events"]
-        per_bucket[(bucket_of(row["day"], granularity), row["model"])] += row["images"]
+    for (day, model), (images, events) in daily_totals(owner.pk, date_range).items():
+        per_model[model][0] += images
+        per_model[model][1] += events
+        per_bucket[(bucket_of(day, granularity), model)] += images
     models = sorted(per_model, key=lambda name: (-per_model[name][0], name))
     rank = {name: position for position, name in enumerate(models)}
     series = sorted(per_bucket.items(), key=lambda item: (item[0][0], rank[item[0][1]]))

@@ -2,7 +2,6 @@
 
 import random
 import secrets
-import sys
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -13,7 +12,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from usage.ingest import CleanRecord, store
+from usage.management.progress import show_progress
 from usage.models import UsageRecord
+from usage.rollups import delete_records
 
 DEMO_USERNAME = "demo"
 BATCH = 1000
@@ -53,10 +54,10 @@ class Command(BaseCommand):
         now = timezone.now()
         records = list(generate(rng, days, now))
         with transaction.atomic():
-            UsageRecord.objects.filter(owner=user).delete()
+            delete_records(UsageRecord.objects.filter(owner=user))
             for done in range(0, len(records), BATCH):
                 store(user, None, records[done : done + BATCH], now)
-                self.progress(min(done + BATCH, len(records)), len(records))
+                show_progress(self.stdout, min(done + BATCH, len(records)), len(records), "records")
         images = sum(record.image_count for record in records)
         self.stdout.write(
             self.style.SUCCESS(
@@ -64,16 +65,6 @@ class Command(BaseCommand):
                 f"over {days} days."
             )
         )
-
-    def progress(self, done: int, total: int, width: int = 30) -> None:
-        filled = width * done // total
-        line = f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} records"
-        interactive = getattr(self.stdout, "isatty", lambda: False)() or sys.stdout.isatty()
-        if interactive:
-            self.stdout.write("\r" + line, ending="\n" if done == total else "")
-            self.stdout.flush()
-        elif done == total:
-            self.stdout.write(line)
 
 
 def demo_user():
