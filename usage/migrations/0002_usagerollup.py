@@ -5,6 +5,31 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def count_existing_records(apps, schema_editor):
+    """Roll up the records stored before rollups existed (self-contained: a migration must
+    not depend on code that later changes)."""
+    UsageRecord = apps.get_model("usage", "UsageRecord")
+    UsageRollup = apps.get_model("usage", "UsageRollup")
+    rows = {}
+    for owner_id, model, images, moment in UsageRecord.objects.values_list(
+        "owner_id", "model", "image_count", "occurred_at"
+    ).iterator(chunk_size=5000):
+        hour = moment.replace(minute=0, second=0, microsecond=0)
+        row = rows.setdefault((owner_id, hour, model), [0] * 8)
+        row[moment.minute // 15] += images
+        row[4 + moment.minute // 15] += 1
+    fields = [f"{kind}_q{q}" for kind in ("images", "events") for q in range(4)]
+    UsageRollup.objects.bulk_create(
+        (
+            UsageRollup(
+                owner_id=owner_id, hour=hour, model=model, **dict(zip(fields, values, strict=True))
+            )
+            for (owner_id, hour, model), values in rows.items()
+        ),
+        batch_size=2000,
+    )
+
+
 class Migration(migrations.Migration):
     dependencies = [
         ("usage", "0001_initial"),
@@ -51,4 +76,5 @@ class Migration(migrations.Migration):
                 "verbose_name": "hourly usage rollup",
             },
         ),
+        migrations.RunPython(count_existing_records, migrations.RunPython.noop),
     ]
