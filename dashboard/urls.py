@@ -13,4 +13,5 @@ urlpatterns = [
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", views.revoke, name="revoke"),
     path("export.csv", views.export_csv, name="export"),
+    path("daily-totals.csv", views.export_totals_csv, name="export-totals"),
 ]

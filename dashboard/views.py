@@ -1,5 +1,6 @@
 """The signed-in pages: the dashboard, its refresh data, the time zone, tokens and CSV."""
 
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from urllib.parse import urlencode
 from zoneinfo import available_timezones
@@ -27,9 +28,16 @@ from dashboard.forms import TimeZoneForm, TokenForm
 from dashboard.models import Profile
 from dashboard.overview import PRESET_DAYS, DashboardQuery, Overview, build_overview, parse_query
 from usage.auth import create_token, revoke_token
-from usage.export import OWNER_HEADER, csv_lines, csv_response, owner_rows
+from usage.export import (
+    OWNER_HEADER,
+    TOTALS_HEADER,
+    csv_lines,
+    csv_response,
+    owner_rows,
+    total_rows,
+)
 from usage.models import ApiToken
-from usage.summary import QueryError
+from usage.summary import DateRange, QueryError
 
 # The parts of the page that Refresh Data replaces, each rendered from its own template.
 REGIONS = ("cards", "usage-table", "share-table", "recent-records")
@@ -220,15 +228,37 @@ def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def export_csv(request: HttpRequest) -> HttpResponse:
+    """Every record in the range, one row each."""
+    return _export(
+        request,
+        "usage",
+        lambda subject, date_range: csv_lines(
+            OWNER_HEADER, owner_rows(subject, *date_range.utc_bounds(), date_range.tz)
+        ),
+    )
+
+
+@login_required
+@require_GET
+def export_totals_csv(request: HttpRequest) -> HttpResponse:
+    """Images and generations per day and model, from the rollups: small at any volume."""
+    return _export(
+        request,
+        "daily-totals",
+        lambda subject, date_range: csv_lines(TOTALS_HEADER, total_rows(subject, date_range)),
+    )
+
+
+def _export(
+    request: HttpRequest, kind: str, lines: Callable[[AbstractBaseUser, DateRange], Iterator[str]]
+) -> HttpResponse:
     subject = subject_of(request)
     try:
         query = query_of(request)
     except QueryError as error:
         return HttpResponseBadRequest(error.message, content_type="text/plain; charset=utf-8")
     date_range = query.date_range
-    lo, hi = date_range.utc_bounds()
     filename = (
-        f"usage-{subject.get_username()}-{date_range.start}-to-{date_range.end}.csv"
+        f"{kind}-{subject.get_username()}-{date_range.start}-to-{date_range.end}.csv"
     ).replace('"', "")
-    rows = owner_rows(subject, lo, hi, date_range.tz)
-    return csv_response(filename, csv_lines(OWNER_HEADER, rows))
+    return csv_response(filename, lines(subject, date_range))

@@ -81,3 +81,34 @@ def test_a_bad_range_gets_a_clear_400(owner):
 def test_an_empty_range_is_just_the_header(owner):
     rows = rows_of(client_for(owner).get("/dashboard/export.csv", {"days": "7"}))
     assert rows == [["occurred_at", "date", "model", "image_count", "event_id", "received_at"]]
+
+
+def test_daily_totals_are_per_local_day_and_model_from_the_rollups(owner, records):
+    make_record(owner, datetime(2026, 3, 1, 23, 0, tzinfo=UTC), model="SDXL", images=2)
+    response = client_for(owner).get(
+        "/dashboard/daily-totals.csv",
+        {"start": "2026-03-01", "end": "2026-03-31", "tz": "Asia/Kolkata"},
+    )
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == (
+        'attachment; filename="daily-totals-alice-2026-03-01-to-2026-03-31.csv"'
+    )
+    # 22:30 and 23:00 UTC on the 1st are 04:00 and 04:30 on the 2nd in Kolkata (+05:30).
+    assert rows_of(response) == [
+        ["date", "model", "images", "generations"],
+        ["2026-03-02", "DALL-E 3", "1", "1"],
+        ["2026-03-02", "SDXL", "6", "2"],
+    ]
+
+
+def test_daily_totals_of_another_user_need_staff(owner, other, staff, records):
+    params = {"user": "bob", "start": "2026-03-01", "end": "2026-03-31"}
+    assert client_for(owner).get("/dashboard/daily-totals.csv", params).status_code == 403
+    response = client_for(staff).get("/dashboard/daily-totals.csv", params)
+    assert rows_of(response)[1:] == [["2026-03-02", "bob's model", "9", "1"]]
+
+
+def test_daily_totals_refuse_a_bad_range_in_plain_words(owner):
+    response = client_for(owner).get("/dashboard/daily-totals.csv", {"days": "12"})
+    assert response.status_code == 400
+    assert response.content == b"days must be 7, 30 or 90."

@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 
 from usage.models import UsageRecord
+from usage.summary import DateRange, daily_totals
 
 # A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
 # (tab and carriage return too, which some of them strip before looking).
@@ -88,3 +89,14 @@ def owner_rows(
             spreadsheet_safe(record.event_id),
             record.received_at.astimezone(tz).isoformat(),
         ]
+
+
+TOTALS_HEADER = ["date", "model", "images", "generations"]
+
+
+def total_rows(owner: AbstractBaseUser, date_range: DateRange) -> Iterator[list[object]]:
+    """Images and generations per local day and model, from the rollups, by day then model."""
+    totals = daily_totals(owner.pk, date_range)
+    for day, model in sorted(totals):
+        images, events = totals[(day, model)]
+        yield [day.isoformat(), spreadsheet_safe(model), images, events]
