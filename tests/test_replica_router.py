@@ -4,7 +4,7 @@ The ``replica`` alias is a test mirror of the default database (``TEST: {"MIRROR
 so the router's choices are seen by which connection ran a query, on the real database.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -14,10 +14,10 @@ from django.core.cache import cache
 from django.db import connections, router, transaction
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
-from django.test.utils import CaptureQueriesContext
+from django.test.utils import CaptureQueriesContext, override_settings
 
 from tests.conftest import post_usage
-from tests.live_server import poll
+from tests.live_server import free_port, poll
 from usage.models import ApiToken, UsageRecord, UsageRollup
 from usage_site.routers import PrimaryPinMiddleware, is_pinned, pin_key
 
@@ -57,6 +57,12 @@ def in_request(
 
     PrimaryPinMiddleware(view)(request)
     return seen[0]
+
+
+def post_request(user) -> HttpRequest:
+    request = RequestFactory().post("/api/model-usage")
+    request.user = user
+    return request
 
 
 def alice() -> User:
@@ -239,3 +245,28 @@ def test_a_rollup_read_from_the_replica_finds_its_owner_on_the_primary(owner, ow
         return rollup._state.db, username, len(primary.captured_queries)
 
     assert in_request("GET", owner, read) == ("replica", "alice", 1)
+
+
+@pytest.fixture
+def cache_down(replica_router) -> Iterator[None]:
+    """A Redis cache at a loopback port where nothing listens: every call is refused."""
+    location = f"redis://127.0.0.1:{free_port()}/0"
+    with override_settings(
+        CACHES={
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": location,
+            }
+        }
+    ):
+        yield
+
+
+def test_while_the_cache_is_down_a_write_still_gets_its_answer(cache_down):
+    response = PrimaryPinMiddleware(lambda request: HttpResponse(status=201))(post_request(alice()))
+
+    assert response.status_code == 201
+
+
+def test_while_the_cache_is_down_rollups_are_read_from_the_primary(cache_down):
+    assert in_request("GET", alice(), read_alias(UsageRollup)) == "default"

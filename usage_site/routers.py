@@ -10,6 +10,7 @@ the browser refreshes with a session, so the pin is per user and lives in the sh
 the router whose request is running.
 """
 
+import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 
@@ -25,6 +26,8 @@ REPLICA = "replica"
 REPLICA_MODELS = frozenset({"usage.usagerollup"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
+log = logging.getLogger("usage.replica")
+
 _current_request: ContextVar[HttpRequest | None] = ContextVar("current_request", default=None)
 
 
@@ -32,12 +35,24 @@ def pin_key(user_id: object) -> str:
     return f"replica-pin:{user_id}"
 
 
+# While the cache cannot answer, every read goes to the primary (a lookup that fails counts
+# as pinned), so a pin that could not be set then hides nothing, and the request that wrote
+# still gets its answer. The errors are the cache backend's own types (redis-py's).
+
+
 def pin_to_primary(user_id: object) -> None:
-    cache.set(pin_key(user_id), 1, settings.DATABASE_REPLICA_PIN_SECONDS)
+    try:
+        cache.set(pin_key(user_id), 1, settings.DATABASE_REPLICA_PIN_SECONDS)
+    except Exception as exc:
+        log.warning("replica pin not set user_id=%s: %r", user_id, exc)
 
 
 def is_pinned(user_id: object) -> bool:
-    return cache.get(pin_key(user_id)) is not None
+    try:
+        return cache.get(pin_key(user_id)) is not None
+    except Exception as exc:
+        log.warning("replica pin unknown user_id=%s, reading the primary: %r", user_id, exc)
+        return True
 
 
 class ReplicaRouter:
