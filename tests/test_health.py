@@ -32,7 +32,7 @@ def test_simple_health_ignores_credentials_so_still_runs_no_queries(
 def test_health_reports_that_the_database_answers(client):
     response = client.get("/api/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "database": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok", "externalApi": "not configured"}
 
 
 def test_health_needs_no_credentials_and_takes_a_trailing_slash(client):

@@ -18,14 +18,27 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from usage.external_api import Busy, ExternalApiError, Rejected
 from usage.ingest import BodyError
 from usage.summary import QueryError
+from usage.token_usage import Refused
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
 RETRY_AFTER_DB_SECONDS = 5
 DATABASE_DOWN = "The database is unavailable; try again shortly."
+RETRY_AFTER_BUSY_SECONDS = 5
+# This site's answer to each failure of the external API (a Rejected passes on its 4xx).
+EXTERNAL_API_STATUS = {
+    "invalid_user_id": 400,
+    "unknown_user": 404,
+    "upstream_unreachable": 502,
+    "upstream_error": 502,
+    "not_configured": 503,
+    "busy": 503,
+    "upstream_timeout": 504,
+}
 
 
 def is_database_down(exc: BaseException | None) -> bool:
@@ -51,6 +64,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(error_body(exc.message), status=exc.status)
     if isinstance(exc, QueryError):
         return Response(error_body(exc.message, field=exc.field), status=400)
+    if isinstance(exc, ExternalApiError):
+        return external_api_error(exc)
+    if isinstance(exc, Refused):
+        return Response(error_body(exc.message, code=exc.code), status=exc.status)
     if isinstance(exc, RequestDataTooBig):
         exc = exceptions.APIException("The request body is too large.")
         exc.status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
@@ -59,6 +76,13 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return None
     response.data = _reshape(response.data)
     return response
+
+
+def external_api_error(exc: ExternalApiError) -> Response:
+    """Never the upstream's body, status line or a traceback: a fixed sentence and a code."""
+    answer = exc.status if isinstance(exc, Rejected) else EXTERNAL_API_STATUS[exc.code]
+    headers = {"Retry-After": str(RETRY_AFTER_BUSY_SECONDS)} if isinstance(exc, Busy) else None
+    return Response(error_body(exc.message, code=exc.code), status=answer, headers=headers)
 
 
 def _reshape(data) -> dict:

@@ -121,3 +121,45 @@ class UsageRollup(models.Model):
     @property
     def events(self) -> int:
         return self.events_q0 + self.events_q1 + self.events_q2 + self.events_q3
+
+
+class PluginGeneration(models.Model):
+    """One plugin generation that reached the external API: who, when, its tokens, its end.
+
+    Written after the upstream answered (or failed), never inside a transaction that spans
+    the call, so that an admin can check the upstream's totals and see usage while the
+    upstream is down. Token counts are NULL when the upstream did not report them.
+    """
+
+    class Outcome(models.TextChoices):
+        OK = "ok", "ok"
+        REJECTED = "rejected_by_upstream", "rejected by the upstream (4xx)"
+        UPSTREAM_ERROR = "upstream_error", "upstream error (5xx or a bad answer)"
+        TIMEOUT = "upstream_timeout", "timed out"
+        UNREACHABLE = "upstream_unreachable", "connection lost"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="plugin_generations",
+        # The (user, created_at) index below serves every lookup by user.
+        db_index=False,
+    )
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    prompt_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    total_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    upstream_status = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The upstream's HTTP status; empty when it gave none."
+    )
+    outcome = models.CharField(max_length=32, choices=Outcome.choices)
+    duration_ms = models.PositiveIntegerField(help_text="How long the upstream call took.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["user", "-created_at"], name="plugin_generation_user_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} @ {self.created_at:%Y-%m-%d %H:%M}"

@@ -244,16 +244,182 @@ HEALTH_SIMPLE = {
     "tags": ["health"],
 }
 
+_external_api_state = {
+    "type": "string",
+    "enum": ["ok", "unreachable", "not configured"],
+    "description": "The external API's /health, asked at most every 5 seconds. Never a "
+    "reason for a 503 by itself.",
+}
+
 HEALTH = {
     "operation_id": "health",
-    "summary": "Readiness: does the database answer?",
+    "summary": "Readiness: does the database answer? (and the external API, for information)",
     "responses": {
         200: OpenApiResponse(
-            {"type": "object", "properties": {"status": _string, "database": _string}}
+            {
+                "type": "object",
+                "properties": {
+                    "status": _string,
+                    "database": _string,
+                    "externalApi": _external_api_state,
+                },
+            }
         ),
-        503: _error("The database is unavailable.", database=_string, status=_string),
+        503: _error(
+            "The database is unavailable.",
+            database=_string,
+            status=_string,
+            externalApi=_external_api_state,
+        ),
     },
     "tags": ["health"],
+}
+
+_code = {"type": "string", "description": "A stable name for the error, e.g. `busy`."}
+
+
+def _coded(description: str) -> OpenApiResponse:
+    return _error(description, code=_code)
+
+
+_UPSTREAM_ERRORS = {
+    502: _coded(
+        "`upstream_unreachable` (connection refused or lost) or `upstream_error` (a 5xx, "
+        "a redirect, an answer too large or not the expected JSON, this site's key refused)."
+    ),
+    503: _coded(
+        "`not_configured` (no EXTERNAL_API_URL), `busy` (too many calls already waiting on "
+        "the external API in this server process; see `Retry-After`), or the database is "
+        "unavailable."
+    ),
+    504: _coded("`upstream_timeout`: the external API did not answer in time."),
+}
+
+_token_counts = {
+    "promptTokens": _counts,
+    "completionTokens": _counts,
+    "totalTokens": _counts,
+}
+_period_counts = {**_token_counts, "requestCount": _counts}
+
+TOKEN_USAGE_OUT = {
+    "type": "object",
+    "required": [
+        "userId",
+        "totalTokens",
+        "promptTokens",
+        "completionTokens",
+        "requestCount",
+        "dailyUsage",
+        "monthlyUsage",
+        "lastRequestAt",
+        "fetchedAt",
+        "stale",
+    ],
+    "properties": {
+        "userId": _string,
+        **_period_counts,
+        "dailyUsage": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"date": {"type": "string", "format": "date"}, **_period_counts},
+            },
+        },
+        "monthlyUsage": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"month": {"type": "string", "example": "2026-11"}, **_period_counts},
+            },
+        },
+        "lastRequestAt": {"type": "string", "format": "date-time", "nullable": True},
+        "fetchedAt": {
+            "type": "string",
+            "format": "date-time",
+            "description": "When this site got these numbers from the external API.",
+        },
+        "stale": {
+            "type": "boolean",
+            "description": "True when the external API failed and this is a copy under an "
+            "hour old.",
+        },
+        "staleReason": {
+            "type": "string",
+            "description": "Only when stale: the error code the request would have had.",
+        },
+    },
+}
+
+TOKEN_USAGE = {
+    "operation_id": "token_usage",
+    "summary": "Token usage from the external API",
+    "description": (
+        "The caller's token usage (or, for staff, any user's), as the external API counts "
+        "it, cached per user for `TOKEN_USAGE_CACHE_SECONDS` (default 15). When the external "
+        "API fails and a copy under an hour old exists, that copy is served with "
+        '`"stale": true`.'
+    ),
+    "parameters": [
+        OpenApiParameter("userId", str, description="A username; default: the caller's."),
+        OpenApiParameter("refresh", str, enum=["1"], description="Skip the cache."),
+    ],
+    "responses": {
+        200: OpenApiResponse(TOKEN_USAGE_OUT),
+        400: _coded("`invalid_user_id`: not a username (1 to 150 of letters, digits, @.+-_)."),
+        401: _AUTH_ERRORS[401],
+        403: _coded("`forbidden`: another user's id, and the caller is not staff."),
+        404: _coded("`unknown_user`: the external API has no usage for this user yet."),
+        **_UPSTREAM_ERRORS,
+    },
+    "tags": ["token-usage"],
+}
+
+PLUGIN_GENERATE = {
+    "operation_id": "plugin_generate",
+    "summary": "Generate a plugin through the external API",
+    "description": (
+        "Forwards the JSON object to the external API with `userId` set to the caller's "
+        "username (a `userId` in the body is overwritten), and answers with the external "
+        "API's status and result. A logged-in session must send its CSRF token "
+        "(`X-CSRFToken`). Each call that reaches the external API is kept in a ledger, "
+        "browsable in the admin."
+    ),
+    "request": {
+        "application/json": {
+            "type": "object",
+            "description": "The user's request, passed on as it is. The development "
+            "stand-in needs `prompt`.",
+            "example": {"prompt": "A plugin that counts the words of a page"},
+        }
+    },
+    "responses": {
+        200: OpenApiResponse(
+            {
+                "type": "object",
+                "properties": {
+                    "result": {"type": "object", "description": "The generated plugin."},
+                    "tokenUsage": {
+                        "type": "object",
+                        "nullable": True,
+                        "properties": _token_counts,
+                    },
+                },
+            },
+            description="Generated (the external API's own 2xx status is passed on).",
+        ),
+        400: _coded(
+            "`invalid_body` (not JSON or not an object) or `rejected_by_upstream` (the "
+            "external API refused the request: its own 4xx status and message are passed on)."
+        ),
+        401: _AUTH_ERRORS[401],
+        403: _error("A session without a valid CSRF token."),
+        413: _coded("`invalid_body`: the body is over 1 MiB."),
+        415: _error("The body is not `application/json`."),
+        429: _error("Too many generations for this user (`THROTTLE_PLUGIN_RATE`)."),
+        **_UPSTREAM_ERRORS,
+    },
+    "tags": ["token-usage"],
 }
 
 

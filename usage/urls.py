@@ -11,4 +11,6 @@ urlpatterns = [
     re_path(r"^model-usage/summary/?$", views.UsageSummaryView.as_view(), name="summary"),
     re_path(r"^health/?$", views.HealthView.as_view(), name="health"),
     re_path(r"^health/simple/?$", views.SimpleHealthView.as_view(), name="health-simple"),
+    re_path(r"^user/token-usage/?$", views.TokenUsageView.as_view(), name="token-usage"),
+    re_path(r"^plugin/generate/?$", views.PluginGenerateView.as_view(), name="plugin-generate"),
 ]
