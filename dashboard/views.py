@@ -41,6 +41,10 @@ from usage.summary import DateRange, QueryError
 
 # The parts of the page that Refresh Data replaces, each rendered from its own template.
 REGIONS = ("cards", "usage-table", "share-table", "recent-records")
+# What the token panel charts of the analytics service's counts: its last days and months.
+TOKEN_DAYS = 30
+TOKEN_MONTHS = 12
+PROMPT_MAX_LENGTH = 4000
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -80,6 +84,7 @@ def index(request: HttpRequest) -> HttpResponse:
     overview = build_overview(subject, query.date_range)
     context = {
         **page_context(request, subject, query, overview),
+        **token_panels(subject, own=subject == request.user),
         "problem": problem,
         "detect_zone": not zone and not request.GET.get("tz"),
         "chart": overview.chart(),
@@ -123,6 +128,22 @@ def page_context(
         "overview": overview,
         "summary": overview.summary,
         "query_string": urlencode(params),
+    }
+
+
+def token_panels(subject: AbstractBaseUser, *, own: bool) -> dict:
+    """What the token and plugin panels need. Their numbers are fetched by the page after it
+    has painted, so that the page never waits on the analytics service."""
+    url = reverse("usage:token-usage")
+    if not own:  # staff may ask for anyone's; everyone else gets their own
+        url += "?" + urlencode({"userId": subject.get_username()})
+    return {
+        "external_api_configured": bool(settings.EXTERNAL_API_URL),
+        "token_usage_url": url,
+        "plugin_generate_url": reverse("usage:plugin-generate"),
+        "token_days": TOKEN_DAYS,
+        "token_months": TOKEN_MONTHS,
+        "prompt_max_length": PROMPT_MAX_LENGTH,
     }
 
 

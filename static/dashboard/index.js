@@ -181,11 +181,12 @@
     return `The server answered ${response.status}.`;
   }
 
+  // Refresh Data asks every panel for fresh numbers (this one, and the token panel in
+  // token-usage.js) with one event, which other scripts can send too.
   refreshForm.addEventListener("submit", (event) => {
     event.preventDefault();
-    if (!refreshButton.disabled) refresh();
+    if (!refreshButton.disabled) document.dispatchEvent(new CustomEvent("usage:refresh"));
   });
-  // Other scripts (the token panel, a finished generation) can ask for fresh numbers.
   document.addEventListener("usage:refresh", () => { if (!refreshButton.disabled) refresh(); });
 
   // First visit: no zone saved and none in the URL, so the server showed UTC. Save the

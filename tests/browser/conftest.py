@@ -51,6 +51,14 @@ def _local_chartjs(settings, chartjs_url, chartjs_integrity) -> None:
     settings.CHARTJS_INTEGRITY = chartjs_integrity
 
 
+@pytest.fixture(autouse=True)
+def _no_analytics_service(settings) -> None:
+    """No upstream unless a test starts one: the page then asks nothing of whatever happens
+    to listen on the developer's port 3001. ``tests/browser/test_token_panel.py`` starts
+    the stand-in and points the site at it."""
+    settings.EXTERNAL_API_URL = ""
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:

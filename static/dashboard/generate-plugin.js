@@ -1,0 +1,133 @@
+// The plugin form: sends the prompt as JSON to /api/plugin/generate, shows the answer and
+// the tokens it used, then tells the token panel with a 'token-usage-updated' event.
+//
+// The result comes from the analytics service, which this site does not own: it is shown
+// as text (textContent in a <pre>), never as HTML.
+"use strict";
+
+(function () {
+  const form = document.querySelector("[data-generate-form]");
+  if (!form || form.dataset.enabled !== "true") return;
+
+  const section = form.closest("[data-generate-plugin]");
+  const prompt = form.querySelector("textarea[name=prompt]");
+  const button = form.querySelector("[data-testid=generate-plugin]");
+  const status = section.querySelector("[data-testid=generate-status]");
+  const problem = section.querySelector("[data-testid=generate-error]");
+  const result = section.querySelector("[data-testid=generate-result]");
+  const output = section.querySelector("[data-testid=generate-output]");
+  const name = section.querySelector("[data-testid=generate-name]");
+  const description = section.querySelector("[data-testid=generate-description]");
+  // Longer than the server's own limit on a generation, which answers 504 first.
+  const TIMEOUT_MS = 180000;
+  const integers = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+  const UPSTREAM_PROBLEMS = {
+    upstream_unreachable: "The analytics service is unreachable. Try again later.",
+    upstream_timeout: "The analytics service did not answer in time. Try again later.",
+    upstream_error: "The analytics service answered with an error. Try again later.",
+    not_configured: "Plugin generation is not available: this site has no analytics service configured.",
+  };
+
+  prompt.disabled = false;
+  button.disabled = false;
+
+  function count(value) {
+    const number = Number(value);
+    return Number.isFinite(number) && number > 0 ? Math.round(number) : 0;
+  }
+
+  // Retry-After is whole seconds or an HTTP date.
+  function waitOf(response) {
+    const header = response.headers.get("Retry-After");
+    if (!header) return "a moment";
+    let seconds = Number(header);
+    if (!Number.isFinite(seconds)) seconds = (Date.parse(header) - Date.now()) / 1000;
+    return Number.isFinite(seconds) ? `${Math.max(1, Math.ceil(seconds))} s` : "a moment";
+  }
+
+  async function problemOf(response) {
+    let body = null;
+    try {
+      body = await response.json();
+    } catch (ignored) { /* not JSON: the status says enough */ }
+    const code = body && typeof body.code === "string" ? body.code : "";
+    const said = body && typeof body.error === "string" ? body.error : "";
+    if (response.status === 429) return `Too many generations in a short time: try again in ${waitOf(response)}.`;
+    if (code === "busy") return `The analytics service is busy: try again in ${waitOf(response)}.`;
+    if (code in UPSTREAM_PROBLEMS) return UPSTREAM_PROBLEMS[code];
+    if (code === "rejected_by_upstream") return `The analytics service refused the request: ${said || `status ${response.status}`}`;
+    if (response.status === 401 || (response.status === 403 && !code)) {
+      return "Your session has ended or the page is out of date. Reload the page and try again.";
+    }
+    return said || `The server answered ${response.status}.`;
+  }
+
+  function showResult(payload) {
+    const tokens = payload.tokenUsage || {};
+    const promptTokens = count(tokens.promptTokens);
+    const completionTokens = count(tokens.completionTokens);
+    const total = count(tokens.totalTokens) || promptTokens + completionTokens;
+    section.querySelector("[data-testid=generate-tokens]").textContent = integers.format(total);
+    section.querySelector("[data-testid=generate-prompt-tokens]").textContent = integers.format(promptTokens);
+    section.querySelector("[data-testid=generate-completion-tokens]").textContent = integers.format(completionTokens);
+    // A plugin usually comes as {name, description, language, code}; anything else is
+    // shown whole, as JSON.
+    const plugin = payload.result && typeof payload.result === "object" ? payload.result : {};
+    const text = (value) => (typeof value === "string" ? value : "");
+    const summary = [text(plugin.name), text(plugin.language)].filter(Boolean).join(" · ");
+    name.textContent = summary;
+    name.hidden = !summary;
+    description.textContent = text(plugin.description);
+    description.hidden = !description.textContent;
+    output.textContent = text(plugin.code) || (typeof payload.result === "string"
+      ? payload.result : JSON.stringify(payload.result, null, 2));
+    result.hidden = false;
+  }
+
+  function setBusy(busy) {
+    button.disabled = busy;
+    prompt.readOnly = busy;
+    if (busy) button.setAttribute("aria-busy", "true");
+    else button.removeAttribute("aria-busy");
+  }
+
+  async function generate() {
+    setBusy(true);
+    status.textContent = "Generating…";
+    problem.hidden = true;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), TIMEOUT_MS);
+    try {
+      const response = await fetch(form.dataset.url, {
+        method: "POST",
+        headers: {
+          Accept: "application/json",
+          "Content-Type": "application/json",
+          "X-CSRFToken": form.querySelector("[name=csrfmiddlewaretoken]").value,
+        },
+        body: JSON.stringify({ prompt: prompt.value }),
+        credentials: "same-origin",
+        signal: controller.signal,
+      });
+      if (!response.ok) throw new Error(await problemOf(response));
+      const payload = await response.json();
+      showResult(payload);
+      status.textContent = "Done.";
+      window.dispatchEvent(new CustomEvent("token-usage-updated", { detail: { tokenUsage: payload.tokenUsage } }));
+    } catch (error) {
+      problem.textContent = error.name === "AbortError"
+        ? "The server did not answer in time. Try again later."
+        : error instanceof TypeError ? "The server could not be reached. Try again later." : error.message;
+      problem.hidden = false;
+      status.textContent = "";
+    } finally {
+      clearTimeout(timer);
+      setBusy(false);
+    }
+  }
+
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (!button.disabled) generate();
+  });
+})();
