@@ -258,6 +258,73 @@ def test_no_usage_yet_until_the_first_generation_then_its_numbers(
     assert tab.errors == []
 
 
+def test_the_page_does_not_wait_for_a_slow_service_and_says_it_is_loading(
+    open_tab, live_server, owner, standin
+):
+    store(owner, [(timezone.now() - timedelta(hours=3), "SDXL", 6)])
+    generate_elsewhere(standin, "alice", "a plugin that sharpens")
+    standin.hang("token-usage")  # the service takes its time
+    tab = open_tab(owner)
+    page = tab.page
+    page.goto(live_server.url + "/dashboard/?tz=UTC")
+    assert bar_series(page)["SDXL"][-1] == 6  # the page is there, charts and all
+    expect_state(page, "loading")
+    expect(page.get_by_test_id("token-message")).to_have_text("Loading token usage…")
+    expect(page.get_by_test_id("token-usage")).to_have_attribute("aria-busy", "true")
+    expect(page.get_by_test_id("token-total")).to_be_hidden()
+
+    standin.release()
+    expect_state(page, "ready")
+    expect(page.get_by_test_id("token-message")).to_be_hidden()
+    assert figures(page) == expected_figures(upstream_usage(standin, "alice"))
+    assert tab.errors == []
+
+
+def test_a_refresh_that_fails_here_says_so_and_keeps_the_numbers(
+    open_tab, live_server, owner, standin
+):
+    generate_elsewhere(standin, "alice", "a plugin that sharpens")
+    tab = open_tab(owner)
+    page = tab.page
+    page.goto(live_server.url + "/dashboard/?tz=UTC")
+    expect_state(page, "ready")
+    before = figures(page)
+
+    page.context.clear_cookies()  # logged out in another tab
+    press_refresh(page)
+    expect_state(page, "error")
+    expect(page.get_by_test_id("token-message")).to_have_text(
+        "Could not refresh token usage: Your session has ended. Reload the page to log in"
+        " again. The numbers shown are from before."
+    )
+    assert figures(page) == before
+    assert tab.errors == []
+
+
+def test_without_chartjs_the_token_tables_hold_the_numbers(
+    open_tab, live_server, owner, standin, chartjs_url
+):
+    cost = generate_elsewhere(standin, "alice", "a plugin that sharpens")["tokenUsage"]
+    tab = open_tab(owner)
+    page = tab.page
+    page.route(chartjs_url, lambda route: route.abort())
+    page.goto(live_server.url + "/dashboard/?tz=UTC")
+    expect_state(page, "ready")
+    today = timezone.now().astimezone(UTC).date()
+    daily = page.get_by_test_id("token-daily-table")
+    expect(daily).to_be_visible()
+    expect(page.get_by_test_id("token-monthly-table")).to_be_visible()
+    expect(page.locator(DAILY_CHART)).to_be_hidden()
+    counts = [cost["promptTokens"], cost["completionTokens"], cost["totalTokens"], 1]
+    rows = table_rows(page, "token-daily-table")
+    assert len(rows) == 30
+    assert rows[day_label(today)] == counts
+    assert sum(sum(row) for row in rows.values()) == sum(counts)
+    assert table_rows(page, "token-monthly-table")[month_label(today)] == counts
+    assert shown_number(page, "token-total") == cost["totalTokens"]
+    assert tab.errors == []
+
+
 def test_with_the_upstream_down_the_dashboard_loads_and_says_it_is_unreachable(
     open_tab, live_server, owner, settings, screenshots
 ):
