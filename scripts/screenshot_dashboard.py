@@ -4,6 +4,13 @@
     ./dev.py run                                   # in one shell: the site with demo data
     .venv/bin/python scripts/screenshot_dashboard.py [--url URL] [--out PATH] [--dark]
 
+For the token panel, the site's analytics service (``EXTERNAL_API_URL``; with ``DEBUG=1``
+http://localhost:3001) is used if it answers. If nothing answers there and it is a loopback
+address, the script runs the development stand-in (scripts/standin_upstream.py) there for
+as long as it takes the screenshot. Either way, when the service has no usage for ``demo``
+yet, the script makes a few generations for it directly at the service (not through the
+site, so that no ledger rows are written).
+
 The script logs in as ``demo`` by writing a session straight into the site's database, so
 it must run with the same environment as the site (``DATABASE_URL``, ``SECRET_KEY``,
 ``DEBUG``; by default that of ``./dev.py run``: SQLite ``db.sqlite3`` and ``DEBUG=1``). The
@@ -15,8 +22,12 @@ file): the screenshot then works on machines without internet access.
 """
 
 import argparse
+import json
 import os
 import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import import_module
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -29,10 +40,19 @@ os.environ.setdefault("DEBUG", "1")  # as ./dev.py run; the session must be sign
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 USERNAME = "demo"
+# Every chart on show drawn (a canvas in a hidden frame, such as the token panel's when the
+# service is not configured, never gets one) and the token panel done loading.
 CHARTS_SETTLED = """() => window.Chart
-    && document.querySelectorAll('canvas').length > 0
-    && [...document.querySelectorAll('canvas')].every(c => Chart.getChart(c))
+    && document.querySelector('[data-token-usage]')?.dataset.state !== 'loading'
+    && [...document.querySelectorAll('canvas')].filter(c => !c.closest('[hidden]')).length > 0
+    && [...document.querySelectorAll('canvas')].filter(c => !c.closest('[hidden]'))
+        .every(c => Chart.getChart(c))
     && Object.values(Chart.instances).every(chart => !Chart.animator.running(chart))"""
+DEMO_PROMPTS = (
+    "A plugin that resizes every image in a folder to 1024 px on the long side",
+    "A plugin that writes alt text for each generated image",
+    "A plugin that names images by model, date and seed",
+)
 
 
 def main() -> int:
@@ -55,7 +75,8 @@ def main() -> int:
             "url": args.url,
         }
         chartjs = local_chartjs() if settings.CHARTJS_URL == settings.CHARTJS_CDN_URL else None
-        screenshot(args.url.rstrip("/"), cookie, Path(args.out), args.dark, chartjs)
+        with analytics_service(settings.EXTERNAL_API_URL, settings.EXTERNAL_API_KEY):
+            screenshot(args.url.rstrip("/"), cookie, Path(args.out), args.dark, chartjs)
     finally:
         session.delete()
     print(f"saved {args.out}")
@@ -81,6 +102,50 @@ def demo_session():
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.create()
     return session
+
+
+@contextmanager
+def analytics_service(url: str, key: str) -> Iterator[None]:
+    """The site's analytics service answering, with some usage for ``demo``."""
+    if not url:
+        print("EXTERNAL_API_URL is empty: the token panel will say it is not configured.")
+        yield
+        return
+    standin = None
+    if not answers(f"{url}/health"):
+        parts = urlsplit(url)
+        if parts.hostname not in ("localhost", "127.0.0.1") or parts.port is None:
+            raise SystemExit(f"Nothing answers at {url}, and the stand-in runs only on loopback.")
+        from scripts.standin_upstream import StandIn
+
+        standin = StandIn("127.0.0.1", parts.port, key=key).start()
+        print(f"Running the development stand-in at {url} for the screenshot.")
+    try:
+        if not answers(f"{url}/user/{USERNAME}/token-usage", key):
+            for prompt in DEMO_PROMPTS:
+                call(f"{url}/plugin/generate", key, {"userId": USERNAME, "prompt": prompt})
+        yield
+    finally:
+        if standin is not None:
+            standin.stop()
+
+
+def call(url: str, key: str, body: dict | None = None) -> bytes:
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.read()
+
+
+def answers(url: str, key: str = "") -> bool:
+    try:
+        call(url, key)
+    except OSError:  # refused, or an HTTP error status (HTTPError is an OSError)
+        return False
+    return True
 
 
 def local_chartjs() -> bytes:
