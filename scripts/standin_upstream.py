@@ -16,9 +16,11 @@ its answers (``answer``, ``hang``, ``trickle``, ``oversized``) and read what it 
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
+import socket
 import sys
 import threading
 from collections import defaultdict
@@ -104,6 +106,7 @@ class StandIn:
         self.faults: dict[str, Fault] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.connections: set[socket.socket] = set()
         self.server = ThreadingHTTPServer((host, port), _handler_for(self))
         self.server.daemon_threads = True
         self.server.block_on_close = False  # a hanging handler must not block stop()
@@ -122,10 +125,15 @@ class StandIn:
         return self
 
     def stop(self) -> None:
+        """Stop as a real server going down would: open keep-alive connections too."""
         self.stopping.set()
         self.release()
         self.server.shutdown()
         self.server.server_close()
+        with self.lock:
+            for connection in self.connections:
+                with contextlib.suppress(OSError):  # already closed
+                    connection.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> "StandIn":
         return self.start()
@@ -247,6 +255,16 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as a real server and httpx's pool expect
     server_version = "StandInUpstream/1.0"
     standin: StandIn
+
+    def setup(self) -> None:
+        super().setup()
+        with self.standin.lock:
+            self.standin.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.standin.lock:
+            self.standin.connections.discard(self.connection)
+        super().finish()
 
     def do_GET(self) -> None:  # http.server's naming
         self._serve("GET")

@@ -10,7 +10,7 @@ from django.utils import timezone
 from tests.conftest import make_record, post_usage
 from usage import admin as usage_admin
 from usage.ingest import ingest
-from usage.models import ApiToken, UsageRecord
+from usage.models import ApiToken, PluginGeneration, UsageRecord
 
 RECORDS_URL = "/admin/usage/usagerecord/"
 TOKENS_URL = "/admin/usage/apitoken/"
@@ -224,3 +224,79 @@ def test_records_can_be_read_but_not_added_or_edited_in_the_admin(staff_client, 
     staff_client.post(f"{RECORDS_URL}{record.pk}/change/", {"model": "Edited", "image_count": 9})
     record.refresh_from_db()
     assert record.model != "Edited"
+
+
+# --- The plugin generation ledger ------------------------------------------------------------
+
+LEDGER_URL = "/admin/usage/plugingeneration/"
+
+
+@pytest.fixture
+def generations(owner, other) -> list[PluginGeneration]:
+    ok = {"outcome": "ok", "upstream_status": 200}
+    return PluginGeneration.objects.bulk_create(
+        [
+            PluginGeneration(
+                user=owner,
+                **ok,
+                prompt_tokens=10,
+                completion_tokens=30,
+                total_tokens=40,
+                duration_ms=900,
+            ),
+            PluginGeneration(user=owner, outcome="upstream_timeout", duration_ms=90_000),
+            PluginGeneration(
+                user=other,
+                **ok,
+                prompt_tokens=1,
+                completion_tokens=2,
+                total_tokens=3,
+                duration_ms=500,
+            ),
+        ]
+    )
+
+
+def test_the_ledger_lists_every_generation_with_the_totals_of_the_list(staff_client, generations):
+    response = staff_client.get(LEDGER_URL)
+
+    assert response.status_code == 200
+    assert listed(response) == {generation.pk for generation in generations}
+    assert response.context["ledger_totals"] == {
+        "generations": 3,
+        "prompt_tokens": 11,
+        "completion_tokens": 32,
+        "total_tokens": 43,
+    }
+    assert b"<strong>43</strong> tokens" in response.content
+
+
+def test_searching_the_ledger_by_username_totals_only_that_users_rows(staff_client, generations):
+    response = staff_client.get(LEDGER_URL, {"q": "bob"})
+
+    assert listed(response) == {generations[2].pk}
+    assert response.context["ledger_totals"]["total_tokens"] == 3
+
+
+def test_the_ledger_filters_by_outcome_and_by_date(staff_client, generations):
+    timeouts = staff_client.get(LEDGER_URL, {"outcome__exact": "upstream_timeout"})
+    today = timezone.now()
+    this_month = staff_client.get(
+        LEDGER_URL, {"created_at__year": today.year, "created_at__month": today.month}
+    )
+
+    assert listed(timeouts) == {generations[1].pk}
+    assert timeouts.context["ledger_totals"]["total_tokens"] == 0
+    assert listed(this_month) == {generation.pk for generation in generations}
+
+
+def test_the_ledger_is_read_only(staff_client, generations):
+    row = generations[0]
+
+    assert staff_client.get(f"{LEDGER_URL}{row.pk}/change/").status_code == 200
+    assert staff_client.get(f"{LEDGER_URL}add/").status_code == 403
+    assert staff_client.post(f"{LEDGER_URL}{row.pk}/delete/", {"post": "yes"}).status_code == 403
+    staff_client.post(f"{LEDGER_URL}{row.pk}/change/", {"total_tokens": 1})
+    row.refresh_from_db()
+    assert row.total_tokens == 40
+    assert PluginGeneration.objects.count() == 3
