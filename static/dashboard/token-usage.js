@@ -289,7 +289,13 @@
   }
 
   async function answerOf(response) {
-    if (response.ok) return { data: await response.json() };
+    if (response.ok) {
+      try {
+        return { data: await response.json() };
+      } catch (ignored) {
+        return { code: "", reason: "The server's answer could not be read." };
+      }
+    }
     let body = null;
     try {
       body = await response.json();
