@@ -4,6 +4,7 @@
     ./dev.py run     set up, then run the site on SQLite at http://127.0.0.1:8000
     ./dev.py test    set up, then run every check and test (SQLite, then PostgreSQL)
     ./dev.py serve   run the production server (gunicorn + whitenoise)
+    ./dev.py bench   measure the performance targets, write docs/performance.md
 
 Set-up is a virtual environment in .venv with the pinned requirements; it is redone only
 when a requirements file changes.
@@ -14,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -25,7 +27,7 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's package; the browser tests drive it
 
 
 def main(argv: list[str]) -> int:
-    commands = {"run": run, "test": test, "serve": serve}
+    commands = {"run": run, "test": test, "serve": serve, "bench": bench}
     if len(argv) < 2 or argv[1] not in commands:
         print(__doc__)
         return 2
@@ -91,6 +93,28 @@ def serve(args: list[str]) -> int:
     sh(PY, "manage.py", "migrate", "--no-input")
     sh(BIN / "gunicorn", "--config", "gunicorn.conf.py", "usage_site.wsgi", *args)
     return 0
+
+
+def bench(args: list[str]) -> int:
+    """PostgreSQL, the production server, data and wrk: see scripts/bench.py (--help)."""
+    started = str(time.time())  # the bench reports how long the whole command took
+    ensure_venv("requirements-dev.txt")
+    ensure_wrk()
+    env = {"BENCH_STARTED_AT": started}
+    # Durability on, as in production: the test suite's cluster runs with fsync off.
+    env["PG_EXTRA_OPTIONS"] = "-c fsync=on -c full_page_writes=on -c max_wal_size=4GB"
+    sh(sys.executable, "scripts/with_postgres.py", "--", PY, "scripts/bench.py", *args, env=env)
+    return 0
+
+
+def ensure_wrk() -> None:
+    if shutil.which("wrk"):
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print("The bench needs wrk: as root, apt-get install wrk.", file=sys.stderr)
+        raise SystemExit(2)
+    sh("apt-get", "update", "-qq")
+    sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk")
 
 
 def test(args: list[str]) -> int:
