@@ -60,8 +60,8 @@ class Server:
     process: subprocess.Popen
     log: Path
 
-    def request(self, method: str, path: str, body=None, headers=None) -> Reply:
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=15)
+    def request(self, method: str, path: str, body=None, headers=None, timeout=15.0) -> Reply:
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()
@@ -87,17 +87,43 @@ class Server:
             return False
 
 
-@contextmanager
-def gunicorn(database_url: str, log: Path) -> Iterator[Server]:
-    port = free_port()
-    env = {
+def site_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a production server (DEBUG off) on ``database_url``."""
+    return {
         **os.environ,
         "SECRET_KEY": "t",
         "DEBUG": "0",
         "ALLOWED_HOSTS": HOST,
         "DATABASE_URL": database_url,
+        **extra,
     }
-    argv = [str(GUNICORN), "usage_site.wsgi", "-b", f"{HOST}:{port}", "--workers", "1"]
+
+
+def manage(database_url: str, *args: str) -> str:
+    """Run a management command against the server's database; its standard output."""
+    result = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=PROJECT,
+        env=site_env(database_url),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout
+
+
+@contextmanager
+def gunicorn(
+    database_url: str, log: Path, *, env: dict[str, str] | None = None, workers: int | None = 1
+) -> Iterator[Server]:
+    """gunicorn with gunicorn.conf.py (read from the project folder, as ./dev.py serve does).
+
+    ``workers=None`` keeps the configuration's own count (WEB_CONCURRENCY, default 2).
+    """
+    port = free_port()
+    env = site_env(database_url, **(env or {}))
+    argv = [str(GUNICORN), "usage_site.wsgi", "-b", f"{HOST}:{port}"]
+    argv += ["--workers", str(workers)] if workers else []
     argv += ["--graceful-timeout", "5"]
     with open(log, "wb") as log_file:
         process = subprocess.Popen(

@@ -1,15 +1,12 @@
 """The ingestion API through a real gunicorn, as a desktop app reaches it over HTTP."""
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from tests.live_server import PROJECT, Reply, Server, gunicorn
+from tests.live_server import Reply, Server, gunicorn, manage
 
 pytestmark = pytest.mark.slow
 
@@ -26,19 +23,6 @@ class Site:
             **headers,
         }
         return self.server.request("POST", "/api/model-usage", body, headers)
-
-
-def manage(database_url: str, *args: str) -> str:
-    env = {**os.environ, "SECRET_KEY": "t", "DEBUG": "0", "DATABASE_URL": database_url}
-    result = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
