@@ -1,6 +1,6 @@
 # Shortcuts for dev.py, which needs nothing but Python 3.11+.
 # make bench BENCH_ARGS="--max-records 1000000" passes options to the benchmark.
-.PHONY: run test serve bench
+.PHONY: run test serve bench upstream
 run:
 	python3 dev.py run
 test:
@@ -9,3 +9,5 @@ serve:
 	python3 dev.py serve
 bench:
 	python3 dev.py bench $(BENCH_ARGS)
+upstream:
+	python3 dev.py upstream

@@ -5,6 +5,7 @@
     ./dev.py test    set up, then run every check and test (SQLite, then PostgreSQL)
     ./dev.py serve   run the production server (gunicorn + whitenoise)
     ./dev.py bench   measure the performance targets, write docs/performance.md
+    ./dev.py upstream  run the development stand-in of the external API on 127.0.0.1:3001
 
 Set-up is a virtual environment in .venv with the pinned requirements; it is redone only
 when a requirements file changes.
@@ -27,7 +28,7 @@ CHROMIUM = "/usr/bin/chromium"  # Debian's package; the browser tests drive it
 
 
 def main(argv: list[str]) -> int:
-    commands = {"run": run, "test": test, "serve": serve, "bench": bench}
+    commands = {"run": run, "test": test, "serve": serve, "bench": bench, "upstream": upstream}
     if len(argv) < 2 or argv[1] not in commands:
         print(__doc__)
         return 2
@@ -115,6 +116,15 @@ def ensure_wrk() -> None:
         raise SystemExit(2)
     sh("apt-get", "update", "-qq")
     sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk")
+
+
+def upstream(args: list[str]) -> int:
+    # The stand-in needs only the standard library, so no virtual environment; exec, so
+    # that Ctrl-C stops it without a traceback from this script.
+    argv = [sys.executable, str(ROOT / "scripts" / "standin_upstream.py"), *args]
+    print("+", " ".join(argv), flush=True)
+    os.execv(sys.executable, argv)
+    return 0  # not reached
 
 
 def test(args: list[str]) -> int:
