@@ -426,6 +426,8 @@ def _read_capped(response: httpx.Response, deadline: float, max_bytes: int) -> b
         raise UpstreamError(
             f"declared {declared} bytes, over {max_bytes}", upstream_status=status, reached=True
         )
+    if time.monotonic() > deadline:  # the status line came too late already
+        raise Timeout("the answer began after the deadline", reached=True)
     chunks, size = [], 0
     for chunk in response.iter_bytes():
         size += len(chunk)
