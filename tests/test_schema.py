@@ -1,12 +1,17 @@
 """The OpenAPI schema at /api/schema/ and the Swagger UI at /api/docs/."""
 
+import json
 import re
 
 import pytest
 from django.core.management import call_command
 
+from usage.errors import EXTERNAL_API_STATUS
+
 SCHEMA_URL = "/api/schema/?format=json"
 INGEST_STATUSES = {"201", "207", "400", "401", "403", "413", "415", "429", "503"}
+TOKEN_USAGE_STATUSES = {"200", "400", "401", "403", "404", "502", "503", "504"}
+GENERATE_STATUSES = {"200", "400", "401", "403", "413", "415", "429", "502", "503", "504"}
 RECORD_KEYS = {
     "modelName",
     "model",
@@ -106,3 +111,31 @@ def test_schema_passes_drf_spectacular_validation_without_warnings(tmp_path):
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target))
 
     assert target.read_text().startswith("openapi: 3.")
+
+
+def test_token_usage_and_generation_document_every_status_they_answer_with(schema):
+    usage = schema["paths"]["/api/user/token-usage"]["get"]
+    generate = schema["paths"]["/api/plugin/generate"]["post"]
+
+    assert set(usage["responses"]) == TOKEN_USAGE_STATUSES
+    assert set(generate["responses"]) == GENERATE_STATUSES
+    assert {p["name"] for p in usage["parameters"]} == {"userId", "refresh"}
+
+
+def test_every_external_api_error_code_is_documented(schema):
+    described = json.dumps(
+        [
+            schema["paths"]["/api/user/token-usage"]["get"]["responses"],
+            schema["paths"]["/api/plugin/generate"]["post"]["responses"],
+        ]
+    )
+    codes = {*EXTERNAL_API_STATUS, "forbidden", "invalid_body", "rejected_by_upstream"}
+    assert {code for code in codes if f"`{code}`" not in described} == set()
+
+
+def test_token_usage_documents_its_answer_keys(schema):
+    answer = schema["paths"]["/api/user/token-usage"]["get"]["responses"]["200"]
+
+    assert {"fetchedAt", "stale", "staleReason", "dailyUsage", "lastRequestAt"} <= property_names(
+        answer
+    )

@@ -80,7 +80,7 @@ def usage_for(user_id: str, *, refresh: bool = False) -> dict:
         if last is None:
             raise
         return {**last, "stale": True, "staleReason": exc.code}
-    copy = {**usage, "fetchedAt": _now_iso()}
+    copy = {**usage, "fetchedAt": external_api.iso_utc(datetime.now(UTC))}
     cache.set(last_key, copy, STALE_SECONDS)
     # Only a marker: "the copy is fresh". A generation deletes it and keeps the copy.
     cache.set(fresh_key, True, settings.TOKEN_USAGE_CACHE_SECONDS)
@@ -89,10 +89,6 @@ def usage_for(user_id: str, *, refresh: bool = False) -> dict:
 
 def forget_fresh_usage(user_id: str) -> None:
     cache.delete(_keys(user_id)[0])
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # --- Plugin generation -----------------------------------------------------------------------
