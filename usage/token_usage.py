@@ -103,7 +103,9 @@ def generate(user: AbstractBaseUser, request: dict) -> Generation:
     except ExternalApiError as exc:
         if exc.reached:  # tokens may have been spent: keep a trace
             record(user, started, exc.upstream_status, exc.code, None)
-        log.warning("generation user=%s failed (%s): %s", user_id, exc.code, exc.detail)
+        # A refused request is the user's; anything else is the upstream's, worth a warning.
+        level = logging.INFO if isinstance(exc, external_api.Rejected) else logging.WARNING
+        log.log(level, "generation user=%s failed (%s): %s", user_id, exc.code, exc.detail)
         raise
     record(user, started, generation.status, PluginGeneration.Outcome.OK, generation.token_usage)
     forget_fresh_usage(user_id)
