@@ -1211,9 +1211,9 @@ def connection_section(results: Results) -> list[str]:
     return [
         "### Connections",
         "",
-        "With as many connections as there are requests in flight, a server that is already "
-        "busy only queues the extra ones: their latency grows, throughput does not. So the "
-        f"bench tries {', '.join(map(str, SWEEP_CONNECTIONS))} connections "
+        "Each wrk connection keeps one request in flight. Once the server's cores are busy, "
+        "more connections only wait in its queue: latency grows with them, throughput does "
+        f"not. So the bench tries {', '.join(map(str, SWEEP_CONNECTIONS))} connections "
         f"({results.options.sweep_duration:g} s each; the summary at the first data step) "
         f"and measures with the fewest that reach {SWEEP_SHARE:.0%} of the best throughput.",
         "",
