@@ -501,8 +501,9 @@ def test_a_404_for_a_generation_is_an_upstream_error_not_passed_on(upstream):
 
 
 def test_calls_past_the_limit_fail_fast_as_busy_while_others_wait(upstream, settings):
-    settings.EXTERNAL_API_MAX_CONCURRENT = 2
+    settings.EXTERNAL_API_MAX_CONCURRENT = 3
     upstream.hang("generate")
+    upstream.answer("token-usage", 200, {})
     results = []
     workers = [
         threading.Thread(
@@ -515,10 +516,11 @@ def test_calls_past_the_limit_fail_fast_as_busy_while_others_wait(upstream, sett
     try:
         poll(lambda: len(upstream.received_for("generate")) == 2, 10, "two hanging calls")
 
-        with pytest.raises(Busy):
-            external_api.fetch_token_usage("alice")
+        # Generations may take every slot but one: the third is busy...
         with pytest.raises(Busy):
             external_api.generate_plugin("alice", {"prompt": "x"})
+        # ...and the last slot is left for reads, so the token panel still gets its numbers.
+        assert external_api.fetch_token_usage("alice")["userId"] == "alice"
         assert external_api.health() == "ok"  # short, cached by callers: outside the limit
     finally:
         upstream.release()
@@ -527,14 +529,37 @@ def test_calls_past_the_limit_fail_fast_as_busy_while_others_wait(upstream, sett
 
     assert [generation.status for generation in results] == [200, 200]
     assert len(upstream.received_for("generate")) == 2
-    assert upstream.received_for("token-usage") == []
+    assert len(upstream.received_for("token-usage")) == 1
     # Slots are given back, failures included.
     upstream.answer("token-usage", 500, "")
-    for _ in range(3):
+    for _ in range(4):
         with pytest.raises(UpstreamError):
             external_api.fetch_token_usage("alice")
     upstream.answer("token-usage", 200, {})
     assert external_api.fetch_token_usage("alice")["userId"] == "alice"
+
+
+def test_reads_past_the_limit_are_busy_too(upstream, settings):
+    settings.EXTERNAL_API_MAX_CONCURRENT = 1
+    upstream.hang("token-usage")
+    outcomes = []
+
+    def read() -> None:
+        try:
+            outcomes.append(external_api.fetch_token_usage("alice"))
+        except UnknownUser as unknown:  # the stand-in has no usage for alice yet
+            outcomes.append(unknown)
+
+    worker = threading.Thread(target=read)
+    worker.start()
+    try:
+        poll(lambda: len(upstream.received_for("token-usage")) == 1, 10, "one hanging read")
+        with pytest.raises(Busy):
+            external_api.fetch_token_usage("bob")
+    finally:
+        upstream.release()
+        worker.join(10)
+    assert [type(outcome) for outcome in outcomes] == [UnknownUser]
 
 
 # --- Health ----------------------------------------------------------------------------------

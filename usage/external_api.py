@@ -163,7 +163,9 @@ def generate_plugin(user_id: str, request: dict) -> Generation:
     # A generation may think for a long time before the first byte of its answer, so its
     # read timeout is its whole budget.
     overall = settings.EXTERNAL_API_GENERATE_TIMEOUT
-    answer = _exchange("POST", "/plugin/generate", body, read_timeout=overall, overall=overall)
+    answer = _exchange(
+        "POST", "/plugin/generate", body, read_timeout=overall, overall=overall, reserve=1
+    )
     if 400 <= answer.status < 500 and answer.status not in _NOT_THE_USERS_FAULT:
         raise Rejected(answer.status, rejection_message(answer.body))
     if not 200 <= answer.status < 300:
@@ -352,10 +354,11 @@ def _exchange(
     connect_timeout: float | None = None,
     max_bytes: int | None = None,
     limited: bool = True,
+    reserve: int = 0,
 ) -> _Answer:
     """One request and its whole answer, within ``overall`` seconds (see _read_capped).
 
-    ``limited`` calls count against the bulkhead.
+    ``limited`` calls count against the bulkhead, leaving ``reserve`` slots for others.
     """
     base = settings.EXTERNAL_API_URL
     if not base:
@@ -365,7 +368,7 @@ def _exchange(
     read = min(read_timeout, overall)
     timeout = httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
     cap = max_bytes or settings.EXTERNAL_API_MAX_BYTES
-    with _bulkhead.slot() if limited else nullcontext(), _as_own_errors(what):
+    with _bulkhead.slot(reserve=reserve) if limited else nullcontext(), _as_own_errors(what):
         deadline = time.monotonic() + overall
         request = _client().build_request(
             method, base + path, content=body, headers=_headers(body), timeout=timeout
@@ -474,7 +477,8 @@ class _Bulkhead:
     """At most EXTERNAL_API_MAX_CONCURRENT calls at once in this process; past that, Busy.
 
     Failing fast instead of queueing keeps a hanging upstream from taking every worker
-    thread: the others go on serving ingestion and the dashboard.
+    thread: the others go on serving ingestion and the dashboard. Generations may take all
+    slots but one, so that hanging generations never make the token panel busy too.
     """
 
     def __init__(self) -> None:
@@ -482,9 +486,11 @@ class _Bulkhead:
         self._in_use = 0
 
     @contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self, *, reserve: int = 0) -> Iterator[None]:
+        """A slot, if more than ``reserve`` slots are free."""
+        limit = max(1, settings.EXTERNAL_API_MAX_CONCURRENT - reserve)
         with self._lock:
-            if self._in_use >= settings.EXTERNAL_API_MAX_CONCURRENT:
+            if self._in_use >= limit:
                 raise Busy(f"{self._in_use} calls in flight")
             self._in_use += 1
         try:
