@@ -47,12 +47,13 @@ MEASURED_SHARE = 10  # one record in ten belongs to the measured user
 SUMMARY_DAYS = 90
 # The ingest throttle is per user and the whole load comes from one user: at the default
 # 600/min the benchmark would measure 429s. Per second, not per minute, so that DRF's
-# throttle history (a list it rewrites on every request) stays as short as in production.
+# throttle history (a list it rewrites on every request) stays no longer than in production.
 THROTTLE_RATE = "1000000/s"
 SERVER_START_TIMEOUT = 60
+TIME_LIMIT_SECONDS = 15 * 60  # the whole command, set-up included, at ten million records
 WRK_THREADS = 2
 # Below this many new rows, loading with the indexes in place is as fast as rebuilding them.
-INDEX_REBUILD_MIN_ROWS = 1_000_000
+INDEX_REBUILD_MIN_ROWS = 100_000
 CHUNK_ROWS = 250_000
 MEMORY_SAMPLE_SECONDS = 0.5
 # Concurrencies tried for the summary and the dashboard when none is given; the bench takes
@@ -82,8 +83,11 @@ TARGETS = {
     "summary_share_of_health": 0.30,
     "dashboard_p95_ms": 60.0,
     "worker_rss_mb": 200.0,
-    # The issue asks for a flat curve without a number; this is the bench's reading of it.
+    # The issue asks for a flat curve without a number; this is the bench's reading of it:
+    # p95 at every step at most 1.5 times, or 5 ms more than, p95 at the smallest step
+    # (a few milliseconds of jitter are not a trend).
     "summary_flatness": 1.5,
+    "summary_flatness_slack_ms": 5.0,
 }
 
 
@@ -171,7 +175,7 @@ def server_env(port: int) -> dict[str, str]:
     return {
         "DJANGO_SETTINGS_MODULE": "usage_site.settings",
         "DEBUG": "0",
-        "SECRET_KEY": os.environ.get("BENCH_SECRET_KEY") or secrets.token_urlsafe(50),
+        "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "127.0.0.1",
         "BIND": f"127.0.0.1:{port}",
         # A log line per request would measure the terminal, not the site.
@@ -358,7 +362,7 @@ SELECT owner_id, model, image_count, occurred_at,
 FROM (
     SELECT
         CASE WHEN n %% %(share)s = 0 THEN %(measured)s
-             ELSE (%(others)s::int[])[1 + n %% %(n_others)s] END AS owner_id,
+             ELSE (%(others)s::int[])[1 + (n / %(share)s) %% %(n_others)s] END AS owner_id,
         (%(models)s::text[])[1 + floor(random() * %(n_models)s)::int] AS model,
         (%(counts)s::int[])[1 + floor(random() * %(n_counts)s)::int] AS image_count,
         least(
@@ -510,8 +514,8 @@ def fill_rollups() -> int:
     """Recount the rollups from the raw records; returns the rollup rows written.
 
     One statement over the whole table (``usage.rollups.rebuild()``), not user by user as
-    ``manage.py rebuild_rollups`` goes: each user's recount reads most of the table's pages,
-    because every page holds records of many users.
+    ``manage.py rebuild_rollups`` goes: at ten million records each user's recount reads a
+    fifth of the table's pages, because every page holds records of many users.
     """
     from django.db import connection
 
@@ -521,6 +525,16 @@ def fill_rollups() -> int:
     rows = rebuild()
     connection.close()
     return rows
+
+
+def rollup_rows_in_range(owner_id: int) -> int:
+    since = datetime.now(UTC) - timedelta(days=SUMMARY_DAYS)
+    with connect() as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM usage_usagerollup WHERE owner_id = %s AND hour >= %s",
+            [owner_id, since],
+        ).fetchone()
+    return row[0]
 
 
 def vacuum_analyze() -> None:
@@ -770,6 +784,7 @@ def copy_rate(accounts: Accounts, rows: int) -> float:
 class Step:
     records: int
     measured_records: int
+    measured_rollup_rows: int  # the measured user's, in the summary's range
     load_seconds: float
     index_seconds: float
     rollup_seconds: float
@@ -843,6 +858,7 @@ def grow_and_measure(
                 Step(
                     records=records,
                     measured_records=records // MEASURED_SHARE,
+                    measured_rollup_rows=rollup_rows_in_range(loader.accounts.measured_id),
                     load_seconds=timings["insert"],
                     index_seconds=timings["indexes"],
                     rollup_seconds=rollup_seconds,
@@ -923,8 +939,12 @@ def verdicts(results: Results) -> list[Verdict]:
     batch_share = batch.stored_rate / results.copy_rate if results.copy_rate else 0.0
     single_share = single.load.rate / health if health else 0.0
     summary_share = summary.load.rate / health if health else 0.0
-    first, top = results.steps[0].summary.load, results.steps[-1].summary.load
-    flatness = top.p95_ms / first.p95_ms if first.p95_ms else 0.0
+    first = results.steps[0].summary.load
+    worst = max((step.summary.load for step in results.steps), key=lambda load: load.p95_ms)
+    flatness = worst.p95_ms / first.p95_ms if first.p95_ms else 0.0
+    flat_limit = max(
+        t["summary_flatness"] * first.p95_ms, first.p95_ms + t["summary_flatness_slack_ms"]
+    )
     peak = max(m.peak_rss_mb for m in s.values())
     top_records = f"{results.steps[-1].records:,}"
     return [
@@ -958,10 +978,11 @@ def verdicts(results: Results) -> list[Verdict]:
         ),
         Verdict(
             "3. summary curve is flat",
-            f"p95 at {top_records} <= {t['summary_flatness']}x p95 at {results.steps[0].records:,}",
-            f"{first.p95_ms:.1f} ms -> {top.p95_ms:.1f} ms",
+            f"every step's p95 <= {t['summary_flatness']:g}x (or "
+            f"+{t['summary_flatness_slack_ms']:g} ms) p95 at {results.steps[0].records:,}",
+            f"{first.p95_ms:.1f} ms, at most {worst.p95_ms:.1f} ms",
             f"{flatness:.2f}x",
-            flatness <= t["summary_flatness"],
+            worst.p95_ms <= flat_limit,
         ),
         Verdict(
             "4. dashboard page, p95",
@@ -1031,12 +1052,13 @@ def scenario_rows(results: Results) -> list[list[str]]:
 
 
 def step_rows(results: Results) -> list[list[str]]:
-    rows = [["records stored", "measured user's", "insert s", "indexes s", "rollups s",
-             "vacuum s", "summary p50 ms", "p95 ms", "req/s"]]  # fmt: skip
+    rows = [["records stored", "measured user's", "their rollup rows", "insert s", "indexes s",
+             "rollups s", "vacuum s", "summary p50 ms", "p95 ms", "req/s"]]  # fmt: skip
     for step in results.steps:
         load = step.summary.load
         rows.append([
-            f"{step.records:,}", f"{step.measured_records:,}", f"{step.load_seconds:.1f}",
+            f"{step.records:,}", f"{step.measured_records:,}",
+            f"{step.measured_rollup_rows:,}", f"{step.load_seconds:.1f}",
             f"{step.index_seconds:.1f}", f"{step.rollup_seconds:.1f}",
             f"{step.vacuum_seconds:.1f}", f"{load.p50_ms:.1f}", f"{load.p95_ms:.1f}",
             f"{load.rate:,.0f}",
@@ -1058,8 +1080,14 @@ def sweep_rows(results: Results) -> list[list[str]]:
 
 def phase_rows(results: Results) -> list[list[str]]:
     rows = [["phase", "seconds"]]
+    whole = whole_command_seconds()
+    if whole:
+        before = whole - results.phases.total()
+        rows.append(["set-up by dev.py: venv, wrk, PostgreSQL (about)", f"{before:.1f}"])
     rows += [[name, f"{seconds:.1f}"] for name, seconds in results.phases.durations]
-    rows.append(["total (this script, after set-up by dev.py)", f"{results.phases.total():.1f}"])
+    rows.append(["total of scripts/bench.py", f"{results.phases.total():.1f}"])
+    if whole:
+        rows.append(["the whole command", f"{whole:.1f}"])
     return rows
 
 
@@ -1150,7 +1178,10 @@ def whole_command_seconds() -> float | None:
 def markdown(results: Results, chart_name: str | None) -> str:
     options = results.options
     whole = whole_command_seconds()
-    took = f"{whole / 60:.1f} minutes" if whole else f"{results.phases.total() / 60:.1f} minutes"
+    seconds = whole or results.phases.total()
+    took = f"{seconds / 60:.1f} minutes"
+    if seconds > TIME_LIMIT_SECONDS:
+        took += f", over the {TIME_LIMIT_SECONDS // 60} minutes the issue allows"
     lines = [
         f"Run of {results.machine['date']}: `{command_line(options)}`, which took {took} in "
         "all (set-up, PostgreSQL, data, every scenario).",
@@ -1187,7 +1218,7 @@ def markdown(results: Results, chart_name: str | None) -> str:
     if chart_name:
         lines += [f"![Summary p50 and p95 latency against records stored]({chart_name})", ""]
     lines += [
-        markdown_table(step_rows(results), right=set(range(0, 9))),
+        markdown_table(step_rows(results), right=set(range(0, 10))),
         "",
         *connection_section(results),
         "### Time taken",
@@ -1234,7 +1265,7 @@ def method_notes(results: Results) -> list[str]:
         "ingestion request still goes to a file), and `THROTTLE_INGEST_RATE="
         f"{THROTTLE_RATE}`, because the whole load comes from one user and the default "
         "600/min would turn the benchmark into a test of the throttle. The rate is per "
-        "second so that the throttle's history of recent requests stays as short as in "
+        "second so that the throttle's history of recent requests stays no longer than in "
         "production.",
         "- **Database.** A throwaway PostgreSQL cluster started and removed by "
         "`scripts/with_postgres.py`, with durability back on (`fsync`, `full_page_writes`; "
@@ -1288,9 +1319,14 @@ def method_notes(results: Results) -> list[str]:
         f"every {MEMORY_SAMPLE_SECONDS:g} s during warm-up and measurement; the tables show "
         "the largest any worker reached in each scenario. gunicorn replaces a worker after "
         "about 20,000 requests (`max_requests`), so long scenarios include a restart.",
-        f"- **Flat curve.** The issue asks for a flat curve without a number: the bench "
-        f"calls it flat when p95 at the largest step is at most "
-        f"{TARGETS['summary_flatness']}x p95 at the smallest.",
+        "- **Flat curve.** The issue asks for a flat curve without a number: the bench "
+        "calls it flat when p95 at every step is at most "
+        f"{TARGETS['summary_flatness']:g} times p95 at the smallest step, or at most "
+        f"{TARGETS['summary_flatness_slack_ms']:g} ms more (a few milliseconds of jitter "
+        "are no trend). The summary reads one rollup row per hour and model with records: "
+        "the measured user's rows in the range (in the table above) grow with the data "
+        f"until nearly every hour of the {SUMMARY_DAYS} days has every model, and stop "
+        "growing after that, whatever the table holds.",
     ]
 
 
@@ -1360,6 +1396,8 @@ def print_report(results: Results) -> None:
     whole = whole_command_seconds()
     if whole:
         print(f"\nThe whole command so far: {whole / 60:.1f} minutes.")
+        if whole > TIME_LIMIT_SECONDS:
+            print(f"That is over the {TIME_LIMIT_SECONDS // 60} minutes the issue allows.")
     for note in scaled_down(results.options):
         print(f"Scaled down: {note}.")
 
