@@ -1277,7 +1277,8 @@ def method_notes(results: Results) -> list[str]:
         f"see. Each scenario runs {o.warmup:g} s of warm-up that is not counted, then "
         f"{o.duration:g} s measured (the smaller data steps {o.step_duration:g} s). "
         "Latencies are wrk's, from sending a request to reading the whole response over "
-        "loopback: server time plus a few microseconds. Percentiles come from wrk's "
+        "loopback: server time, plus a few microseconds of network and whatever waiting for "
+        "a core that wrk's own threads add. Percentiles come from wrk's "
         "`latency:percentile()`; every answer outside 2xx is counted (`non-2xx` above, with "
         "socket errors and timeouts).",
         f"- **Data.** {OTHER_USERS} users plus the measured one, who owns one record in "
@@ -1318,7 +1319,8 @@ def method_notes(results: Results) -> list[str]:
         f"- **Memory.** The resident set (VmRSS) of every child of the gunicorn master, "
         f"every {MEMORY_SAMPLE_SECONDS:g} s during warm-up and measurement; the tables show "
         "the largest any worker reached in each scenario. gunicorn replaces a worker after "
-        "about 20,000 requests (`max_requests`), so long scenarios include a restart.",
+        "about 20,000 requests (`max_requests`), so a fast scenario may include a restart, "
+        "and its first slower requests, as in production.",
         "- **Flat curve.** The issue asks for a flat curve without a number: the bench "
         "calls it flat when p95 at every step is at most "
         f"{TARGETS['summary_flatness']:g} times p95 at the smallest step, or at most "
@@ -1485,7 +1487,11 @@ def main(argv: list[str]) -> int:
         return 130
     print_report(results)
     if not options.no_doc:
-        write_doc(results, options.doc)
+        try:
+            write_doc(results, options.doc)
+        except ImportError as exc:  # run without requirements-dev.txt
+            say(f"bench: cannot draw the chart ({exc}); `./dev.py bench` installs matplotlib.")
+            return 1
         say(f"Wrote {options.doc} and {options.doc.with_suffix('.png')}.")
     problems = failures(results)
     for problem in problems:
