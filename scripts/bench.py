@@ -61,6 +61,7 @@ MEMORY_SAMPLE_SECONDS = 0.5
 # point more connections only queue: latency grows with them, throughput does not.
 SWEEP_CONNECTIONS = (2, 4, 8, 16)
 SWEEP_SHARE = 0.95
+APP_USERS = 16  # users posting single records, one desktop app each
 # Models and their weights, images per record, and the hours (UTC) when people generate.
 MODELS = {
     "Stable Diffusion XL": 30,
@@ -313,6 +314,7 @@ class Accounts:
     token: str
     token_id: int
     session_cookie: str
+    app_tokens: tuple[str, ...]  # one each for the first APP_USERS other users
 
 
 def create_accounts() -> Accounts:
@@ -331,10 +333,12 @@ def create_accounts() -> Accounts:
         user_model.objects.filter(username__startswith="bench-user-").values_list("pk", flat=True)
     )
     token = create_token(measured, "bench")
+    apps = user_model.objects.filter(pk__in=others[:APP_USERS])
+    app_tokens = tuple(create_token(user, "bench app").raw for user in apps)
     browser = Client()
     browser.force_login(measured)
     cookie = browser.cookies[settings.SESSION_COOKIE_NAME].value
-    return Accounts(measured.pk, others, token.raw, token.token.pk, cookie)
+    return Accounts(measured.pk, others, token.raw, token.token.pk, cookie, app_tokens)
 
 
 def weighted(weights: dict) -> list:
@@ -624,11 +628,15 @@ class Scenario:
     connections: int
     headers: dict[str, str] = field(default_factory=dict)
     batch: int = 0  # records per POST; 0 for a GET
+    tokens: tuple[str, ...] = ()  # when given, each request posts with the next of them
 
     def env(self, run: str) -> dict[str, str]:
         if not self.batch:
             return {"BENCH_MODE": "get"}
-        return {"BENCH_MODE": "ingest", "BENCH_BATCH": str(self.batch), "BENCH_RUN": run}
+        env = {"BENCH_MODE": "ingest", "BENCH_BATCH": str(self.batch), "BENCH_RUN": run}
+        if self.tokens:
+            env["BENCH_TOKENS"] = ",".join(self.tokens)
+        return env
 
 
 @dataclass(frozen=True)
@@ -821,7 +829,10 @@ def scenarios(accounts: Accounts, options: argparse.Namespace) -> dict[str, Scen
         "dashboard": Scenario(
             "dashboard", f"/dashboard/?days={SUMMARY_DAYS}", options.dashboard_connections, cookie
         ),
-        "ingest-single": Scenario("ingest-single", "/api/model-usage", 16, bearer, batch=1),
+        # Sixteen desktop apps of sixteen users, each posting one record at a time.
+        "ingest-single": Scenario(
+            "ingest-single", "/api/model-usage", 16, batch=1, tokens=accounts.app_tokens
+        ),
         "ingest-batch": Scenario("ingest-batch", "/api/model-usage", 4, bearer, batch=500),
     }
 

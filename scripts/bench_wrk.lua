@@ -10,6 +10,12 @@
 local mode = os.getenv("BENCH_MODE") or "get"
 local batch = tonumber(os.getenv("BENCH_BATCH") or "1")
 local run = os.getenv("BENCH_RUN") or "run"
+-- BENCH_TOKENS: comma-separated bearer tokens, one per desktop app; each request uses the
+-- next one, so that the records come from many users as they would in production.
+local tokens = {}
+for token in string.gmatch(os.getenv("BENCH_TOKENS") or "", "[^,]+") do
+  table.insert(tokens, token)
+end
 local models = {
   "Stable Diffusion XL", "Stable Diffusion XL", "Stable Diffusion XL", "Flux.1 dev",
   "Flux.1 dev", "DALL-E 3", "DALL-E 3", "Midjourney v7", "Stable Diffusion 1.5",
@@ -52,7 +58,16 @@ if mode == "ingest" then
   function request()
     local now = os.time()
     if batch == 1 then
-      return wrk.format(nil, nil, nil, record(now))
+      local headers = nil
+      if #tokens > 0 then
+        -- Headers given to wrk.format replace wrk.headers (Host is copied over), so the
+        -- Content-Type goes here too.
+        headers = {
+          ["Content-Type"] = "application/json",
+          ["Authorization"] = "Bearer " .. tokens[(counter + thread_id) % #tokens + 1],
+        }
+      end
+      return wrk.format(nil, nil, headers, record(now))
     end
     local items = {}
     for i = 1, batch do

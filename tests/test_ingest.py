@@ -430,6 +430,7 @@ def test_ingestion_runs_a_constant_number_of_queries_whatever_the_batch_size(own
     # upsert of the rollups (the savepoints are the test's own transaction nesting atomic()).
     assert statements_of(queries) == [
         "SELECT usage_apitoken",
+        *IMMEDIATE_CONSTRAINTS,
         "INSERT usage_usagerecord",
         "INSERT usage_usagerollup",
     ]
@@ -441,9 +442,17 @@ def test_a_resent_batch_touches_no_rollup(owner_api):
     with CaptureQueriesContext(connection) as queries:
         response = post_usage(owner_api, batch)
     assert response.json()["duplicates"] == 20
-    assert statements_of(queries) == ["SELECT usage_apitoken", "INSERT usage_usagerecord"]
+    assert statements_of(queries) == [
+        "SELECT usage_apitoken",
+        *IMMEDIATE_CONSTRAINTS,
+        "INSERT usage_usagerecord",
+    ]
     rollup = UsageRollup.objects.get()
     assert (rollup.images, rollup.events) == (40, 20)
+
+
+# PostgreSQL checks the foreign keys of each insert at once rather than at commit.
+IMMEDIATE_CONSTRAINTS = ["SET ?"] if connection.vendor == "postgresql" else []
 
 
 def statements_of(queries: CaptureQueriesContext) -> list[str]:

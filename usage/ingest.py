@@ -312,6 +312,12 @@ def store(
     # One lock order for every writer: two batches sharing event ids cannot deadlock.
     records = sorted(records, key=lambda r: (r.event_id is None, r.event_id or ""))
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # Check foreign keys as rows go in, not at commit: the rollup rows locked below
+            # are then held only for the upsert and the commit, and the owner's row is
+            # share-locked before them, the order that ``rollups.rebuild`` relies on.
+            with connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         inserted_ids = set(_insert(owner.pk, token.pk if token else None, records, now))
         inserted = [r for r in records if r.event_id is None or r.event_id in inserted_ids]
         rollups.add(owner.pk, ((r.model, r.image_count, r.occurred_at) for r in inserted))

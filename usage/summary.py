@@ -164,14 +164,16 @@ def daily_totals(owner_id: int, date_range: DateRange) -> dict[tuple[date, str],
     for row in _whole_hours(owner_id, date_range, cut_hours):
         totals[(row["day"], row["model"])] = [row["images"], row["events"]]
     if cut_hours:
-        for row in UsageRollup.objects.filter(owner_id=owner_id, hour__in=cut_hours):
+        rows = UsageRollup.objects.filter(owner_id=owner_id, hour__in=cut_hours).values_list(
+            "hour", "model", *rollups.IMAGE_COLUMNS, *rollups.EVENT_COLUMNS
+        )
+        for hour, model, *counts in rows:
             for quarter in range(4):
-                start = row.hour + quarter * rollups.QUARTER
-                events = getattr(row, rollups.EVENT_COLUMNS[quarter])
-                if events and lo <= start < hi:
-                    entry = totals[(start.astimezone(date_range.tz).date(), row.model)]
-                    entry[0] += getattr(row, rollups.IMAGE_COLUMNS[quarter])
-                    entry[1] += events
+                start = hour + quarter * rollups.QUARTER
+                if counts[4 + quarter] and lo <= start < hi:
+                    entry = totals[(start.astimezone(date_range.tz).date(), model)]
+                    entry[0] += counts[quarter]
+                    entry[1] += counts[4 + quarter]
     return totals
 
 

@@ -33,9 +33,10 @@ class Command(BaseCommand):
     def owners(self, usernames: list[str]) -> list[int]:
         if not usernames:
             # Users with rollups but no records left too: their rollups must go.
-            with_records = UsageRecord.objects.values_list("owner_id", flat=True).distinct()
-            with_rollups = UsageRollup.objects.values_list("owner_id", flat=True).distinct()
-            return sorted(set(with_records) | set(with_rollups))
+            # order_by(): the models' default orderings would make DISTINCT see whole rows.
+            with_records = UsageRecord.objects.order_by().values_list("owner_id", flat=True)
+            with_rollups = UsageRollup.objects.order_by().values_list("owner_id", flat=True)
+            return sorted(set(with_records.distinct()) | set(with_rollups.distinct()))
         users = dict(
             get_user_model().objects.filter(username__in=usernames).values_list("username", "pk")
         )
