@@ -141,7 +141,8 @@ def test_the_server_recovers_when_the_database_comes_back_without_a_restart(
 ):
     token = create_token(owner, "Work laptop").raw
     with gunicorn(postgres_test_database, tmp_path / "gunicorn.log") as server:
-        assert server.get("/api/health").json() == {"status": "ok", "database": "ok"}
+        health = server.get("/api/health").json()
+        assert (health["status"], health["database"]) == ("ok", "ok")
         # Leaves the worker holding a persistent connection that the stop will break.
         assert server.post_usage(token, {"model": "before", "count": 1}).status == 201
 

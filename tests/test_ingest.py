@@ -427,12 +427,14 @@ def test_ingestion_runs_a_constant_number_of_queries_whatever_the_batch_size(own
         response = post_usage(owner_api, batch)
     assert response.status_code == 201
     # One token lookup, one INSERT ... ON CONFLICT DO NOTHING RETURNING of the records, one
-    # upsert of the rollups (the savepoints are the test's own transaction nesting atomic()).
+    # upsert of each rollup table (the savepoints are the test's own transaction nesting
+    # atomic()).
     assert statements_of(queries) == [
         "SELECT usage_apitoken",
         *IMMEDIATE_CONSTRAINTS,
         "INSERT usage_usagerecord",
         "INSERT usage_usagerollup",
+        "INSERT usage_dailyusagerollup",
     ]
 
 

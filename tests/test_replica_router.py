@@ -210,8 +210,8 @@ def test_once_the_pin_ends_the_aggregates_come_from_the_replica(owner, owner_api
 
     assert summary["totals"] == {"images": 7, "events": 3}
     assert [(m["model"], m["images"]) for m in summary["models"]] == [("Flux", 6), ("SD", 1)]
-    assert reads_table(replica, "usage_usagerollup")
-    assert not reads_table(primary, "usage_usagerollup")
+    assert reads_table(replica, "usage_dailyusagerollup")
+    assert not reads_table(primary, "usage_dailyusagerollup")
     # The recent-records table and "last activity" read raw records: primary only.
     assert reads_table(primary, "usage_usagerecord")
     assert not reads_table(replica, "usage_usagerecord")
@@ -230,7 +230,8 @@ def test_the_summary_api_answers_the_same_from_either_database(owner, owner_api)
 
     assert pinned == unpinned
     assert pinned["totals"] == {"images": 7, "events": 3}
-    assert reads_table([query["sql"] for query in replica.captured_queries], "usage_usagerollup")
+    replica_sql = [query["sql"] for query in replica.captured_queries]
+    assert reads_table(replica_sql, "usage_dailyusagerollup")
 
 
 @pytest.mark.django_db(transaction=True, databases=["default", "replica"])

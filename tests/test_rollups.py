@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from tests.conftest import make_record
 from usage.ingest import CleanRecord, store
-from usage.models import UsageRecord, UsageRollup
-from usage.rollups import delete_records, rebuild
+from usage.models import DailyUsageRollup, UsageRecord, UsageRollup
+from usage.rollups import EVENTS_BY, IMAGES_BY, delete_records, rebuild
 from usage.summary import DateRange, daily_totals, summarize
 
 # Whole-hour zones with DST, and zones whose midnight falls on a half or quarter hour,
@@ -72,6 +72,12 @@ def rollup_rows() -> list[tuple]:
     return sorted(UsageRollup.objects.values_list("owner_id", "hour", "model", *COUNTER_FIELDS))
 
 
+def daily_rows() -> list[tuple]:
+    return sorted(
+        DailyUsageRollup.objects.values_list("owner_id", "day", "model", *IMAGES_BY, *EVENTS_BY)
+    )
+
+
 COUNTER_FIELDS = [f"{kind}_q{q}" for kind in ("images", "events") for q in range(4)]
 ranges = st.builds(
     lambda zone, first, length: DateRange(
@@ -95,6 +101,7 @@ ranges = st.builds(
 def test_rollups_equal_the_raw_records_in_any_zone_and_range(owner, batches, date_range):
     UsageRecord.objects.all().delete()
     UsageRollup.objects.all().delete()
+    DailyUsageRollup.objects.all().delete()
     for batch in batches:
         store(owner, None, batch, NOW)
     assert dict(daily_totals(owner.pk, date_range)) == recount(owner.pk, date_range)
@@ -110,15 +117,17 @@ def test_rollups_equal_the_raw_records_in_any_zone_and_range(owner, batches, dat
 def test_a_rebuild_gives_the_rollups_that_ingestion_kept(owner, other, batches):
     UsageRecord.objects.all().delete()
     UsageRollup.objects.all().delete()
+    DailyUsageRollup.objects.all().delete()
     for batch in batches:
         store(owner, None, batch, NOW)
         store(other, None, batch[:3], NOW)
-    kept = rollup_rows()
+    kept, kept_daily = rollup_rows(), daily_rows()
     assert rebuild(owner.pk) > 0
-    assert rollup_rows() == kept
+    assert (rollup_rows(), daily_rows()) == (kept, kept_daily)
     UsageRollup.objects.all().delete()
+    DailyUsageRollup.objects.all().delete()
     rebuild()
-    assert rollup_rows() == kept
+    assert (rollup_rows(), daily_rows()) == (kept, kept_daily)
 
 
 def test_a_half_hour_zone_splits_the_hour_that_midnight_cuts(owner):
@@ -155,6 +164,7 @@ def test_deleting_records_takes_them_out_of_the_rollups(owner, other):
     )
     assert delete_records(UsageRecord.objects.filter(owner=owner)) == 1
     assert [row[0] for row in rollup_rows()] == [other.pk]  # no empty row is left behind
+    assert [row[0] for row in daily_rows()] == [other.pk]
 
 
 def test_the_admin_delete_action_updates_the_rollups(client, staff, owner):
@@ -181,7 +191,7 @@ def test_the_rebuild_command_repairs_damaged_rollups(owner, other, capsys):
     UsageRollup.objects.all().update(events_q0=0)
     call_command("rebuild_rollups")
     assert rollup_rows() == kept
-    assert "Rebuilt 2 rollup rows for 2 users." in capsys.readouterr().out
+    assert "Rebuilt 4 rollup rows for 2 users." in capsys.readouterr().out  # 2 hourly, 2 daily
 
 
 def test_the_rebuild_command_refuses_unknown_users(owner):
@@ -199,6 +209,7 @@ def test_the_rebuild_command_refuses_unknown_users(owner):
 def test_concurrent_writers_sharing_event_ids_keep_the_rollups_exact(owner, batches):
     UsageRecord.objects.all().delete()
     UsageRollup.objects.all().delete()
+    DailyUsageRollup.objects.all().delete()
     start = threading.Barrier(len(batches))
     errors = []
 

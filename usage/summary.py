@@ -1,29 +1,26 @@
 """Date ranges, time zones and the per-user aggregates behind charts.
 
 Ranges are whole local days in the caller's IANA zone. They are turned into UTC instants
-once, here, with ``zoneinfo``; the database groups the hourly rollups (``usage.rollups``)
-by local day, and weeks and months are built from those days. Grouping by local day (not
+once, here, with ``zoneinfo``; each local day is added up from the rollups
+(``usage.rollups``), and weeks and months are built from those days. Grouping by local day (not
 by 24-hour steps from the start) is what keeps buckets right across DST changes: a day
 with a 23- or 25-hour local length is still one day.
 """
 
-import operator
 import re
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import lru_cache, reduce
+from functools import lru_cache
+from itertools import pairwise
 from zoneinfo import ZoneInfo, available_timezones
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import F, QuerySet, Sum
-from django.db.models.expressions import CombinedExpression
-from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from usage import rollups
-from usage.models import UsageRollup
+from usage.models import DailyUsageRollup, UsageRollup
 
 GRANULARITIES = ("day", "week", "month")
 DEFAULT_RANGE_DAYS = 30
@@ -148,54 +145,82 @@ def periods(date_range: DateRange, granularity: str) -> list[date]:
 def daily_totals(owner_id: int, date_range: DateRange) -> dict[tuple[date, str], list[int]]:
     """``{(local day, model): [images, events]}`` for the range, read from the rollups.
 
-    A UTC hour that holds no local midnight lies in one local day, and the database
-    groups those. The few hours that a midnight cuts (every day in zones with a half- or
-    quarter-hour offset, none in whole-hour zones) are split by quarter here, in Python.
+    Each local day is its whole UTC hours, read from the daily rollups in pieces (a part of
+    one UTC day is a difference of two running totals), plus, where midnight falls inside
+    a UTC hour (zones with a half- or quarter-hour offset), that hour's quarters from the
+    hourly rollups. About two rows per model and day, whatever the number of records.
     """
-    lo, hi = date_range.utc_bounds()
-    cut_hours = sorted(
-        {
-            rollups.hour_of(midnight)
-            for midnight in midnights(date_range)
-            if midnight != rollups.hour_of(midnight)
-        }
-    )
+    bounds = midnights(date_range)
+    pieces = _pieces(date_range.start, bounds)
     totals: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0, 0])
-    for row in _whole_hours(owner_id, date_range, cut_hours):
-        totals[(row["day"], row["model"])] = [row["images"], row["events"]]
-    if cut_hours:
-        rows = UsageRollup.objects.filter(owner_id=owner_id, hour__in=cut_hours).values_list(
-            "hour", "model", *rollups.IMAGE_COLUMNS, *rollups.EVENT_COLUMNS
+    if pieces:
+        needed = sorted({hour for day in pieces.values() for a, b, _ in day for hour in (a, b)})
+        needed = [hour for hour in needed if hour]  # the total through hour 0 is always 0
+        column = {hour: position for position, hour in enumerate(needed)}
+        rows = DailyUsageRollup.objects.filter(
+            owner_id=owner_id, day__gte=min(pieces), day__lte=max(pieces)
+        ).values_list(
+            "day",
+            "model",
+            *(rollups.IMAGES_BY[hour - 1] for hour in needed),
+            *(rollups.EVENTS_BY[hour - 1] for hour in needed),
         )
-        for hour, model, *counts in rows:
-            for quarter in range(4):
-                start = hour + quarter * rollups.QUARTER
-                if counts[4 + quarter] and lo <= start < hi:
-                    entry = totals[(start.astimezone(date_range.tz).date(), model)]
-                    entry[0] += counts[quarter]
-                    entry[1] += counts[4 + quarter]
+        for day, model, *running in rows:
+            images, events = running[: len(needed)], running[len(needed) :]
+            for a, b, local_day in pieces.get(day, ()):
+                piece_events = events[column[b]] - (events[column[a]] if a else 0)
+                if piece_events:
+                    entry = totals[(local_day, model)]
+                    entry[0] += images[column[b]] - (images[column[a]] if a else 0)
+                    entry[1] += piece_events
+    _add_cut_hours(totals, owner_id, date_range, bounds)
     return totals
 
 
-def _whole_hours(owner_id: int, date_range: DateRange, cut_hours: list[datetime]) -> QuerySet:
-    lo, hi = date_range.utc_bounds()
-    first = rollups.hour_of(lo) + (rollups.HOUR if lo != rollups.hour_of(lo) else timedelta())
-    rows = UsageRollup.objects.filter(owner_id=owner_id, hour__gte=first, hour__lt=hi)
-    if cut_hours:
-        rows = rows.exclude(hour__in=cut_hours)
-    return (
-        rows.annotate(day=TruncDate("hour", tzinfo=date_range.tz))
-        .values("day", "model")
-        .annotate(
-            images=Sum(_added(rollups.IMAGE_COLUMNS)),
-            events=Sum(_added(rollups.EVENT_COLUMNS)),
-        )
-        .order_by()
+def _pieces(first_day: date, bounds: list[datetime]) -> dict[date, list[tuple[int, int, date]]]:
+    """For each UTC day, ``(from hour, to hour, local day)``: the whole UTC hours of each
+    local day (between two midnights in ``bounds``), cut where UTC days end."""
+    pieces: dict[date, list[tuple[int, int, date]]] = defaultdict(list)
+    for offset, (start, end) in enumerate(pairwise(bounds)):
+        local_day = first_day + timedelta(days=offset)
+        moment = _next_whole_hour(start)
+        last = rollups.hour_of(end)
+        while moment < last:
+            utc_day = moment.date()
+            day_end = datetime.combine(utc_day + timedelta(days=1), time.min, tzinfo=UTC)
+            piece_end = min(last, day_end)
+            to_hour = 24 if piece_end == day_end else piece_end.hour
+            pieces[utc_day].append((moment.hour, to_hour, local_day))
+            moment = piece_end
+    return pieces
+
+
+def _next_whole_hour(moment: datetime) -> datetime:
+    hour = rollups.hour_of(moment)
+    return hour if hour == moment else hour + rollups.HOUR
+
+
+def _add_cut_hours(
+    totals: dict[tuple[date, str], list[int]],
+    owner_id: int,
+    date_range: DateRange,
+    bounds: list[datetime],
+) -> None:
+    """Add the quarters of the UTC hours that a local midnight falls inside of."""
+    cut_hours = sorted({rollups.hour_of(m) for m in bounds if m != rollups.hour_of(m)})
+    if not cut_hours:
+        return
+    lo, hi = bounds[0], bounds[-1]
+    rows = UsageRollup.objects.filter(owner_id=owner_id, hour__in=cut_hours).values_list(
+        "hour", "model", *rollups.IMAGE_COLUMNS, *rollups.EVENT_COLUMNS
     )
-
-
-def _added(columns: tuple[str, ...]) -> CombinedExpression:
-    return reduce(operator.add, (F(column) for column in columns))
+    for hour, model, *counts in rows:
+        for quarter in range(4):
+            start = hour + quarter * rollups.QUARTER
+            if counts[4 + quarter] and lo <= start < hi:
+                entry = totals[(start.astimezone(date_range.tz).date(), model)]
+                entry[0] += counts[quarter]
+                entry[1] += counts[4 + quarter]
 
 
 def midnights(date_range: DateRange) -> list[datetime]:

@@ -23,7 +23,7 @@ PRIMARY = "default"
 REPLICA = "replica"
 # Reads that may lag the primary by a moment: the aggregates. Raw records stay on the
 # primary because the dashboard's recent-records table and the CSV must be exact.
-REPLICA_MODELS = frozenset({"usage.usagerollup"})
+REPLICA_MODELS = frozenset({"usage.usagerollup", "usage.dailyusagerollup"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 log = logging.getLogger("usage.replica")
