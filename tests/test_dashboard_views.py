@@ -10,6 +10,7 @@ from django.test import Client
 from django.utils import timezone
 
 from dashboard.models import Profile
+from dashboard.templatetags.numbers import number_cells, thousands
 from tests.conftest import make_record
 
 MARCH = {"start": "2026-03-01", "end": "2026-03-31"}
@@ -386,3 +387,23 @@ def test_range_links_keep_the_zone_and_user(staff, march_records):
 
 def test_a_logged_in_user_visiting_the_login_page_goes_to_the_dashboard(owner):
     assert client_for(owner).get("/accounts/login/")["Location"] == "/dashboard/"
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(0, "0"), (999, "999"), (1234, "1,234"), (12345678, "12,345,678"), (-4321, "-4,321")],
+)
+def test_numbers_are_grouped_by_thousands(value, shown):
+    assert thousands(value) == shown
+
+
+def test_only_integers_are_grouped():
+    assert [thousands(value) for value in (None, True, "1234", 12.5)] == [None, True, "1234", 12.5]
+
+
+def test_a_usage_row_is_one_number_cell_per_value():
+    assert number_cells([0, 1234, 5]) == (
+        '<td class="number">0</td><td class="number">1,234</td><td class="number">5</td>'
+    )
+    with pytest.raises(ValueError):
+        number_cells(["<script>"])  # never anything but numbers into the page
