@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.db import connection, models, transaction
 from django.db.models import QuerySet
 
@@ -116,73 +115,86 @@ def _upsert(
 
 
 def _bucket_sql() -> dict[str, str]:
-    """SQL, on this database, for a record's UTC hour and its quarter (0-3), and for an
-    hourly rollup's UTC day and its hour of the day."""
+    """SQL, on this database, for a record's UTC hour, its quarter (0-3), its UTC day and its
+    hour of that day."""
     if connection.vendor == "postgresql":
+        utc = "occurred_at AT TIME ZONE 'UTC'"
         return {
             "hour": "date_trunc('hour', occurred_at, 'UTC')",
-            "quarter": "(extract(minute FROM occurred_at AT TIME ZONE 'UTC')::int / 15)",
-            "day": "(hour AT TIME ZONE 'UTC')::date",
-            "hour_of_day": "extract(hour FROM hour AT TIME ZONE 'UTC')::int",
+            "quarter": f"(extract(minute FROM {utc})::int / 15)",
+            "day": f"({utc})::date",
+            "hour_of_day": f"extract(hour FROM {utc})::int",
         }
     # SQLite stores UTC datetimes as 'YYYY-MM-DD HH:MM:SS[.ffffff]' text.
     return {
         "hour": "substr(occurred_at, 1, 13) || ':00:00'",
         "quarter": "(CAST(substr(occurred_at, 15, 2) AS INTEGER) / 15)",
-        "day": "substr(hour, 1, 10)",
-        "hour_of_day": "CAST(substr(hour, 12, 2) AS INTEGER)",
+        "day": "substr(occurred_at, 1, 10)",
+        "hour_of_day": "CAST(substr(occurred_at, 12, 2) AS INTEGER)",
     }
+
+
+def count_in_sql(source: str, where: str = "WHERE true") -> tuple[str, str]:
+    """Two statements that count the records of ``source`` (a table or a CTE with
+    ``owner_id``, ``model``, ``image_count`` and ``occurred_at``) into the hourly and the daily
+    rollups, adding to the rows already there.
+
+    The same SQL recounts everything in ``rebuild`` and counts each batch in
+    ``usage.ingest.store`` on PostgreSQL. Rows go in key order, so that concurrent writers
+    lock them in the same order.
+    """
+    sql = _bucket_sql()
+    quarter, hour_of_day = sql["quarter"], sql["hour_of_day"]
+    quarters = [f"SUM(CASE WHEN {quarter} = {q} THEN image_count ELSE 0 END)" for q in range(4)]
+    quarters += [f"SUM(CASE WHEN {quarter} = {q} THEN 1 ELSE 0 END)" for q in range(4)]
+    running = [
+        f"SUM(CASE WHEN {hour_of_day} < {by} THEN image_count ELSE 0 END)" for by in range(1, 25)
+    ]
+    running += [f"SUM(CASE WHEN {hour_of_day} < {by} THEN 1 ELSE 0 END)" for by in range(1, 25)]
+    return (
+        _counting(UsageRollup, "hour", sql["hour"], _COUNTERS, quarters, source, where),
+        _counting(DailyUsageRollup, "day", sql["day"], _DAY_COUNTERS, running, source, where),
+    )
+
+
+def _counting(
+    rollup: type[models.Model],
+    key: str,
+    key_sql: str,
+    counters: tuple[str, ...],
+    sums: list[str],
+    source: str,
+    where: str,
+) -> str:
+    table = connection.ops.quote_name(rollup._meta.db_table)
+    additions = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
+    return (
+        f"INSERT INTO {table} (owner_id, {key}, model, {', '.join(counters)}) "
+        f"SELECT owner_id, {key_sql}, model, {', '.join(sums)} FROM {source} {where} "
+        f"GROUP BY owner_id, {key_sql}, model ORDER BY owner_id, {key_sql}, model "
+        f"ON CONFLICT (owner_id, {key}, model) DO UPDATE SET {additions}"
+    )
 
 
 def rebuild(owner_id: int | None = None) -> int:
     """Recount rollups from raw records, for one owner or all; returns the rows written.
 
-    For recovery. The rollups are replaced in one transaction while new records for the
-    same owners wait, so that none is counted twice or lost. On PostgreSQL, locking the
-    owner's user row FOR UPDATE is enough: inserting a record takes a FOR KEY SHARE lock on
-    it (the foreign key check, made at once by ``usage.ingest.store``), which waits for
-    ours. Readers are never blocked.
+    For recovery. The rollups are replaced in one transaction while new records wait
+    (SHARE mode lets readers through), so that none is counted twice or lost.
     """
     records = connection.ops.quote_name(UsageRecord._meta.db_table)
-    hourly = connection.ops.quote_name(UsageRollup._meta.db_table)
-    daily = connection.ops.quote_name(DailyUsageRollup._meta.db_table)
-    sql = _bucket_sql()
-    quarter, hour_of_day = sql["quarter"], sql["hour_of_day"]
-    sums = [f"SUM(CASE WHEN {quarter} = {q} THEN image_count ELSE 0 END)" for q in range(4)]
-    sums += [f"SUM(CASE WHEN {quarter} = {q} THEN 1 ELSE 0 END)" for q in range(4)]
-    images, events = (" + ".join(columns) for columns in (IMAGE_COLUMNS, EVENT_COLUMNS))
-    running = [
-        f"SUM(CASE WHEN {hour_of_day} < {by} THEN {images} ELSE 0 END)" for by in range(1, 25)
-    ]
-    running += [
-        f"SUM(CASE WHEN {hour_of_day} < {by} THEN {events} ELSE 0 END)" for by in range(1, 25)
-    ]
     where, params = ("WHERE owner_id = %s", [owner_id]) if owner_id is not None else ("", [])
+    # SQLite needs a WHERE before an upsert's ON CONFLICT when the rows come from a SELECT.
+    where = where or "WHERE true"
+    written = 0
     with transaction.atomic(), connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            _lock_writers(cursor, records, owner_id)
-        cursor.execute(f"DELETE FROM {hourly} {where}", params)
-        cursor.execute(f"DELETE FROM {daily} {where}", params)
-        cursor.execute(
-            f"INSERT INTO {hourly} (owner_id, hour, model, {', '.join(_COUNTERS)}) "
-            f"SELECT owner_id, {sql['hour']}, model, {', '.join(sums)} FROM {records} {where} "
-            f"GROUP BY owner_id, {sql['hour']}, model",
-            params,
-        )
-        written = cursor.rowcount
-        # The days from the hours just counted: a fraction of the records' rows to read.
-        cursor.execute(
-            f"INSERT INTO {daily} (owner_id, day, model, {', '.join(_DAY_COUNTERS)}) "
-            f"SELECT owner_id, {sql['day']}, model, {', '.join(running)} FROM {hourly} {where} "
-            f"GROUP BY owner_id, {sql['day']}, model",
-            params,
-        )
-        return written + cursor.rowcount
-
-
-def _lock_writers(cursor, records: str, owner_id: int | None) -> None:
-    if owner_id is None:
-        cursor.execute(f"LOCK TABLE {records} IN SHARE MODE")
-        return
-    users = connection.ops.quote_name(get_user_model()._meta.db_table)
-    cursor.execute(f"SELECT 1 FROM {users} WHERE id = %s FOR UPDATE", [owner_id])
+            cursor.execute(f"LOCK TABLE {records} IN SHARE MODE")
+        for rollup in (UsageRollup, DailyUsageRollup):
+            cursor.execute(
+                f"DELETE FROM {connection.ops.quote_name(rollup._meta.db_table)} {where}", params
+            )
+        for statement in count_in_sql(records, where):
+            cursor.execute(statement, params)
+            written += cursor.rowcount
+    return written

@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",  # intcomma in the ledger admin's totals
     "corsheaders",
     "rest_framework",
     "drf_spectacular",
