@@ -59,7 +59,7 @@ MEMORY_SAMPLE_SECONDS = 0.5
 # Concurrencies tried for the summary and the dashboard when none is given; the bench takes
 # the fewest connections that reach 95% of the best throughput among them. Past that
 # point more connections only queue: latency grows with them, throughput does not.
-SWEEP_CONNECTIONS = (2, 4, 8, 16)
+SWEEP_CONNECTIONS = (1, 2, 4, 8, 16)
 SWEEP_SHARE = 0.95
 APP_USERS = 16  # users posting single records, one desktop app each
 # Models and their weights, images per record, and the hours (UTC) when people generate.
