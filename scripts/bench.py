@@ -585,7 +585,7 @@ def run_wrk(
 ) -> Load:
     command = [
         "wrk",
-        f"-t{WRK_THREADS}",
+        f"-t{min(WRK_THREADS, connections)}",  # wrk wants a connection per thread
         f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--timeout",
