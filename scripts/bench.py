@@ -1316,10 +1316,11 @@ def method_notes(results: Results) -> list[str]:
         f"- **Dashboard.** `GET {dashboard.path}` with the session cookie of the measured "
         f"user (logged in through Django's test client), {dashboard.connections} "
         "connections: the whole HTML page, not its static files.",
-        "- **Ingestion.** `POST /api/model-usage` with the measured user's token; each "
-        "request's records get fresh event ids (wrk's Lua script numbers them), with "
-        "timestamps from the last two hours. Single: one record a request, 16 "
-        "connections. Batched: 500 records a request, 4 connections; *records stored per "
+        "- **Ingestion.** `POST /api/model-usage`; each request's records get fresh event "
+        "ids (wrk's Lua script numbers them), with timestamps from the last two hours. "
+        f"Single: one record a request, 16 connections, from {APP_USERS} users' desktop "
+        "apps in turn (a token each), as many apps would send them. Batched: 500 records a "
+        "request, 4 connections, with the measured user's token; *records stored per "
         "second* counts the rows that really reached the table (ids above the largest "
         "before the run, received before wrk's measured time ended) over that time, not "
         "requests x 500.",
@@ -1339,9 +1340,9 @@ def method_notes(results: Results) -> list[str]:
         "calls it flat when p95 at every step is at most "
         f"{TARGETS['summary_flatness']:g} times p95 at the smallest step, or at most "
         f"{TARGETS['summary_flatness_slack_ms']:g} ms more (a few milliseconds of jitter "
-        "are no trend). The summary reads one rollup row per hour and model with records: "
-        "the measured user's rows in the range (in the table above) grow with the data "
-        f"until nearly every hour of the {SUMMARY_DAYS} days has every model, and stop "
+        "are no trend). The summary reads one daily rollup row per UTC day and model with "
+        "records: the measured user's rows in the range (in the table above) grow with the "
+        f"data until every day of the {SUMMARY_DAYS} days has every model, and stop "
         "growing after that, whatever the table holds.",
     ]
 
