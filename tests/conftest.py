@@ -109,5 +109,5 @@ def make_record(owner, when, model="SD", images=1, received_at=None) -> UsageRec
             occurred_at=when,
             received_at=received_at or when,
         )
-        rollups.add(owner.pk, [(model, images, record.occurred_at)])
+        rollups.count_records([record.pk])
     return record

@@ -307,7 +307,8 @@ def store(
     ``ON CONFLICT DO NOTHING`` (rather than a lookup first) keeps concurrent requests with
     the same event id from storing it twice, and only the rows really inserted are counted
     into the rollups. On PostgreSQL that is one statement whatever the batch size (a
-    round trip costs more than the work here); on SQLite, an insert and two upserts.
+    round trip costs more than the work here); on SQLite, an insert and two upserts of
+    the rows it returned.
     Returns how many rows were inserted.
     """
     # One lock order for every writer: two batches sharing event ids cannot deadlock.
@@ -316,9 +317,8 @@ def store(
     with transaction.atomic():
         if connection.vendor == "postgresql":
             return _insert_and_count(owner.pk, token_id, records, now)
-        inserted_ids = set(_insert(owner.pk, token_id, records, now))
-        inserted = [r for r in records if r.event_id is None or r.event_id in inserted_ids]
-        rollups.add(owner.pk, ((r.model, r.image_count, r.occurred_at) for r in inserted))
+        inserted = _insert(owner.pk, token_id, records, now)
+        rollups.count_records(inserted)
         return len(inserted)
 
 
@@ -367,8 +367,8 @@ def _insert_and_count(
 
 def _insert(
     owner_id: int, token_id: int | None, records: list[CleanRecord], now: datetime
-) -> list[str | None]:
-    """SQLite: insert the records; returns the event ids of the rows inserted."""
+) -> list[int]:
+    """SQLite: insert the records; returns the ids of the rows inserted."""
     adapt = connection.ops.adapt_datetimefield_value
     row = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
     params: list[Any] = []
@@ -378,7 +378,7 @@ def _insert(
     sql = (
         f"INSERT INTO {connection.ops.quote_name(_TABLE)} ({', '.join(_COLUMNS)}) "
         f"VALUES {', '.join([row] * len(records))} "
-        "ON CONFLICT (owner_id, event_id) DO NOTHING RETURNING event_id"
+        "ON CONFLICT (owner_id, event_id) DO NOTHING RETURNING id"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -12,10 +12,7 @@ Two tables, so that summaries cost what their date range costs, not what the tab
 a whole hour, the hourly rows of the hours a midnight cuts.
 """
 
-from collections import defaultdict
-from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from django.db import connection, models, transaction
 from django.db.models import QuerySet
@@ -31,87 +28,47 @@ _COUNTERS = IMAGE_COLUMNS + EVENT_COLUMNS
 IMAGES_BY = tuple(f"images_by_{hour:02d}" for hour in range(1, 25))
 EVENTS_BY = tuple(f"events_by_{hour:02d}" for hour in range(1, 25))
 _DAY_COUNTERS = IMAGES_BY + EVENTS_BY
-DELETE_CHUNK = 5000
+CHUNK = 5000  # ids per statement, well under every database's limit on parameters
 
 
 def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def add(owner_id: int, records: Iterable[tuple[str, int, datetime]], sign: int = 1) -> None:
-    """Count ``(model, image_count, occurred_at)`` records in (or out, with ``sign=-1``).
+def count_records(ids: list[int], sign: int = 1) -> None:
+    """Count the records with these ids into both rollups (``sign=-1``: out of them).
 
-    One upsert per table, inside the transaction that inserted (or deleted) the records,
-    and only for the rows really inserted, so that a duplicate never counts twice.
+    Call it in the transaction that inserted (or is about to delete) them, with only the
+    rows really inserted, so that a duplicate never counts twice. It uses the same SQL as
+    ``rebuild``, so that the rollups are counted one way only.
     """
-    hours: dict[tuple[datetime, str], list[int]] = defaultdict(lambda: [0] * 8)
-    for model, images, occurred_at in records:
-        occurred_at = occurred_at.astimezone(UTC)
-        quarter = occurred_at.minute // 15
-        row = hours[(hour_of(occurred_at), model)]
-        row[quarter] += sign * images
-        row[4 + quarter] += sign
-    if not hours:
-        return
-    days: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0] * 48)
-    for (hour, model), row in hours.items():
-        images, events = sum(row[:4]), sum(row[4:])
-        running = days[(hour.date(), model)]
-        for by in range(hour.hour, 24):  # every running total through this hour and after
-            running[by] += images
-            running[24 + by] += events
-    # Sorted keys make concurrent writers lock rows in the same order: no deadlocks.
-    _upsert(UsageRollup, owner_id, ("hour", "model"), _COUNTERS, sorted(hours.items()))
-    _upsert(DailyUsageRollup, owner_id, ("day", "model"), _DAY_COUNTERS, sorted(days.items()))
+    records = connection.ops.quote_name(UsageRecord._meta.db_table)
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            source = (
+                "(SELECT owner_id, model, image_count, occurred_at "
+                f"FROM {records} WHERE id IN ({', '.join(['%s'] * len(chunk))})) AS counted"
+            )
+            for statement in count_in_sql(source, sign=sign):
+                cursor.execute(statement, chunk)
 
 
 def delete_records(records: QuerySet) -> int:
     """Delete records (the admin's delete) and take them out of the rollups; returns how many."""
     with transaction.atomic():
-        rows = list(
-            records.select_for_update().values_list(
-                "pk", "owner_id", "model", "image_count", "occurred_at"
-            )
-        )
-        # By the rows locked above, not by ``records`` again: a record stored meanwhile
+        # By the rows locked here, not by ``records`` again: a record stored meanwhile
         # that matches the same filter was not counted out, so it must stay.
-        pks = [row[0] for row in rows]
-        for start in range(0, len(pks), DELETE_CHUNK):
-            UsageRecord.objects.filter(pk__in=pks[start : start + DELETE_CHUNK]).delete()
-        by_owner: dict[int, list[tuple[str, int, datetime]]] = defaultdict(list)
-        for _, owner_id, model, images, occurred_at in rows:
-            by_owner[owner_id].append((model, images, occurred_at))
-        for owner_id in sorted(by_owner):
-            add(owner_id, by_owner[owner_id], sign=-1)
+        rows = list(records.select_for_update().values_list("pk", "owner_id"))
+        pks = [pk for pk, _ in rows]
+        count_records(pks, sign=-1)
+        for start in range(0, len(pks), CHUNK):
+            UsageRecord.objects.filter(pk__in=pks[start : start + CHUNK]).delete()
+        owners = sorted({owner_id for _, owner_id in rows})
         empty = {column: 0 for column in EVENT_COLUMNS}
-        UsageRollup.objects.filter(owner_id__in=list(by_owner), **empty).delete()
-        DailyUsageRollup.objects.filter(owner_id__in=list(by_owner), events_by_24=0).delete()
+        UsageRollup.objects.filter(owner_id__in=owners, **empty).delete()
+        DailyUsageRollup.objects.filter(owner_id__in=owners, events_by_24=0).delete()
     return len(rows)
-
-
-def _upsert(
-    rollup: type[models.Model],
-    owner_id: int,
-    keys: tuple[str, str],
-    counters: tuple[str, ...],
-    rows: list[tuple[tuple[Any, str], list[int]]],
-) -> None:
-    """Add ``rows`` (``(key, model), counts``) to ``rollup``'s counters, in one statement."""
-    table = connection.ops.quote_name(rollup._meta.db_table)
-    columns = ("owner_id", *keys, *counters)
-    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    additions = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
-    values = ", ".join([placeholders] * len(rows))
-    sql = (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values} "
-        f"ON CONFLICT (owner_id, {', '.join(keys)}) DO UPDATE SET {additions}"
-    )
-    adapt = connection.ops.adapt_datetimefield_value
-    params: list[object] = []
-    for (key, model), values_ in rows:
-        params += [owner_id, adapt(key) if isinstance(key, datetime) else key, model, *values_]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
 
 
 def _bucket_sql() -> dict[str, str]:
@@ -134,23 +91,24 @@ def _bucket_sql() -> dict[str, str]:
     }
 
 
-def count_in_sql(source: str, where: str = "WHERE true") -> tuple[str, str]:
-    """Two statements that count the records of ``source`` (a table or a CTE with
+def count_in_sql(source: str, where: str = "WHERE true", sign: int = 1) -> tuple[str, str]:
+    """Two statements that count the records of ``source`` (a table, CTE or subquery with
     ``owner_id``, ``model``, ``image_count`` and ``occurred_at``) into the hourly and the daily
-    rollups, adding to the rows already there.
+    rollups, adding to the rows already there (or, with ``sign=-1``, taking them out).
 
-    The same SQL recounts everything in ``rebuild`` and counts each batch in
-    ``usage.ingest.store`` on PostgreSQL. Rows go in key order, so that concurrent writers
-    lock them in the same order.
+    The one way the rollups are counted: ``rebuild`` recounts everything with it,
+    ``usage.ingest.store`` counts each batch, ``delete_records`` takes records out. Rows go
+    in key order, so that concurrent writers lock them in the same order.
     """
     sql = _bucket_sql()
     quarter, hour_of_day = sql["quarter"], sql["hour_of_day"]
-    quarters = [f"SUM(CASE WHEN {quarter} = {q} THEN image_count ELSE 0 END)" for q in range(4)]
-    quarters += [f"SUM(CASE WHEN {quarter} = {q} THEN 1 ELSE 0 END)" for q in range(4)]
+    images, one = ("image_count", "1") if sign == 1 else ("-image_count", "-1")
+    quarters = [f"SUM(CASE WHEN {quarter} = {q} THEN {images} ELSE 0 END)" for q in range(4)]
+    quarters += [f"SUM(CASE WHEN {quarter} = {q} THEN {one} ELSE 0 END)" for q in range(4)]
     running = [
-        f"SUM(CASE WHEN {hour_of_day} < {by} THEN image_count ELSE 0 END)" for by in range(1, 25)
+        f"SUM(CASE WHEN {hour_of_day} < {by} THEN {images} ELSE 0 END)" for by in range(1, 25)
     ]
-    running += [f"SUM(CASE WHEN {hour_of_day} < {by} THEN 1 ELSE 0 END)" for by in range(1, 25)]
+    running += [f"SUM(CASE WHEN {hour_of_day} < {by} THEN {one} ELSE 0 END)" for by in range(1, 25)]
     return (
         _counting(UsageRollup, "hour", sql["hour"], _COUNTERS, quarters, source, where),
         _counting(DailyUsageRollup, "day", sql["day"], _DAY_COUNTERS, running, source, where),
