@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -339,18 +340,7 @@ def _insert_and_count(
 ) -> int:
     """PostgreSQL: insert the batch and count the inserted rows into both rollups, in one
     statement. The batch travels as four arrays, so the statement is the same for any
-    batch size, and PostgreSQL parses and plans it in microseconds."""
-    hourly, daily = rollups.count_in_sql("batch")
-    sql = (
-        f"WITH batch AS (INSERT INTO {connection.ops.quote_name(_TABLE)} ({', '.join(_COLUMNS)}) "
-        "SELECT %s::integer, model, image_count, occurred_at, %s::timestamptz, event_id, "
-        "%s::bigint FROM unnest(%s::varchar[], %s::int[], %s::timestamptz[], %s::varchar[]) "
-        "AS given(model, image_count, occurred_at, event_id) "
-        "ON CONFLICT (owner_id, event_id) DO NOTHING "
-        "RETURNING owner_id, model, image_count, occurred_at), "
-        f"hourly AS ({hourly}), daily AS ({daily}) "
-        "SELECT count(*) FROM batch"
-    )
+    batch size."""
     params = [
         owner_id,
         now,
@@ -361,8 +351,24 @@ def _insert_and_count(
         [r.event_id for r in records],
     ]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_insert_and_count_sql(), params)
         return cursor.fetchone()[0]
+
+
+@lru_cache(maxsize=1)
+def _insert_and_count_sql() -> str:
+    """Built once per process, not per request: it is the same for every batch."""
+    hourly, daily = rollups.count_in_sql("batch")
+    return (
+        f"WITH batch AS (INSERT INTO {connection.ops.quote_name(_TABLE)} ({', '.join(_COLUMNS)}) "
+        "SELECT %s::integer, model, image_count, occurred_at, %s::timestamptz, event_id, "
+        "%s::bigint FROM unnest(%s::varchar[], %s::int[], %s::timestamptz[], %s::varchar[]) "
+        "AS given(model, image_count, occurred_at, event_id) "
+        "ON CONFLICT (owner_id, event_id) DO NOTHING "
+        "RETURNING owner_id, model, image_count, occurred_at), "
+        f"hourly AS ({hourly}), daily AS ({daily}) "
+        "SELECT count(*) FROM batch"
+    )
 
 
 def _insert(
