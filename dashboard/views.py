@@ -1,5 +1,6 @@
 """The signed-in pages: the dashboard, its refresh data, the time zone, tokens and CSV."""
 
+import math
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from urllib.parse import urlencode
@@ -28,6 +29,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from dashboard.forms import TimeZoneForm, TokenForm
 from dashboard.models import Profile
 from dashboard.overview import PRESET_DAYS, DashboardQuery, Overview, build_overview, parse_query
+from usage import audit
 from usage.auth import create_token, revoke_token
 from usage.export import (
     OWNER_HEADER,
@@ -39,6 +41,7 @@ from usage.export import (
 )
 from usage.models import ApiToken
 from usage.summary import DateRange, QueryError
+from usage.throttles import hit
 
 # The parts of the page that Refresh Data replaces, each rendered from its own template.
 REGIONS = ("cards", "usage-table", "share-table", "recent-records")
@@ -59,7 +62,9 @@ def subject_of(request: HttpRequest) -> AbstractBaseUser:
         return request.user
     if not request.user.is_staff:
         raise PermissionDenied("Only staff can view another user's dashboard.")
-    return get_object_or_404(get_user_model(), **{get_user_model().USERNAME_FIELD: username})
+    subject = get_object_or_404(get_user_model(), **{get_user_model().USERNAME_FIELD: username})
+    audit.staff_viewed(request, subject)
+    return subject
 
 
 def saved_zone(user: AbstractBaseUser) -> str:
@@ -217,12 +222,26 @@ def with_zone(url: str, zone: str) -> str:
 @login_required
 @require_http_methods(["GET", "POST"])
 def tokens(request: HttpRequest) -> HttpResponse:
-    """List the viewer's tokens; on POST create one and show its secret, this once."""
+    """List the viewer's tokens; on POST create one and show its secret, this once.
+
+    Creating is throttled per user (``THROTTLE_TOKEN_CREATE_RATE``): 429 past it.
+    """
     form = TokenForm(request.POST or None, owner=request.user)
     new_token = None
-    if request.method == "POST" and form.is_valid():
-        new_token = create_token(request.user, form.cleaned_data["name"])
-        form = TokenForm(owner=request.user)
+    throttled = None
+    if request.method == "POST":
+        throttled = hit("token_create", str(request.user.pk))
+        if not throttled.allowed:
+            form.is_valid()  # so that the refusal shows beside any other error
+            minutes = math.ceil(throttled.retry_after / 60)
+            form.add_error(
+                None, f"Too many tokens created recently. Try again in {minutes} minute(s)."
+            )
+        elif form.is_valid():
+            new_token = create_token(
+                request.user, form.cleaned_data["name"], actor=request.user, request=request
+            )
+            form = TokenForm(owner=request.user)
     context = {
         "form": form,
         "new_token": new_token,
@@ -230,8 +249,13 @@ def tokens(request: HttpRequest) -> HttpResponse:
         "zone": saved_zone(request.user) or "UTC",
         "api_url": request.build_absolute_uri(reverse("usage:model-usage")),
     }
-    status = 201 if new_token else (400 if form.errors else 200)
+    if throttled and not throttled.allowed:
+        status = 429
+    else:
+        status = 201 if new_token else (400 if form.errors else 200)
     response = render(request, "dashboard/tokens.html", context, status=status)
+    if status == 429:
+        response["Retry-After"] = str(throttled.retry_after)
     if new_token:
         response["Cache-Control"] = "no-store"  # the only copy of the secret
     return response
@@ -243,7 +267,7 @@ def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """Confirm, then revoke. Another user's token is a 404: its existence is not shown."""
     token = get_object_or_404(ApiToken, pk=token_id, owner=request.user)
     if request.method == "POST":
-        revoke_token(token)
+        revoke_token(token, actor=request.user, request=request)
         messages.success(request, f"Revoked “{token.name}” ({token.display_prefix}…).")
         return redirect("dashboard:tokens")
     return render(request, "dashboard/revoke.html", {"token": token})

@@ -30,6 +30,22 @@ def _test_settings(settings):
     # developer's environment says.
     settings.EXTERNAL_API_URL = ""
     settings.EXTERNAL_API_KEY = ""
+    # Throttle counts and cached answers live in the cache: each test starts with none.
+    cache.clear()
+
+
+@pytest.fixture
+def throttle_rates(settings):
+    """Set throttle rates by scope for one test: ``throttle_rates(ingest="2/min")``."""
+
+    def set_rates(**rates: str) -> None:
+        current = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]
+        settings.REST_FRAMEWORK = {
+            **settings.REST_FRAMEWORK,
+            "DEFAULT_THROTTLE_RATES": {**current, **rates},
+        }
+
+    return set_rates
 
 
 @pytest.fixture

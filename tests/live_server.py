@@ -88,11 +88,12 @@ class Server:
 
 
 def site_env(database_url: str, **extra: str) -> dict[str, str]:
-    """The environment of a production server (DEBUG off) on ``database_url``."""
+    """The environment of a production server (DEBUG off) on ``database_url``, over plain HTTP."""
     return {
         **os.environ,
         "SECRET_KEY": "t",
         "DEBUG": "0",
+        "HTTPS_ONLY": "0",
         "ALLOWED_HOSTS": HOST,
         "DATABASE_URL": database_url,
         **extra,

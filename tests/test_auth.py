@@ -74,11 +74,13 @@ def test_a_revoked_token_finds_nothing_and_keeps_its_row(owner):
 def test_last_used_is_written_at_most_once_a_minute(owner, django_assert_num_queries):
     token = create_token(owner, "Laptop").token
     with django_assert_num_queries(1):
-        touch_last_used(token)
+        touch_last_used(token, "192.0.2.7")
     first = ApiToken.objects.get(pk=token.pk).last_used_at
     with django_assert_num_queries(0):
-        touch_last_used(token)
+        touch_last_used(token, "192.0.2.7")
     token.last_used_at = timezone.now() - LAST_USED_PRECISION - timedelta(seconds=1)
     with django_assert_num_queries(1):
-        touch_last_used(token)
-    assert ApiToken.objects.get(pk=token.pk).last_used_at > first
+        touch_last_used(token, "192.0.2.7")
+    stored = ApiToken.objects.get(pk=token.pk)
+    assert stored.last_used_at > first
+    assert stored.last_used_address == "192.0.2.7"

@@ -596,13 +596,8 @@ def test_other_methods_get_405_json(owner_api, method):
     assert response.json()["error"]
 
 
-def test_too_many_requests_get_429_with_retry_after(owner_api, settings, monkeypatch):
-    from rest_framework.throttling import ScopedRateThrottle
-
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"ingest": "2/min"})
-    from django.core.cache import cache
-
-    cache.clear()
+def test_too_many_requests_get_429_with_retry_after(owner_api, throttle_rates):
+    throttle_rates(ingest="2/min")
     codes = [post_usage(owner_api, {"model": "SD", "count": 1}).status_code for _ in range(3)]
     assert codes == [201, 201, 429]
     response = post_usage(owner_api, {"model": "SD", "count": 1})

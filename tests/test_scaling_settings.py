@@ -42,7 +42,7 @@ print(json.dumps({
 
 def env_without_scaling(**env: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if k not in SCALING_VARIABLES}
-    return {**base, "SECRET_KEY": "t", "DEBUG": "0", **env}
+    return {**base, "SECRET_KEY": "t", "DEBUG": "0", "HTTPS_ONLY": "0", **env}
 
 
 def load_settings(**env: str) -> subprocess.CompletedProcess:

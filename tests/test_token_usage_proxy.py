@@ -11,7 +11,6 @@ import threading
 import pytest
 from django.test import Client
 from rest_framework.test import APIClient
-from rest_framework.throttling import ScopedRateThrottle
 
 from tests.conftest import UPSTREAM_KEY, bearer
 from tests.live_server import free_port, poll
@@ -527,8 +526,8 @@ def test_an_unknown_user_is_not_served_a_stale_copy(upstream, owner_api):
 # --- Rate limit ------------------------------------------------------------------------------
 
 
-def test_generations_are_rate_limited_per_user(upstream, owner_api, other_api, monkeypatch):
-    monkeypatch.setattr(ScopedRateThrottle, "THROTTLE_RATES", {"plugin": "2/min"})
+def test_generations_are_rate_limited_per_user(upstream, owner_api, other_api, throttle_rates):
+    throttle_rates(plugin="2/min")
 
     statuses = [generate(owner_api).status_code for _ in range(3)]
     limited = generate(owner_api)

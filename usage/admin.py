@@ -8,7 +8,7 @@ from django.utils.functional import cached_property
 
 from usage.auth import revoke_token
 from usage.export import ADMIN_HEADER, admin_rows, csv_lines, csv_response
-from usage.models import ApiToken, PluginGeneration, UsageRecord, UsageRollup
+from usage.models import ApiToken, AuditEvent, PluginGeneration, UsageRecord, UsageRollup
 from usage.rollups import delete_records
 
 # Pages past this many rows are reached with filters instead of a full COUNT(*), which on
@@ -79,13 +79,36 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("display_prefix", "name", "owner", "created_at", "last_used_at", "revoked_at")
+    list_display = (
+        "display_prefix",
+        "name",
+        "owner",
+        "created_at",
+        "last_used_at",
+        "last_used_address",
+        "revoked_at",
+    )
     list_filter = ("created_at", "last_used_at", "revoked_at")
     search_fields = ("prefix", "name", "owner__username", "owner__email")
     autocomplete_fields = ("owner",)
     list_select_related = ("owner",)
-    fields = ("display_prefix", "name", "owner", "created_at", "last_used_at", "revoked_at")
-    readonly_fields = ("display_prefix", "owner", "created_at", "last_used_at", "revoked_at")
+    fields = (
+        "display_prefix",
+        "name",
+        "owner",
+        "created_at",
+        "last_used_at",
+        "last_used_address",
+        "revoked_at",
+    )
+    readonly_fields = (
+        "display_prefix",
+        "owner",
+        "created_at",
+        "last_used_at",
+        "last_used_address",
+        "revoked_at",
+    )
     actions = ("revoke",)
 
     @admin.display(description="prefix")
@@ -101,7 +124,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
         tokens = list(queryset.filter(revoked_at__isnull=True))
         for token in tokens:
-            revoke_token(token)
+            revoke_token(token, actor=request.user, request=request)
         self.message_user(request, f"Revoked {len(tokens)} token(s).")
 
 
@@ -152,3 +175,23 @@ def ledger_totals(queryset: QuerySet) -> dict:
         completion_tokens=Sum("completion_tokens", default=0),
         total_tokens=Sum("total_tokens", default=0),
     )
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    """The audit log, read-only: nobody edits or deletes what it says happened."""
+
+    list_display = ("at", "action", "actor_name", "subject_name", "detail", "address")
+    list_filter = ("action", "at")
+    search_fields = ("actor_name", "subject_name", "detail", "address")
+    date_hierarchy = "at"
+    list_select_related = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

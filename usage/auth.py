@@ -10,7 +10,6 @@ brute-force.
 
 import hashlib
 import hmac
-import logging
 import secrets
 import string
 from dataclasses import dataclass
@@ -18,12 +17,13 @@ from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from usage import audit
 from usage.models import ApiToken
-
-log = logging.getLogger(__name__)
+from usage.throttles import client_address
 
 TOKEN_SCHEME = "usg_"
 PREFIX_LENGTH = 8
@@ -43,8 +43,17 @@ def hash_token(raw: str) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def create_token(owner: AbstractBaseUser, name: str) -> NewToken:
-    """Create a token for ``owner``. The returned ``raw`` value is never stored."""
+def create_token(
+    owner: AbstractBaseUser,
+    name: str,
+    *,
+    actor: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+) -> NewToken:
+    """Create a token for ``owner``. The returned ``raw`` value is never stored.
+
+    ``actor`` is who asked for it (None: the command line); the audit log names them.
+    """
     for _ in range(5):
         prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
         raw = f"{TOKEN_SCHEME}{prefix}{secrets.token_urlsafe(32)}"
@@ -53,18 +62,24 @@ def create_token(owner: AbstractBaseUser, name: str) -> NewToken:
                 token = ApiToken.objects.create(
                     owner=owner, name=name, prefix=prefix, secret_hash=hash_token(raw)
                 )
+                audit.token_created(token, actor, request)
         except IntegrityError:  # a prefix collision: 1 in 2e14, but cheap to handle
             continue
-        log.info("token created user=%s token=%s", owner.get_username(), token.display_prefix)
         return NewToken(token=token, raw=raw)
     raise RuntimeError("could not find a free token prefix")
 
 
-def revoke_token(token: ApiToken) -> None:
+def revoke_token(
+    token: ApiToken,
+    *,
+    actor: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+) -> None:
     if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
-        log.info("token revoked user=%s token=%s", token.owner_id, token.display_prefix)
+        with transaction.atomic():
+            token.revoked_at = timezone.now()
+            token.save(update_fields=["revoked_at"])
+            audit.token_revoked(token, actor, request)
 
 
 def find_active_token(raw: str) -> ApiToken | None:
@@ -80,11 +95,12 @@ def find_active_token(raw: str) -> ApiToken | None:
     return token
 
 
-def touch_last_used(token: ApiToken) -> None:
+def touch_last_used(token: ApiToken, address: str) -> None:
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now, last_used_address=address)
         token.last_used_at = now
+        token.last_used_address = address
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -103,7 +119,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         token = find_active_token(raw)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
-        touch_last_used(token)
+        touch_last_used(token, client_address(request))
         return token.owner, token
 
     def authenticate_header(self, request) -> str:

@@ -1,4 +1,5 @@
-"""What the site stores: usage records posted by desktop apps, and the API tokens they use."""
+"""What the site stores: usage records posted by desktop apps, the API tokens they use,
+rollups of the records, the plugin-generation ledger and the audit log."""
 
 from django.conf import settings
 from django.db import models
@@ -20,6 +21,8 @@ class ApiToken(models.Model):
     secret_hash = models.CharField(max_length=64, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Where it was last used from: the client address at the last ``last_used_at`` update.
+    last_used_address = models.CharField(max_length=45, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
@@ -193,3 +196,48 @@ class DailyUsageRollup(models.Model):
 for _kind in ("images", "events"):
     for _hour in range(1, 25):
         DailyUsageRollup.add_to_class(f"{_kind}_by_{_hour:02d}", models.BigIntegerField(default=0))
+
+
+class AuditEvent(models.Model):
+    """Who did what to whose tokens or data: token creation and revocation, staff reading
+    another user's usage. Written by ``usage.audit``; read-only in the admin.
+
+    Names are copied beside the foreign keys, so an event still says who it was about
+    after that user is deleted.
+    """
+
+    class Action(models.TextChoices):
+        TOKEN_CREATED = "token_created", "API token created"
+        TOKEN_REVOKED = "token_revoked", "API token revoked"
+        STAFF_VIEWED = "staff_viewed", "Staff viewed another user's usage"
+
+    at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
+    action = models.CharField(max_length=32, choices=Action.choices)
+    # Null when the actor is the command line (create_api_token) or was deleted since.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+    )
+    actor_name = models.CharField(max_length=150)
+    subject = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="audit_events",
+    )
+    subject_name = models.CharField(max_length=150)
+    # The token's public prefix and name, or the page or API path that was read.
+    detail = models.CharField(max_length=300, blank=True)
+    # Empty for the command line.
+    address = models.CharField(max_length=45, blank=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["subject", "-at"], name="audit_subject_time")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name} {self.action} {self.subject_name}"

@@ -90,7 +90,8 @@ def env_rate(name: str, default: str) -> str:
 def database_from_url(url: str, variable: str = "DATABASE_URL") -> dict:
     """``sqlite:///path`` or ``postgres://user:pass@host:port/name?opt=v`` as a DATABASES entry.
 
-    ``variable`` names the setting in error messages.
+    ``variable`` names the setting in error messages, which never repeat the URL's
+    password.
     """
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
@@ -102,7 +103,7 @@ def database_from_url(url: str, variable: str = "DATABASE_URL") -> dict:
     if parts.scheme in ("postgres", "postgresql"):
         name = unquote(parts.path.lstrip("/"))
         if not name:
-            raise ImproperlyConfigured(f"{variable} has no database name: {url!r}")
+            raise ImproperlyConfigured(f"{variable} has no database name")
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": name,
@@ -113,7 +114,7 @@ def database_from_url(url: str, variable: str = "DATABASE_URL") -> dict:
             "OPTIONS": dict(parse_qsl(parts.query)),
         }
     raise ImproperlyConfigured(
-        f"{variable} must start with sqlite:// or postgres://; got {parts.scheme or url!r}"
+        f"{variable} must start with sqlite:// or postgres://; got {parts.scheme or 'none'}"
     )
 
 

@@ -57,6 +57,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "usage_site.security.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "usage_site.urls"
@@ -144,6 +145,9 @@ DATABASE_REPLICA_PIN_SECONDS = env_int("DATABASE_REPLICA_PIN_SECONDS", 30, minim
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Django's own, with failed sign-ins throttled on every login form (dashboard.signin).
+AUTHENTICATION_BACKENDS = ["dashboard.signin.ThrottledModelBackend"]
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -174,8 +178,56 @@ STORAGES = {
 # ingestion view reads the body itself with the same limit and answers 413.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
+# Cross-origin calls to /api/ from browser pages: none unless listed (docs/security.md says
+# how to allow an Electron renderer). Cookies never go with them: cross-origin callers
+# authenticate with a bearer token, so a listed origin still cannot act as a logged-in user.
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
 CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_CREDENTIALS = False
+
+# --- HTTPS and browser security headers (docs/security.md) -----------------------------------
+# HTTPS_ONLY: the site is reached over HTTPS only. On by default without DEBUG; turn it off
+# only for a plain-HTTP server on loopback (the tests, the benchmark).
+HTTPS_ONLY = env_bool("HTTPS_ONLY", not DEBUG)
+# A TLS-terminating proxy in front that sets X-Forwarded-Proto: trust that header, so that
+# requests it received over HTTPS count as secure. Never set it without such a proxy: then
+# any client could claim HTTPS.
+TRUST_X_FORWARDED_PROTO = env_bool("TRUST_X_FORWARDED_PROTO", False)
+# That proxy also redirects HTTP to HTTPS and sends Strict-Transport-Security itself, so the
+# site does neither (and the deploy check is told so, below).
+PROXY_ENFORCES_HTTPS = env_bool("PROXY_ENFORCES_HTTPS", False)
+if PROXY_ENFORCES_HTTPS and not TRUST_X_FORWARDED_PROTO:
+    raise ImproperlyConfigured(
+        "PROXY_ENFORCES_HTTPS needs TRUST_X_FORWARDED_PROTO: the proxy must say which "
+        "requests came over HTTPS"
+    )
+if TRUST_X_FORWARDED_PROTO:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = HTTPS_ONLY and not PROXY_ENFORCES_HTTPS
+# Load balancers probe health over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^api/health(/simple)?/?$"]
+SECURE_HSTS_SECONDS = (
+    env_int("HSTS_SECONDS", 365 * 24 * 3600, minimum=0)
+    if HTTPS_ONLY and not PROXY_ENFORCES_HTTPS
+    else 0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", True)
+if PROXY_ENFORCES_HTTPS:
+    # W004 (no HSTS) and W008 (no redirect): the proxy does both, as configured.
+    SILENCED_SYSTEM_CHECKS = ["security.W004", "security.W008"]
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = HTTPS_ONLY
+SESSION_COOKIE_HTTPONLY = True
+# The page reads the CSRF token from the form, never from the cookie.
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+# Origins (https://usage.example.com) whose forms and fetches may post here, besides the site
+# itself as the Host header names it: needed when a proxy rewrites the Host.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
 
 # The external plugin-generation and token-usage API (docs/external-api.md). Empty means
 # not configured. Without DEBUG it is empty unless set, so that a production server never
@@ -220,11 +272,17 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "usage.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # Limits per window, counted in the cache by usage.throttles (docs/reliability.md).
     "DEFAULT_THROTTLE_RATES": {
-        "ingest": env_rate("THROTTLE_INGEST_RATE", "600/min"),
-        "plugin": env_rate("THROTTLE_PLUGIN_RATE", "10/min"),
+        "ingest": env_rate("THROTTLE_INGEST_RATE", "1200/min"),  # per user, all their apps
+        "ingest_token": env_rate("THROTTLE_INGEST_TOKEN_RATE", "600/min"),  # per API token
+        "plugin": env_rate("THROTTLE_PLUGIN_RATE", "10/min"),  # per user
+        "login": env_rate("THROTTLE_LOGIN_RATE", "10/hour"),  # failed sign-ins per account
+        "login_address": env_rate("THROTTLE_LOGIN_ADDRESS_RATE", "50/hour"),  # ... per address
+        "token_create": env_rate("THROTTLE_TOKEN_CREATE_RATE", "10/hour"),  # per user
     },
-    # Client addresses come only from REMOTE_ADDR unless a trusted proxy count is configured.
+    # Client addresses come only from REMOTE_ADDR unless a trusted proxy count is configured
+    # (usage.throttles.client_address).
     "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
 

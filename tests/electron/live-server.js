@@ -91,6 +91,7 @@ class LiveServer {
       ...process.env,
       SECRET_KEY: process.env.SECRET_KEY || 'desktop-client-tests',
       DEBUG: '0',
+      HTTPS_ONLY: '0', // plain HTTP on loopback
       DATABASE_URL: `sqlite:///${path.join(dir, 'db.sqlite3')}`,
       ALLOWED_HOSTS: '127.0.0.1,localhost',
       THROTTLE_INGEST_RATE: '10000/min',

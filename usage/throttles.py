@@ -1,0 +1,152 @@
+"""Rate limits that hold across every server process: fixed windows counted in the cache.
+
+A limit such as ``600/min`` allows that many requests per key in each clock-aligned window
+(a minute here). Each request adds one to its window's counter with the cache's atomic
+``incr``, and is allowed when the count it got back is within the limit, so concurrent
+requests, on one process or on many sharing Redis, can never be allowed more than the
+limit between them. (DRF's own throttles read a list, append and write it back, which
+loses counts when two servers do it at once.) The price of fixed windows is that a
+client may spend one window's allowance at its end and the next one's at once.
+
+The counters live in the configured cache: with ``REDIS_URL``, one Redis for every
+process and machine; without it, each process's memory, which is right for the
+single-process development server only. When the cache cannot answer, requests are
+allowed and a warning is logged: a Redis outage must not stop ingestion.
+
+Client addresses are REMOTE_ADDR, or, behind ``NUM_PROXIES`` trusted reverse proxies, the
+address the outermost of them saw, from the right-hand end of ``X-Forwarded-For``. The
+left-hand entries are whatever the client wrote, so they are never trusted.
+"""
+
+import hashlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.http import HttpRequest
+from rest_framework.throttling import BaseThrottle
+
+log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class Rate:
+    count: int
+    seconds: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Rate":
+        """``600/min``; the period may be spelled s/sec/second, m/min, h/hour or d/day."""
+        count, _, period = text.partition("/")
+        seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[:1]]
+        return cls(int(count), seconds)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    allowed: bool
+    retry_after: int  # seconds until the window ends; 0 when allowed
+
+
+ALLOWED = Verdict(True, 0)
+
+
+def rate_for(scope: str) -> Rate:
+    return Rate.parse(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"][scope])
+
+
+def _key(scope: str, ident: str, window: int) -> str:
+    # Hashed: usernames and addresses of any length and alphabet make short, safe keys.
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
+    return f"throttle:{scope}:{digest}:{window}"
+
+
+def hit(scope: str, ident: str, *, now: float | None = None) -> Verdict:
+    """Count one request for ``ident`` in ``scope`` and say whether it is within the limit."""
+    rate = rate_for(scope)
+    now = time.time() if now is None else now
+    window = int(now // rate.seconds)
+    key = _key(scope, ident, window)
+    try:
+        # add() starts the window at 0 and is a no-op when another request already did;
+        # the counter expires a little after its window ends.
+        cache.add(key, 0, rate.seconds + 5)
+        count = cache.incr(key)
+    except Exception as exc:  # the backend's own error types (redis-py's); fail open
+        log.warning("throttle %s not counted, request allowed: %r", scope, exc)
+        return ALLOWED
+    if count <= rate.count:
+        return ALLOWED
+    return Verdict(False, max(1, math.ceil((window + 1) * rate.seconds - now)))
+
+
+def give_back(scope: str, ident: str, *, now: float | None = None) -> None:
+    """Uncount a request counted by ``hit`` in the same window (a sign-in that succeeded)."""
+    rate = rate_for(scope)
+    now = time.time() if now is None else now
+    try:
+        cache.decr(_key(scope, ident, int(now // rate.seconds)))
+    except ValueError:  # the window ended and its counter expired: nothing to give back
+        pass
+    except Exception as exc:
+        log.warning("throttle %s not uncounted: %r", scope, exc)
+
+
+def client_address(request: HttpRequest) -> str:
+    """The client's address as the nearest trusted proxy saw it (see the module docstring)."""
+    proxies = settings.REST_FRAMEWORK["NUM_PROXIES"]
+    remote = request.META.get("REMOTE_ADDR", "")
+    if proxies:
+        forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        forwarded = [address for address in forwarded if address]
+        if forwarded:
+            return forwarded[-min(proxies, len(forwarded))]
+    return remote
+
+
+class WindowThrottle(BaseThrottle):
+    """A REST framework throttle over ``hit``; subclasses say what one key is."""
+
+    scope = ""
+
+    def ident_of(self, request, view) -> str | None:
+        raise NotImplementedError
+
+    def allow_request(self, request, view) -> bool:
+        ident = self.ident_of(request, view)
+        if ident is None:  # nothing to count by (refused before this, e.g. no token)
+            return True
+        self.verdict = hit(self.scope, ident)
+        return self.verdict.allowed
+
+    def wait(self) -> int:
+        return self.verdict.retry_after
+
+
+class IngestUserThrottle(WindowThrottle):
+    """Every app of one user together: ``THROTTLE_INGEST_RATE``."""
+
+    scope = "ingest"
+
+    def ident_of(self, request, view) -> str | None:
+        return str(request.user.pk) if request.user else None
+
+
+class IngestTokenThrottle(WindowThrottle):
+    """One API token, so that one runaway app cannot spend its user's whole allowance."""
+
+    scope = "ingest_token"
+
+    def ident_of(self, request, view) -> str | None:
+        return str(request.auth.pk) if request.auth is not None else None
+
+
+class PluginUserThrottle(WindowThrottle):
+    """Plugin generations per user: ``THROTTLE_PLUGIN_RATE``."""
+
+    scope = "plugin"
+
+    def ident_of(self, request, view) -> str | None:
+        return str(request.user.pk) if request.user else None
