@@ -55,6 +55,16 @@ def readable_user_id(user: AbstractBaseUser, requested: str | None) -> str:
 # --- Token usage -----------------------------------------------------------------------------
 
 
+def _cache(method: str, *args, fallback=None):
+    """A call to the cache that, when the cache is down (Redis), is a miss or a lost write:
+    this module's answers come from the upstream without it, only more slowly."""
+    try:
+        return getattr(cache, method)(*args)
+    except Exception as exc:  # the backend's own error types (redis-py's)
+        log.warning("cache %s failed, going on without it: %r", method, exc)
+        return fallback
+
+
 def _keys(user_id: str) -> tuple[str, str]:
     # Hashed: any username makes a short key that every cache backend accepts.
     digest = hashlib.sha256(user_id.encode()).hexdigest()[:32]
@@ -69,26 +79,26 @@ def usage_for(user_id: str, *, refresh: bool = False) -> dict:
     """
     fresh_key, last_key = _keys(user_id)
     if not refresh:
-        cached = cache.get_many([fresh_key, last_key])
+        cached = _cache("get_many", [fresh_key, last_key], fallback={})
         if fresh_key in cached and last_key in cached:
             return {**cached[last_key], "stale": False}
     try:
         usage = external_api.fetch_token_usage(user_id)
     except STALE_SERVABLE as exc:
-        last = cache.get(last_key)
+        last = _cache("get", last_key)
         log.warning("token usage user=%s failed (%s): %s", user_id, exc.code, exc.detail)
         if last is None:
             raise
         return {**last, "stale": True, "staleReason": exc.code}
     copy = {**usage, "fetchedAt": external_api.iso_utc(datetime.now(UTC))}
-    cache.set(last_key, copy, STALE_SECONDS)
+    _cache("set", last_key, copy, STALE_SECONDS)
     # Only a marker: "the copy is fresh". A generation deletes it and keeps the copy.
-    cache.set(fresh_key, True, settings.TOKEN_USAGE_CACHE_SECONDS)
+    _cache("set", fresh_key, True, settings.TOKEN_USAGE_CACHE_SECONDS)
     return {**copy, "stale": False}
 
 
 def forget_fresh_usage(user_id: str) -> None:
-    cache.delete(_keys(user_id)[0])
+    _cache("delete", _keys(user_id)[0])
 
 
 # --- Plugin generation -----------------------------------------------------------------------
@@ -147,8 +157,8 @@ def upstream_health() -> str:
     if not url:
         return "not configured"
     key = "external-api-health:" + hashlib.sha256(url.encode()).hexdigest()[:32]
-    state = cache.get(key)
+    state = _cache("get", key)
     if state is None:
         state = external_api.health()
-        cache.set(key, state, HEALTH_CACHE_SECONDS)
+        _cache("set", key, state, HEALTH_CACHE_SECONDS)
     return state
