@@ -6,12 +6,14 @@ inline scripts or styles, no ``eval``; data reaches scripts through ``json_scrip
 a policy does not block because the browser never runs it.
 """
 
+from functools import lru_cache
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 
+@lru_cache(maxsize=4)
 def content_security_policy(chartjs_url: str) -> str:
     scripts = ["'self'"]
     if urlsplit(chartjs_url).netloc:  # an absolute URL: that one file, not its whole host
@@ -34,9 +36,10 @@ def content_security_policy(chartjs_url: str) -> str:
 class ContentSecurityPolicyMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
-        self.policy = content_security_policy(settings.CHARTJS_URL)
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         response = self.get_response(request)
-        response.headers.setdefault("Content-Security-Policy", self.policy)
+        # Read per request (and built once per URL), so that a test's CHARTJS_URL counts.
+        policy = content_security_policy(settings.CHARTJS_URL)
+        response.headers.setdefault("Content-Security-Policy", policy)
         return response
