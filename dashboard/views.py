@@ -41,7 +41,7 @@ from usage.export import (
 )
 from usage.models import ApiToken
 from usage.summary import DateRange, QueryError
-from usage.throttles import hit
+from usage.throttles import ALLOWED, hit
 
 # The parts of the page that Refresh Data replaces, each rendered from its own template.
 REGIONS = ("cards", "usage-table", "share-table", "recent-records")
@@ -228,20 +228,16 @@ def tokens(request: HttpRequest) -> HttpResponse:
     """
     form = TokenForm(request.POST or None, owner=request.user)
     new_token = None
-    throttled = None
-    if request.method == "POST":
-        throttled = hit("token_create", str(request.user.pk))
-        if not throttled.allowed:
-            form.is_valid()  # so that the refusal shows beside any other error
-            minutes = math.ceil(throttled.retry_after / 60)
-            form.add_error(
-                None, f"Too many tokens created recently. Try again in {minutes} minute(s)."
-            )
-        elif form.is_valid():
-            new_token = create_token(
-                request.user, form.cleaned_data["name"], actor=request.user, request=request
-            )
-            form = TokenForm(owner=request.user)
+    verdict = hit("token_create", str(request.user.pk)) if request.method == "POST" else ALLOWED
+    if not verdict.allowed:
+        form.is_valid()  # so that the refusal shows beside any other error
+        minutes = math.ceil(verdict.retry_after / 60)
+        form.add_error(None, f"Too many tokens created recently. Try again in {minutes} minute(s).")
+    elif request.method == "POST" and form.is_valid():
+        new_token = create_token(
+            request.user, form.cleaned_data["name"], actor=request.user, request=request
+        )
+        form = TokenForm(owner=request.user)
     context = {
         "form": form,
         "new_token": new_token,
@@ -249,13 +245,11 @@ def tokens(request: HttpRequest) -> HttpResponse:
         "zone": saved_zone(request.user) or "UTC",
         "api_url": request.build_absolute_uri(reverse("usage:model-usage")),
     }
-    if throttled and not throttled.allowed:
-        status = 429
-    else:
-        status = 201 if new_token else (400 if form.errors else 200)
+    status = 201 if new_token else (400 if form.errors else 200)
     response = render(request, "dashboard/tokens.html", context, status=status)
-    if status == 429:
-        response["Retry-After"] = str(throttled.retry_after)
+    if not verdict.allowed:
+        response.status_code = 429
+        response["Retry-After"] = str(verdict.retry_after)
     if new_token:
         response["Cache-Control"] = "no-store"  # the only copy of the secret
     return response
