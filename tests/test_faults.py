@@ -87,6 +87,9 @@ class Sender:
     def failures_since(self, mark: int) -> int:
         return sum(1 for answer in self.answers(mark) if not is_success(answer))
 
+    def retries(self) -> list[dict]:
+        return [event for event in self.events if event["event"] == "retry"]
+
     def event(self, kind: str) -> dict | None:
         return next((event for event in self.events if event["event"] == kind), None)
 
@@ -191,6 +194,9 @@ def test_records_survive_two_database_crashes_exactly_once(database, server, sen
     drained = sender.wait_drained()
 
     report("PostgreSQL stopped (immediate) and started, twice", sender, outages, drained)
+    # While the database was down: 503s with a Retry-After that the client waited out.
+    assert {answer["status"] for answer in sender.answers()} == {201, 503}
+    assert {retry["kind"] for retry in sender.retries()} == {"wait"}
     assert_stored_exactly(database_url, "dana", sender.sent())
     assert_summary_adds_up(server, tokens["dana"][0], sender.sent())
     assert server.process.poll() is None  # the same gunicorn throughout: it recovered alone
@@ -208,6 +214,8 @@ def test_records_survive_two_server_kills_exactly_once(database, server, sender_
         outages,
         drained,
     )
+    # While the server was gone: connections refused or cut, never an error answer.
+    assert {answer["status"] for answer in sender.answers()} == {201, None}
     assert_stored_exactly(database_url, "erin", sender.sent())
     assert_summary_adds_up(server, tokens["erin"][0], sender.sent())
 
@@ -252,7 +260,7 @@ def report(title: str, sender: Sender, outages: list[Outage], drained: dict) -> 
         answer = by_n.get(fault.in_flight, {})
         fault.in_flight_answer = str(answer.get("status") or answer.get("error") or "?")
     statuses = Counter(str(answer["status"] or answer["error"]) for answer in answers)
-    retries = [event for event in sender.events if event["event"] == "retry"]
+    retries = sender.retries()
     tracked = sender.event("tracked")
     print(f"\n{title}")
     print(f"  records {RECORDS}, batches sent {len(answers)}, answers {dict(statuses)}")

@@ -60,7 +60,7 @@ class Site:
 def site() -> Iterator[Site]:
     require_cluster()
     with own_database("two_servers") as url:
-        yield Site(url, prepare_site(url, USERS, pages=True))
+        yield Site(url, prepare_site(url, USERS, sign_in=(SESSION_USER,), pages=True))
 
 
 @pytest.fixture(scope="module")
