@@ -125,11 +125,11 @@ def is_success(answer: dict) -> bool:
 @dataclass
 class Outage:
     seconds: float
-    in_flight: int  # the batch that was in flight when the fault began
+    in_flight: int | None  # the batch in flight when the fault began (None: answered since)
     in_flight_answer: str = "?"
 
 
-def outage(sender: Sender, batch: int, break_it: Callable, mend_it: Callable) -> Outage:
+def outage(sender: Sender, batch: int | None, break_it: Callable, mend_it: Callable) -> Outage:
     """Break the site, keep it broken until the client has noticed, and mend it."""
     mark = len(sender.events)
     began = time.monotonic()
