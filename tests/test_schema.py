@@ -11,7 +11,20 @@ from usage.errors import EXTERNAL_API_STATUS
 SCHEMA_URL = "/api/schema/?format=json"
 INGEST_STATUSES = {"201", "207", "400", "401", "403", "413", "415", "429", "503"}
 TOKEN_USAGE_STATUSES = {"200", "400", "401", "403", "404", "502", "503", "504"}
-GENERATE_STATUSES = {"200", "400", "401", "403", "413", "415", "429", "502", "503", "504"}
+GENERATE_STATUSES = {
+    "200",
+    "2XX",
+    "400",
+    "4XX",
+    "401",
+    "403",
+    "413",
+    "415",
+    "429",
+    "502",
+    "503",
+    "504",
+}
 RECORD_KEYS = {
     "modelName",
     "model",
@@ -141,3 +154,32 @@ def test_token_usage_documents_its_answer_keys(schema):
     assert {"fetchedAt", "stale", "staleReason", "dailyUsage", "lastRequestAt"} <= property_names(
         answer
     )
+
+
+def test_every_429_and_database_503_documents_retry_after(schema):
+    documented = {
+        (path, method, status): response.get("headers", {}).get("Retry-After", {})
+        for path, operations in schema["paths"].items()
+        for method, operation in operations.items()
+        for status, response in operation["responses"].items()
+        if status in {"429", "503"}
+    }
+
+    assert documented
+    # Token usage and generation say 503 for "not configured" too, where waiting will not help.
+    optional = {("/api/user/token-usage", "get", "503"), ("/api/plugin/generate", "post", "503")}
+    assert {key for key, header in documented.items() if not header} == set()
+    assert {key for key, header in documented.items() if not header.get("required")} == optional
+
+
+def test_every_401_documents_the_bearer_challenge(schema):
+    challenges = [
+        response.get("headers", {}).get("WWW-Authenticate", {}).get("required")
+        for operations in schema["paths"].values()
+        for operation in operations.values()
+        for status, response in operation["responses"].items()
+        if status == "401"
+    ]
+
+    assert len(challenges) == 5
+    assert set(challenges) == {True}

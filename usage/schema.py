@@ -6,6 +6,7 @@ one-object-or-array bodies included.
 """
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
 from usage.ingest import MAX_BATCH
@@ -55,19 +56,23 @@ RECORD_IN = {
     "description": (
         "One generation. Each meaning has aliases (`modelName`/`model`, `imageCount`/`count`, "
         "`userId`/`user_id`, `id`/`eventId`); send one of each, or both with the same value. "
-        "Unknown keys are ignored."
+        "`null` counts as not sent. Unknown keys are ignored."
     ),
+    # null counts as not sent, for every key.
     "properties": {
-        "modelName": {**_model_name, "description": "Required (or `model`)."},
-        "model": {**_model_name, "description": "Alias of `modelName`."},
-        "imageCount": {**_count, "description": "Required (or `count`)."},
-        "count": {**_count, "description": "Alias of `imageCount`."},
-        "userId": {**_string, "description": "If given, the token owner's username."},
-        "user_id": {**_string, "description": "Alias of `userId`."},
-        "email": {**_string, "description": "If given, the token owner's email (any case)."},
-        "timestamp": _timestamp,
-        "id": {**_event_id, "description": "Idempotency key, unique per user."},
-        "eventId": {**_event_id, "description": "Alias of `id`."},
+        name: {**value, "nullable": True}
+        for name, value in {
+            "modelName": {**_model_name, "description": "Required (or `model`)."},
+            "model": {**_model_name, "description": "Alias of `modelName`."},
+            "imageCount": {**_count, "description": "Required (or `count`)."},
+            "count": {**_count, "description": "Alias of `imageCount`."},
+            "userId": {**_string, "description": "If given, the token owner's username."},
+            "user_id": {**_string, "description": "Alias of `userId`."},
+            "email": {**_string, "description": "If given, the token owner's email (any case)."},
+            "timestamp": _timestamp,
+            "id": {**_event_id, "description": "Idempotency key, unique per user."},
+            "eventId": {**_event_id, "description": "Alias of `id`."},
+        }.items()
     },
     "example": {
         "modelName": "Stable Diffusion",
@@ -95,8 +100,13 @@ INGEST_RESULT = {
                 },
             },
         },
-        "error": {"type": "string", "description": "Present when every record was rejected."},
     },
+}
+# Every 400 has "error"; when the records were read but all rejected, the counts are there too.
+INGEST_REFUSED = {
+    **INGEST_RESULT,
+    "required": ["error"],
+    "properties": {"error": {"type": "string"}, **INGEST_RESULT["properties"]},
 }
 
 _AUTH_ERRORS = {
@@ -104,6 +114,27 @@ _AUTH_ERRORS = {
     429: _error("Too many requests; see `Retry-After`."),
     503: _error("The database is unavailable; see `Retry-After`."),
 }
+
+
+def _retry_after(*statuses: int, required: bool = True) -> OpenApiParameter:
+    return OpenApiParameter(
+        "Retry-After",
+        {"type": "integer", "minimum": 1},
+        OpenApiParameter.HEADER,
+        required=required,
+        description="Seconds to wait before trying again.",
+        response=list(statuses),
+    )
+
+
+_WWW_AUTHENTICATE = OpenApiParameter(
+    "WWW-Authenticate",
+    str,
+    OpenApiParameter.HEADER,
+    required=True,
+    description="`Bearer`: the scheme that this operation accepts.",
+    response=[401],
+)
 
 INGEST = {
     "operation_id": "model_usage_create",
@@ -123,12 +154,23 @@ INGEST = {
         }
     },
     "parameters": [
-        OpenApiParameter("X-User-ID", str, OpenApiParameter.HEADER, description="Username."),
+        OpenApiParameter(
+            "X-User-ID",
+            {"type": "string", "example": "alice"},
+            OpenApiParameter.HEADER,
+            description="The token owner's username.",
+        ),
+        _WWW_AUTHENTICATE,
+        _retry_after(429, 503),
     ],
     "responses": {
         201: OpenApiResponse(INGEST_RESULT, description="Nothing rejected."),
         207: OpenApiResponse(INGEST_RESULT, description="Some rejected, some stored."),
-        400: OpenApiResponse(INGEST_RESULT, description="Bad body, or every record rejected."),
+        400: OpenApiResponse(
+            INGEST_REFUSED,
+            description="The body is unusable (not JSON, too deep, not 1 to "
+            f"{MAX_BATCH} records), or every record was rejected (with the counts and errors).",
+        ),
         403: _error("`X-User-ID` names someone else."),
         413: _error("The body is over 1 MiB."),
         415: _error("The body is not `application/json`."),
@@ -151,9 +193,15 @@ RECORD_OUT = {
 }
 
 _RANGE_PARAMETERS = [
-    OpenApiParameter("start", str, description="First local day, YYYY-MM-DD (inclusive)."),
-    OpenApiParameter("end", str, description="Last local day, YYYY-MM-DD (inclusive)."),
-    OpenApiParameter("tz", str, description="IANA time zone of the days; default UTC."),
+    OpenApiParameter("start", OpenApiTypes.DATE, description="First local day (inclusive)."),
+    OpenApiParameter("end", OpenApiTypes.DATE, description="Last local day (inclusive)."),
+    OpenApiParameter(
+        "tz",
+        {"type": "string", "example": "Europe/Paris"},
+        description="IANA time zone of the days; default UTC.",
+    ),
+    _WWW_AUTHENTICATE,
+    _retry_after(503),
 ]
 
 LIST_RECORDS = {
@@ -161,7 +209,11 @@ LIST_RECORDS = {
     "summary": "The caller's records, newest first",
     "parameters": [
         *_RANGE_PARAMETERS,
-        OpenApiParameter("limit", int, description=f"1 to {MAX_LIMIT}; default 100."),
+        OpenApiParameter(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            description="Records per page; default 100.",
+        ),
         OpenApiParameter("cursor", str, description="From `next` of the previous page."),
     ],
     "responses": {
@@ -254,6 +306,7 @@ _external_api_state = {
 HEALTH = {
     "operation_id": "health",
     "summary": "Readiness: does the database answer? (and the external API, for information)",
+    "parameters": [_retry_after(503)],
     "responses": {
         200: OpenApiResponse(
             {
@@ -361,8 +414,20 @@ TOKEN_USAGE = {
         '`"stale": true`.'
     ),
     "parameters": [
-        OpenApiParameter("userId", str, description="A username; default: the caller's."),
+        OpenApiParameter(
+            "userId",
+            {
+                "type": "string",
+                "pattern": r"^[\w.@+-]{1,150}$",
+                "not": {"pattern": r"^\.+$"},
+                "example": "alice",
+            },
+            description="A username (not only dots); default: the caller's.",
+        ),
         OpenApiParameter("refresh", str, enum=["1"], description="Skip the cache."),
+        _WWW_AUTHENTICATE,
+        # Not when the external API is not configured: retrying will not help.
+        _retry_after(503, required=False),
     ],
     "responses": {
         200: OpenApiResponse(TOKEN_USAGE_OUT),
@@ -373,6 +438,15 @@ TOKEN_USAGE = {
         **_UPSTREAM_ERRORS,
     },
     "tags": ["token-usage"],
+}
+
+GENERATED = {
+    "type": "object",
+    "required": ["result", "tokenUsage"],
+    "properties": {
+        "result": {"type": "object", "description": "The generated plugin."},
+        "tokenUsage": {"type": "object", "nullable": True, "properties": _token_counts},
+    },
 }
 
 PLUGIN_GENERATE = {
@@ -390,27 +464,22 @@ PLUGIN_GENERATE = {
             "type": "object",
             "description": "The user's request, passed on as it is. The development "
             "stand-in needs `prompt`.",
+            "properties": {"prompt": {"type": "string", "description": "What to generate."}},
             "example": {"prompt": "A plugin that counts the words of a page"},
         }
     },
+    "parameters": [_WWW_AUTHENTICATE, _retry_after(429), _retry_after(503, required=False)],
     "responses": {
-        200: OpenApiResponse(
-            {
-                "type": "object",
-                "properties": {
-                    "result": {"type": "object", "description": "The generated plugin."},
-                    "tokenUsage": {
-                        "type": "object",
-                        "nullable": True,
-                        "properties": _token_counts,
-                    },
-                },
-            },
-            description="Generated (the external API's own 2xx status is passed on).",
-        ),
+        200: OpenApiResponse(GENERATED, description="Generated."),
+        # The external API's own status is passed on, whichever 2xx or 4xx it is.
+        "2XX": OpenApiResponse(GENERATED, description="Generated, with another 2xx status."),
         400: _coded(
             "`invalid_body` (not JSON or not an object) or `rejected_by_upstream` (the "
             "external API refused the request: its own 4xx status and message are passed on)."
+        ),
+        "4XX": _coded(
+            "`rejected_by_upstream`: the external API refused the request with this status "
+            "(never 401, 403, 404 or 407, which are this site's problem with it: a 502)."
         ),
         401: _AUTH_ERRORS[401],
         403: _error("A session without a valid CSRF token."),
