@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from html.parser import HTMLParser
+from urllib.parse import quote
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -1129,3 +1130,15 @@ def test_a_user_with_a_hostile_username_sees_it_as_text_in_the_page_header():
     response = logged_in(user).get("/dashboard/tokens/")
 
     assert_shown_as_text(response.content.decode(), HOSTILE_USERNAME)
+
+
+def test_a_hostile_username_and_next_typed_at_login_come_back_as_text(client, db):
+    response = client.post(
+        f"/accounts/login/?next={quote(HOSTILE_USERNAME)}",
+        {"username": HOSTILE_USERNAME, "password": "wrong", "next": HOSTILE_USERNAME},
+    )
+
+    assert response.status_code == 200
+    page = assert_shown_as_text(response.content.decode())
+    fields = {a.get("name"): a.get("value") for tag, a in page.elements if tag == "input"}
+    assert fields["username"] == fields["next"] == HOSTILE_USERNAME
