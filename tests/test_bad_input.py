@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
 from html.parser import HTMLParser
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -57,6 +57,7 @@ SUMMARY = "/api/model-usage/summary"
 TOKEN_USAGE = "/api/user/token-usage"
 GENERATE = "/api/plugin/generate"
 REFRESH = "/dashboard/data/"
+ZONE = "/dashboard/timezone/"
 UPSTREAM_PATHS = (TOKEN_USAGE, GENERATE)
 MIB = 1024 * 1024
 HUGE = 1_000_000  # characters: a huge string that still fits in a 1 MiB body
@@ -154,6 +155,13 @@ def token_usage(**params: str) -> Ask:
 
 def refresh_data(**params: str) -> Ask:
     return Ask("GET", REFRESH, params=params, session=True)
+
+
+def save_zone(tz: str) -> Ask:
+    """The dashboard's own call that stores the browser's zone, asking for JSON as it does."""
+    body = urlencode({"tz": tz}).encode()
+    headers = {"HTTP_ACCEPT": "application/json"}
+    return Ask("POST", ZONE, body=body, content_type=FORM, headers=headers, session=True)
 
 
 def generate(body, content_type: str = "application/json") -> Ask:
@@ -467,6 +475,9 @@ HUGE_STRINGS = [
     refused(
         "userId of token usage", token_usage(userId="x" * HUGE_PARAM), 400, "userId", code=USER_ID
     ),
+    refused(
+        "a zone to save", save_zone("x" * HUGE_PARAM), 400, "at most 64 characters", field="tz"
+    ),
 ]
 
 refused, rejected = case("NUL and control characters"), record_case("NUL and control characters")
@@ -540,6 +551,7 @@ CONTROL_CHARACTERS = [
         "userId",
         code=USER_ID,
     ),
+    refused("NUL in a zone to save", save_zone("UTC\x00"), 400, "Null characters", field="tz"),
 ]
 
 rejected = record_case("wrong types for every field")
