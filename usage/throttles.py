@@ -14,11 +14,13 @@ single-process development server only. When the cache cannot answer, requests a
 allowed and a warning is logged: a Redis outage must not stop ingestion.
 
 Client addresses are REMOTE_ADDR, or, behind ``NUM_PROXIES`` trusted reverse proxies, the
-address the outermost of them saw, from the right-hand end of ``X-Forwarded-For``. The
-left-hand entries are whatever the client wrote, so they are never trusted.
+address the outermost of them saw, from the right-hand end of ``X-Forwarded-For``, when it
+is an IP address. The left-hand entries are whatever the client wrote, so they are never
+trusted.
 """
 
 import hashlib
+import ipaddress
 import logging
 import math
 import time
@@ -30,6 +32,7 @@ from django.http import HttpRequest
 from rest_framework.throttling import BaseThrottle
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Rate:
@@ -101,9 +104,18 @@ def client_address(request: HttpRequest) -> str:
     if proxies:
         forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
         forwarded = [address for address in forwarded if address]
-        if forwarded:
-            return forwarded[-min(proxies, len(forwarded))]
+        if forwarded and _is_address(chosen := forwarded[-min(proxies, len(forwarded))]):
+            return chosen
     return remote
+
+
+def _is_address(text: str) -> bool:
+    # Whatever a misconfigured proxy passed on is not an address to count or store.
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class WindowThrottle(BaseThrottle):

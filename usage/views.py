@@ -34,6 +34,13 @@ class ModelUsageView(APIView):
     def get_throttles(self):
         return [IngestTokenThrottle(), IngestUserThrottle()] if self._is_post() else []
 
+    def check_throttles(self, request: Request) -> None:
+        # In order, stopping at the first refusal: REST framework would ask the user's
+        # throttle too, so an app past its token's limit would spend its user's allowance.
+        for throttle in self.get_throttles():
+            if not throttle.allow_request(request, self):
+                self.throttled(request, throttle.wait())
+
     def _is_post(self) -> bool:
         # The schema generator asks for authenticators before it sets a request.
         return getattr(self.request, "method", None) == "POST"
