@@ -13,6 +13,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
 from django.http import (
+    Http404,
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
@@ -62,6 +63,8 @@ def subject_of(request: HttpRequest) -> AbstractBaseUser:
         return request.user
     if not request.user.is_staff:
         raise PermissionDenied("Only staff can view another user's dashboard.")
+    if "\x00" in username:  # nobody's name; PostgreSQL refuses it even in a query
+        raise Http404("No such user.")
     subject = get_object_or_404(get_user_model(), **{get_user_model().USERNAME_FIELD: username})
     audit.staff_viewed(request, subject)
     return subject

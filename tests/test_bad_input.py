@@ -34,7 +34,6 @@ from urllib.parse import quote, urlencode
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
-from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -212,32 +211,6 @@ BODY = "invalid_body"
 USER_ID = "invalid_user_id"
 FORM = "application/x-www-form-urlencoded"
 
-# Known bugs, each reported with its fix; strict, so that the fix makes these cases fail
-# until the marker is removed.
-RECORDS_CURSOR_RECURSION = pytest.mark.xfail(
-    strict=True,
-    reason="usage/records.py _decode: json.loads of a deeply nested cursor raises "
-    "RecursionError, which is not caught (500)",
-)
-RECORDS_LIMIT_DIGITS = pytest.mark.xfail(
-    strict=True,
-    reason="usage/records.py _parse_limit: int() of over 4300 digits raises ValueError, "
-    "which is not caught (500)",
-)
-USER_AND_EMAIL_ONE_CHECK = pytest.mark.xfail(
-    strict=True,
-    reason="usage/ingest.py _check_user: userId and email are one check, so a bad userId "
-    "hides a bad email (docs/api.md: one error per bad field)",
-)
-
-# PostgreSQL refuses NUL in text, even in a WHERE clause.
-NUL_REACHES_POSTGRESQL = pytest.mark.xfail(
-    connection.vendor == "postgresql",
-    strict=True,
-    reason="a NUL reaches a PostgreSQL query, which raises DataError (500): dashboard/views.py "
-    "subject_of (?user=) and usage/auth.py find_active_token (the token's prefix)",
-)
-
 # What the answer to a bad query parameter mentions.
 SAYS = {
     "start": "start",
@@ -292,10 +265,6 @@ def record_case(item: str) -> Callable[..., Bad]:
         return Bad(item, name, ask, 400, ALL_REJECTED, errors=errors)
 
     return make
-
-
-def known_bug(bad: Bad, mark: pytest.MarkDecorator) -> object:
-    return pytest.param(bad, marks=mark, id=bad.id)
 
 
 refused, rejected = case("non-JSON"), record_case("non-JSON")
@@ -371,10 +340,7 @@ DEEP_NESTING = [
         NOT_JSON,
         code=BODY,
     ),
-    known_bug(
-        refused("a cursor", listing(cursor=cursor_of(nested(5000))), 400, "cursor", field="cursor"),
-        RECORDS_CURSOR_RECURSION,
-    ),
+    refused("a cursor", listing(cursor=cursor_of(nested(5000))), 400, "cursor", field="cursor"),
 ]
 
 refused = case("a 3 MB body")
@@ -442,15 +408,12 @@ HUGE_STRINGS = [
         )
         for name in ("start", "end", "tz", "limit", "cursor")
     ],
-    known_bug(
-        refused(
-            "a limit of 100,000 digits",
-            listing(limit="9" * HUGE_PARAM),
-            400,
-            "limit",
-            field="limit",
-        ),
-        RECORDS_LIMIT_DIGITS,
+    refused(
+        "a limit of 100,000 digits",
+        listing(limit="9" * HUGE_PARAM),
+        400,
+        "limit",
+        field="limit",
     ),
     *[
         refused(
@@ -582,14 +545,11 @@ WRONG_TYPES_FOR_EVERY_FIELD = [
         (0, "timestamp", WHEN_TYPE),
         (0, "id", IS_STRING),
     ),
-    known_bug(
-        rejected(
-            "a bad userId and a bad email",
-            one_record(userId=1, email=1),
-            (0, "userId", NOT_OWNER),
-            (0, "email", NOT_EMAIL),
-        ),
-        USER_AND_EMAIL_ONE_CHECK,
+    rejected(
+        "a bad userId and a bad email",
+        one_record(userId=1, email=1),
+        (0, "userId", NOT_OWNER),
+        (0, "email", NOT_EMAIL),
     ),
 ]
 
@@ -808,7 +768,6 @@ def test_a_bad_input_gets_a_clear_json_error_and_changes_nothing(
         assert upstream.received == []
 
 
-@NUL_REACHES_POSTGRESQL
 @pytest.mark.parametrize("path", ["/dashboard/", REFRESH, "/dashboard/export.csv"])
 def test_staff_asking_for_a_username_with_nul_get_404_not_a_server_error(staff, path):
     browser = logged_in(staff)
@@ -819,7 +778,6 @@ def test_staff_asking_for_a_username_with_nul_get_404_not_a_server_error(staff, 
     assert response.status_code == 404
 
 
-@NUL_REACHES_POSTGRESQL
 def test_a_token_with_nul_in_its_prefix_gets_401_not_a_server_error(owner, owner_token):
     # gunicorn refuses NUL in a header before Django sees it; Django's own server does not.
     api = APIClient(raise_request_exception=False)

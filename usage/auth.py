@@ -87,6 +87,8 @@ def find_active_token(raw: str) -> ApiToken | None:
     if not raw.startswith(TOKEN_SCHEME) or len(raw) < len(TOKEN_SCHEME) + PREFIX_LENGTH + 32:
         return None
     prefix = raw[len(TOKEN_SCHEME) : len(TOKEN_SCHEME) + PREFIX_LENGTH]
+    if not (prefix.isascii() and prefix.isalnum()):  # never ours; a NUL would upset PostgreSQL
+        return None
     token = ApiToken.objects.select_related("owner").filter(prefix=prefix).first()
     if token is None or not hmac.compare_digest(token.secret_hash, hash_token(raw)):
         return None

@@ -21,7 +21,8 @@ CHUNK_ROWS = 2000
 def spreadsheet_safe(value: object) -> str:
     """A cell that a spreadsheet shows as text, never runs as a formula."""
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    # Some spreadsheets skip leading spaces before deciding that a cell is a formula.
+    return "'" + text if text.lstrip(" ").startswith(_FORMULA_STARTS) else text
 
 
 class _Echo:

@@ -183,12 +183,15 @@ def _image_count(item: dict) -> int:
     return value
 
 
-def _check_user(item: dict, owner: AbstractBaseUser) -> None:
+def _check_username(item: dict, owner: AbstractBaseUser) -> None:
     picked = _pick(item, USERNAME_KEYS)
     if picked is not None:
         key, value = picked
         if not isinstance(value, str) or value != owner.get_username():
             raise _Invalid(key, "does not name the owner of the API token.")
+
+
+def _check_email(item: dict, owner: AbstractBaseUser) -> None:
     picked = _pick(item, EMAIL_KEYS)
     if picked is not None:
         key, value = picked
@@ -261,7 +264,8 @@ def validate_record(item: Any, owner: AbstractBaseUser, now: datetime) -> CleanR
             problems.append((invalid.field, invalid.message))
             return None
 
-    check(_check_user, owner)
+    check(_check_username, owner)
+    check(_check_email, owner)
     record = CleanRecord(
         model=check(_model_name),
         image_count=check(_image_count),

@@ -19,6 +19,7 @@ from usage.summary import QueryError, local_midnight, parse_date, parse_zone
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
+MAX_CURSOR_LENGTH = 200
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,9 @@ def parse_record_query(params: Mapping[str, str]) -> RecordQuery:
 def _parse_limit(value: str | None) -> int:
     if value is None or value == "":
         return DEFAULT_LIMIT
-    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
+    # The length first: int() refuses over 4300 digits with an error of its own.
+    digits_ok = value.isascii() and value.isdigit() and len(value) <= len(str(MAX_LIMIT))
+    if not digits_ok or not 1 <= int(value) <= MAX_LIMIT:
         raise QueryError("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
     return int(value)
 
@@ -58,6 +61,9 @@ def _decode(value: str | None) -> tuple[datetime, int] | None:
     if not value:
         return None
     try:
+        # Ours are under 100 characters; a long one is not ours (and could nest deeply).
+        if len(value) > MAX_CURSOR_LENGTH:
+            raise ValueError
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         moment, pk = json.loads(raw)
         parsed = datetime.fromisoformat(moment)
