@@ -7,34 +7,71 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('usage', '0004_dailyusagerollup'),
+        ("usage", "0004_dailyusagerollup"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='apitoken',
-            name='last_used_address',
+            model_name="apitoken",
+            name="last_used_address",
             field=models.CharField(blank=True, editable=False, max_length=45),
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('at', models.DateTimeField(db_index=True, default=django.utils.timezone.now, editable=False)),
-                ('action', models.CharField(choices=[('token_created', 'API token created'), ('token_revoked', 'API token revoked'), ('staff_viewed', "Staff viewed another user's usage")], max_length=32)),
-                ('actor_name', models.CharField(max_length=150)),
-                ('subject_name', models.CharField(max_length=150)),
-                ('detail', models.CharField(blank=True, max_length=300)),
-                ('address', models.CharField(blank=True, max_length=45)),
-                ('actor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('subject', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='audit_events', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "at",
+                    models.DateTimeField(
+                        db_index=True, default=django.utils.timezone.now, editable=False
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[
+                            ("token_created", "API token created"),
+                            ("token_revoked", "API token revoked"),
+                            ("staff_viewed", "Staff viewed another user's usage"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                ("actor_name", models.CharField(max_length=150)),
+                ("subject_name", models.CharField(max_length=150)),
+                ("detail", models.CharField(blank=True, max_length=300)),
+                ("address", models.CharField(blank=True, max_length=45)),
+                (
+                    "actor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "subject",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="audit_events",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-at', '-id'],
-                'indexes': [models.Index(fields=['subject', '-at'], name='audit_subject_time')],
+                "ordering": ["-at", "-id"],
+                "indexes": [models.Index(fields=["subject", "-at"], name="audit_subject_time")],
             },
         ),
     ]
