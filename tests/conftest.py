@@ -26,6 +26,9 @@ def _test_settings(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+    # WhiteNoise would index every collected static file for each new test client
+    # (~150 ms each when staticfiles/ exists); the tests serve none of them through it.
+    settings.WHITENOISE_AUTOREFRESH = True
     # No external API unless a test starts one (the upstream fixture), whatever the
     # developer's environment says.
     settings.EXTERNAL_API_URL = ""
