@@ -32,6 +32,10 @@ from tests.live_server import HOST, free_port, gunicorn
 from usage.auth import create_token, revoke_token
 from usage_site.wsgi import application
 
+# Real commits: every request is its own transaction and ends the way a server's does
+# (Django's request_finished closes a connection left inside a test's transaction).
+pytestmark = pytest.mark.django_db(transaction=True)
+
 SCHEMA_PATH = "/api/schema/?format=json"
 OWNER = "alice"  # the owner fixture's username, offered to the fuzzer for X-User-ID and userId
 OTHER_MODEL = "Bob's private model"  # stored for another user: never in the owner's answers
