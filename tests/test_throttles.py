@@ -10,6 +10,7 @@ import math
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -24,6 +25,7 @@ from usage import throttles
 from usage.auth import create_token
 from usage.models import ApiToken, PluginGeneration, UsageRecord
 from usage.throttles import Verdict, client_address, give_back, hit
+from usage_site import cache as site_cache
 
 pytestmark = pytest.mark.django_db
 
@@ -370,15 +372,30 @@ def test_with_the_cache_down_ingestion_is_allowed_stored_and_warned_about(
     with pytest.raises(redis.ConnectionError):  # the cache really is down
         cache.get("anything")
 
-    with caplog.at_level("WARNING", logger="usage.throttles"):
+    with caplog.at_level("WARNING", logger="usage_site.cache"):
         codes = statuses(owner_api, 3)
 
     # Past both limits, and allowed: nothing could count them.
     assert codes == [201, 201, 201]
     assert UsageRecord.objects.filter(owner=owner).count() == 3
-    warnings = warnings_of(caplog, "usage.throttles")
-    assert len(warnings) == 6  # two throttles, three requests
-    assert all("not counted, request allowed" in line for line in warnings)
+    # One failure, then the cache is left alone for a while instead of failing each time.
+    [warning] = warnings_of(caplog, "usage_site.cache")
+    assert "throttle ingest_token not counted, request allowed" in warning
+
+
+def test_after_a_failure_the_cache_is_not_asked_again_for_a_few_seconds(
+    owner_api, throttle_rates, monkeypatch
+):
+    throttle_rates(ingest="1/min", ingest_token="1/min")
+    seconds = [1000.0]
+    monkeypatch.setattr(site_cache, "time", SimpleNamespace(monotonic=lambda: seconds[0]))
+    with override_settings(CACHES=redis_cache(f"redis://{HOST}:{free_port()}/0")):
+        assert statuses(owner_api, 1) == [201]  # fails, and is let through
+
+    # The cache works again, but is not asked until the pause is over: nothing is counted.
+    assert statuses(owner_api, 3) == [201, 201, 201]
+    seconds[0] += site_cache.SKIP_SECONDS
+    assert statuses(owner_api, 2) == [201, 429]
 
 
 def test_with_the_cache_down_plugin_generation_and_token_usage_still_answer(
@@ -399,8 +416,7 @@ def test_with_the_cache_down_plugin_generation_and_token_usage_still_answer(
     assert usage.status_code == 200
     assert usage.json()["userId"] == "alice" and usage.json()["stale"] is False
     assert usage.json()["requestCount"] == 2  # from the upstream itself, no cached copy
-    assert any("not counted" in line for line in warnings_of(caplog, "usage.throttles"))
-    assert any("failed, going on" in line for line in warnings_of(caplog, "usage.token_usage"))
+    assert any("not counted" in line for line in warnings_of(caplog, "usage_site.cache"))
 
 
 # --- Sign-in ---------------------------------------------------------------------------------

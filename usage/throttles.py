@@ -11,7 +11,7 @@ client may spend one window's allowance at its end and the next one's at once.
 The counters live in the configured cache: with ``REDIS_URL``, one Redis for every
 process and machine; without it, each process's memory, which is right for the
 single-process development server only. When the cache cannot answer, requests are
-allowed and a warning is logged: a Redis outage must not stop ingestion.
+allowed (``usage_site.cache``): a Redis outage must not stop ingestion.
 
 Client addresses are REMOTE_ADDR, or, behind ``NUM_PROXIES`` trusted reverse proxies, the
 address the outermost of them saw, from the right-hand end of ``X-Forwarded-For``, when it
@@ -19,9 +19,9 @@ is an IP address. The left-hand entries are whatever the client wrote, so they a
 trusted.
 """
 
+import contextlib
 import hashlib
 import ipaddress
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -31,7 +31,7 @@ from django.core.cache import cache
 from django.http import HttpRequest
 from rest_framework.throttling import BaseThrottle
 
-log = logging.getLogger(__name__)
+from usage_site.cache import or_fallback
 
 
 @dataclass(frozen=True)
@@ -72,15 +72,15 @@ def hit(scope: str, ident: str, *, now: float | None = None) -> Verdict:
     now = time.time() if now is None else now
     window = int(now // rate.seconds)
     key = _key(scope, ident, window)
-    try:
+
+    def count_one() -> int:
         # add() starts the window at 0 and is a no-op when another request already did;
         # the counter expires a little after its window ends.
         cache.add(key, 0, rate.seconds + 5)
-        count = cache.incr(key)
-    except Exception as exc:  # the backend's own error types (redis-py's); fail open
-        log.warning("throttle %s not counted, request allowed: %r", scope, exc)
-        return ALLOWED
-    if count <= rate.count:
+        return cache.incr(key)
+
+    count = or_fallback(count_one, None, f"throttle {scope} not counted, request allowed")
+    if count is None or count <= rate.count:
         return ALLOWED
     return Verdict(False, max(1, math.ceil((window + 1) * rate.seconds - now)))
 
@@ -89,12 +89,13 @@ def give_back(scope: str, ident: str, *, now: float | None = None) -> None:
     """Uncount a request counted by ``hit`` in the same window (a sign-in that succeeded)."""
     rate = rate_for(scope)
     now = time.time() if now is None else now
-    try:
-        cache.decr(_key(scope, ident, int(now // rate.seconds)))
-    except ValueError:  # the window ended and its counter expired: nothing to give back
-        pass
-    except Exception as exc:
-        log.warning("throttle %s not uncounted: %r", scope, exc)
+
+    def uncount_one() -> None:
+        # ValueError: the window ended and its counter expired; nothing to give back.
+        with contextlib.suppress(ValueError):
+            cache.decr(_key(scope, ident, int(now // rate.seconds)))
+
+    or_fallback(uncount_one, None, f"throttle {scope} not uncounted")
 
 
 def client_address(request: HttpRequest) -> str:

@@ -19,6 +19,7 @@ from django.db import DatabaseError
 from usage import external_api
 from usage.external_api import ExternalApiError, Generation
 from usage.models import PluginGeneration
+from usage_site.cache import or_fallback
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,7 @@ def readable_user_id(user: AbstractBaseUser, requested: str | None) -> str:
 def _cache(method: str, *args, fallback=None):
     """A call to the cache that, when the cache is down (Redis), is a miss or a lost write:
     this module's answers come from the upstream without it, only more slowly."""
-    try:
-        return getattr(cache, method)(*args)
-    except Exception as exc:  # the backend's own error types (redis-py's)
-        log.warning("cache %s failed, going on without it: %r", method, exc)
-        return fallback
+    return or_fallback(lambda: getattr(cache, method)(*args), fallback, f"token usage {method}")
 
 
 def _keys(user_id: str) -> tuple[str, str]:

@@ -10,7 +10,6 @@ the browser refreshes with a session, so the pin is per user and lives in the sh
 the router whose request is running.
 """
 
-import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 
@@ -19,6 +18,8 @@ from django.core.cache import cache
 from django.db import models, transaction
 from django.http import HttpRequest, HttpResponse
 
+from usage_site.cache import or_fallback
+
 PRIMARY = "default"
 REPLICA = "replica"
 # Reads that may lag the primary by a moment: the aggregates. Raw records stay on the
@@ -26,7 +27,6 @@ REPLICA = "replica"
 REPLICA_MODELS = frozenset({"usage.usagerollup", "usage.dailyusagerollup"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-log = logging.getLogger("usage.replica")
 
 _current_request: ContextVar[HttpRequest | None] = ContextVar("current_request", default=None)
 
@@ -37,22 +37,21 @@ def pin_key(user_id: object) -> str:
 
 # While the cache cannot answer, every read goes to the primary (a lookup that fails counts
 # as pinned), so a pin that could not be set then hides nothing, and the request that wrote
-# still gets its answer. The errors are the cache backend's own types (redis-py's).
+# still gets its answer.
 
 
 def pin_to_primary(user_id: object) -> None:
-    try:
-        cache.set(pin_key(user_id), 1, settings.DATABASE_REPLICA_PIN_SECONDS)
-    except Exception as exc:
-        log.warning("replica pin not set user_id=%s: %r", user_id, exc)
+    or_fallback(
+        lambda: cache.set(pin_key(user_id), 1, settings.DATABASE_REPLICA_PIN_SECONDS),
+        None,
+        "replica pin not set",
+    )
 
 
 def is_pinned(user_id: object) -> bool:
-    try:
-        return cache.get(pin_key(user_id)) is not None
-    except Exception as exc:
-        log.warning("replica pin unknown user_id=%s, reading the primary: %r", user_id, exc)
-        return True
+    return or_fallback(
+        lambda: cache.get(pin_key(user_id)) is not None, True, "replica pin unknown, primary read"
+    )
 
 
 class ReplicaRouter:
