@@ -286,11 +286,6 @@ def refusal(label, expected, *, arrange=unchanged, body=None, query=None, header
             arrange=failing("generate", 429, {"error": "Slow down."}),
             body=PROMPT,
             id="upstream-429",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the external API's 429 is passed on without Retry-After "
-                "(usage/errors.py external_api_error); reported to the lead",
-            ),
         ),
         refusal(GENERATE, 502, arrange=failing("generate", 500, "oops"), body=PROMPT, id="gen-502"),
         refusal(GENERATE, 503, arrange=no_external_api, body=PROMPT, id="gen-not-configured"),

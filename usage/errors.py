@@ -81,7 +81,9 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
 def external_api_error(exc: ExternalApiError) -> Response:
     """Never the upstream's body, status line or a traceback: a fixed sentence and a code."""
     answer = exc.status if isinstance(exc, Rejected) else EXTERNAL_API_STATUS[exc.code]
-    headers = {"Retry-After": str(RETRY_AFTER_BUSY_SECONDS)} if isinstance(exc, Busy) else None
+    # Every 429 and busy 503 says when to try again, the upstream's own 429 passed on too.
+    retry = isinstance(exc, Busy) or answer == 429
+    headers = {"Retry-After": str(RETRY_AFTER_BUSY_SECONDS)} if retry else None
     return Response(error_body(exc.message, code=exc.code), status=answer, headers=headers)
 
 

@@ -121,7 +121,7 @@ def validate_user_id(user_id: str) -> str:
     """``user_id`` if it can be one path segment of the upstream's URL, else InvalidUserId.
 
     ``.`` and ``..`` are valid usernames, but as path segments they would mean "here" and
-    "the parent", and URL libraries resolve them away: they are refused.
+    "the parent", and URL libraries resolve them away: ids of only dots are refused.
     """
     if not USER_ID_PATTERN.fullmatch(user_id) or set(user_id) == {"."}:
         raise InvalidUserId(f"invalid user id {user_id[:200]!r}")
