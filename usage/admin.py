@@ -128,8 +128,21 @@ class ApiTokenAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {len(tokens)} token(s).")
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """A record of what happened: listed and viewed, never added, changed or deleted."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
 @admin.register(PluginGeneration)
-class PluginGenerationAdmin(admin.ModelAdmin):
+class PluginGenerationAdmin(ReadOnlyAdmin):
     """The ledger of plugin generations: read-only, with the totals of what is listed."""
 
     list_display = (
@@ -148,16 +161,6 @@ class PluginGenerationAdmin(admin.ModelAdmin):
     list_select_related = ("user",)
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 100
-
-    # What the upstream was asked and answered: a record to check its totals against.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     def changelist_view(self, request: HttpRequest, extra_context=None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
@@ -178,7 +181,7 @@ def ledger_totals(queryset: QuerySet) -> dict:
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     """The audit log, read-only: nobody edits or deletes what it says happened."""
 
     list_display = ("at", "action", "actor_name", "subject_name", "detail", "address")
@@ -186,12 +189,3 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ("actor_name", "subject_name", "detail", "address")
     date_hierarchy = "at"
     list_select_related = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
