@@ -74,10 +74,11 @@ def hit(scope: str, ident: str, *, now: float | None = None) -> Verdict:
     key = _key(scope, ident, window)
 
     def count_one() -> int:
-        # add() starts the window at 0 and is a no-op when another request already did;
-        # the counter expires a little after its window ends.
-        cache.add(key, 0, rate.seconds + 5)
-        return cache.incr(key)
+        try:
+            return cache.incr(key)
+        except ValueError:  # the window's first request: start its counter at 1, unless
+            # another request just did; it expires a little after its window ends.
+            return 1 if cache.add(key, 1, rate.seconds + 5) else cache.incr(key)
 
     count = or_fallback(count_one, None, f"throttle {scope} not counted, request allowed")
     if count is None or count <= rate.count:
