@@ -272,7 +272,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "usage.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
-    # Limits per window, counted in the cache by usage.throttles (docs/reliability.md).
+    # Limits per window, counted in the cache by usage.throttles (docs/security.md).
     "DEFAULT_THROTTLE_RATES": {
         "ingest": env_rate("THROTTLE_INGEST_RATE", "1200/min"),  # per user, all their apps
         "ingest_token": env_rate("THROTTLE_INGEST_TOKEN_RATE", "600/min"),  # per API token
