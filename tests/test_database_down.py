@@ -5,20 +5,19 @@ either a port with nothing listening, or (on PostgreSQL) the test database itsel
 and started again with ``pg_ctl``.
 """
 
-import os
-import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.db import connection
 
 from tests.live_server import HOST, Server, free_port, gunicorn, poll, url_of
+from tests.production_site import Cluster, require_cluster
 from usage.auth import create_token
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.slow
 
+CLUSTER = Cluster()
 WELL_FORMED_FAKE_TOKEN = "usg_" + "A" * 51
 RECOVER_SECONDS = 20
 
@@ -110,28 +109,9 @@ def test_the_worker_survives_the_failures_and_still_answers(down_server):
 # --- The real database stopping and starting again (PostgreSQL only) ----------------------
 
 
-def pg_ctl(*args: str) -> None:
-    argv = [str(Path(os.environ["PG_BINDIR"]) / "pg_ctl"), "-D", os.environ["PGDATA"], *args]
-    if os.environ.get("PG_RUN_AS"):
-        argv = ["runuser", "-u", os.environ["PG_RUN_AS"], "--", *argv]
-    # The server's user may not be able to enter this directory; its data directory's parent
-    # is its own.
-    cwd = Path(os.environ["PGDATA"]).parent
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=90)
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(argv)} failed:\n{result.stdout}{result.stderr}")
-
-
-def start_postgres() -> None:
-    pg_ctl("-l", os.environ["PG_LOGFILE"], "-w", "-t", "60", "start")
-
-
 @pytest.fixture
 def postgres_test_database(transactional_db) -> str:
-    if connection.vendor != "postgresql":
-        pytest.skip("stops and starts the database server: needs PostgreSQL, not SQLite")
-    if not os.environ.get("PGDATA") or not os.environ.get("PG_BINDIR"):
-        pytest.skip("PGDATA/PG_BINDIR are not set: run under scripts/with_postgres.py")
+    require_cluster()
     # Committed rows (transactional_db) in the database pytest-django made: test_<NAME>.
     return url_of(connection.settings_dict)
 
@@ -147,7 +127,7 @@ def test_the_server_recovers_when_the_database_comes_back_without_a_restart(
         assert server.post_usage(token, {"model": "before", "count": 1}).status == 201
 
         try:
-            pg_ctl("-m", "immediate", "stop")
+            CLUSTER.crash()
             health = server.get("/api/health")
             assert health.status == 503
             assert health.json()["database"] == "unavailable"
@@ -156,7 +136,7 @@ def test_the_server_recovers_when_the_database_comes_back_without_a_restart(
             assert post.json()["error"]
             assert int(post.headers["Retry-After"]) > 0
         finally:
-            start_postgres()
+            CLUSTER.start()
             # This test's own connection died with the server; the next query reconnects.
             connection.close()
 
