@@ -108,8 +108,9 @@ def manage(database_url: str, *args: str) -> str:
         env=site_env(database_url),
         capture_output=True,
         text=True,
-        check=True,
     )
+    if result.returncode != 0:
+        pytest.fail(f"manage.py {' '.join(args)} failed:\n{result.stderr[-3000:]}")
     return result.stdout
 
 

@@ -45,10 +45,10 @@ class Site:
 
 
 @pytest.fixture
-def database_url(request, tmp_path) -> str:
-    """The test database on PostgreSQL; on SQLite (in memory there), a file of its own."""
+def database_url(transactional_db, tmp_path) -> str:
+    """The test database on PostgreSQL (what gunicorn writes is cleared after); on SQLite,
+    where the test database is in memory, a file of its own."""
     if connection.vendor == "postgresql":
-        request.getfixturevalue("transactional_db")  # what gunicorn writes is cleared after
         return url_of(connection.settings_dict)
     url = f"sqlite:///{tmp_path / 'site.sqlite3'}"
     manage(url, "migrate", "--no-input", "--verbosity", "0")
