@@ -79,19 +79,6 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = (
-        "display_prefix",
-        "name",
-        "owner",
-        "created_at",
-        "last_used_at",
-        "last_used_address",
-        "revoked_at",
-    )
-    list_filter = ("created_at", "last_used_at", "revoked_at")
-    search_fields = ("prefix", "name", "owner__username", "owner__email")
-    autocomplete_fields = ("owner",)
-    list_select_related = ("owner",)
     fields = (
         "display_prefix",
         "name",
@@ -101,14 +88,12 @@ class ApiTokenAdmin(admin.ModelAdmin):
         "last_used_address",
         "revoked_at",
     )
-    readonly_fields = (
-        "display_prefix",
-        "owner",
-        "created_at",
-        "last_used_at",
-        "last_used_address",
-        "revoked_at",
-    )
+    list_display = fields
+    readonly_fields = tuple(name for name in fields if name != "name")  # only the name changes
+    list_filter = ("created_at", "last_used_at", "revoked_at")
+    search_fields = ("prefix", "name", "owner__username", "owner__email")
+    autocomplete_fields = ("owner",)
+    list_select_related = ("owner",)
     actions = ("revoke",)
 
     @admin.display(description="prefix")

@@ -28,6 +28,8 @@ from urllib.parse import quote
 import httpx
 from django.conf import settings
 
+from usage import strict_json
+
 log = logging.getLogger(__name__)
 
 # A Django username: letters, digits and @.+-_ (Unicode letters included), 1 to 150 of them.
@@ -203,18 +205,6 @@ class _BadAnswer(ValueError):
     """The answer is not the JSON docs/external-api.md describes."""
 
 
-def parse_json(raw: bytes) -> Any:
-    """Strict JSON: no NaN or Infinity (the site could not send them on), no deep nesting."""
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def normalise_token_usage(payload: Any, user_id: str) -> dict:
     usage = _object(payload, "the answer")
     echoed = usage.get("userId")
@@ -245,7 +235,7 @@ def normalise_generation(payload: Any, status: int) -> Generation:
 def rejection_message(raw: bytes) -> str:
     """The upstream's own error sentence from a 4xx answer, as plain text of bounded length."""
     try:
-        payload = parse_json(raw)
+        payload = strict_json.loads(raw)
     except ValueError:
         payload = None
     message = None
@@ -317,7 +307,7 @@ def iso_utc(moment: datetime) -> str:
 
 def _normalised(answer: "_Answer", normalise):
     try:
-        return normalise(parse_json(answer.body))
+        return normalise(strict_json.loads(answer.body))
     except ValueError as exc:  # _BadAnswer is one
         raise UpstreamError(
             f"{answer.what}: {exc}", upstream_status=answer.status, reached=True

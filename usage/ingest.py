@@ -7,7 +7,6 @@ duplicate, rejected) so that a desktop client with a queue knows what to drop an
 to keep.
 """
 
-import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,7 +16,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 
-from usage import rollups
+from usage import rollups, strict_json
 from usage.models import (
     EVENT_ID_MAX_LENGTH,
     MAX_IMAGE_COUNT,
@@ -105,10 +104,10 @@ def parse_body(raw: bytes) -> list[Any]:
     if len(raw) > MAX_BODY_BYTES:
         raise BodyError.too_large()
     try:
-        payload = json.loads(raw, parse_constant=_reject_constant)
-    except RecursionError:
+        payload = strict_json.loads(raw)
+    except strict_json.NestedTooDeeply:
         raise BodyError("The JSON body is nested too deeply.") from None
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:  # UnicodeDecodeError is one
         raise BodyError("The body is not valid JSON.") from None
     if isinstance(payload, dict):
         return [payload]
@@ -119,10 +118,6 @@ def parse_body(raw: bytes) -> list[Any]:
             raise BodyError(f"Too many records: {len(payload)}; send at most {MAX_BATCH}.")
         return payload
     raise BodyError("The body must be a JSON object (one record) or an array of records.")
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class _Invalid(Exception):

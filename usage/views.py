@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from usage import audit, external_api, schema, token_usage
+from usage import audit, schema, strict_json, token_usage
 from usage.auth import BearerTokenAuthentication
 from usage.ingest import MAX_BODY_BYTES, BodyError, ingest, parse_body
 from usage.records import encode_cursor, list_records, parse_record_query, record_as_dict
@@ -156,7 +156,7 @@ def json_object(request: Request) -> dict:
     """The body as one JSON object, read with the same size limit as ingestion."""
     require_json(request)
     try:
-        body = external_api.parse_json(read_body(request))
+        body = strict_json.loads(read_body(request))
     except BodyError as exc:
         raise token_usage.Refused("invalid_body", exc.message, exc.status) from None
     except ValueError:
