@@ -7,11 +7,12 @@
     ./dev.py bench   measure the performance targets, write docs/performance.md
     ./dev.py upstream  run the development stand-in of the external API on 127.0.0.1:3001
 
-Set-up is a virtual environment in .venv with the pinned requirements; it is redone only
-when a requirements file changes.
+Set-up is a virtual environment in .venv with the pinned requirements (requirements.txt to
+run, -dev.txt to test, -bench.txt to bench); it is redone only when one of them changes.
 """
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -54,15 +55,28 @@ def ensure_venv(requirements: str) -> None:
         install_venv_support()
         shutil.rmtree(VENV, ignore_errors=True)
         sh(sys.executable, "-m", "venv", VENV)
-    digest = hashlib.sha256()
-    for name in ("requirements.txt", requirements):
-        digest.update((ROOT / name).read_bytes())
-    stamp = VENV / f".installed-{digest.hexdigest()[:16]}"
-    if not stamp.exists():
+    # The hash of every requirements file as last installed, so that switching between run,
+    # test and bench installs nothing until one of the files they read changes.
+    state = VENV / ".installed.json"
+    installed = json.loads(state.read_text()) if state.exists() else {}
+    wanted = {name: file_hash(name) for name in requirement_files(requirements)}
+    if any(installed.get(name) != digest for name, digest in wanted.items()):
         sh(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", requirements)
-        for old in VENV.glob(".installed-*"):
-            old.unlink()
-        stamp.touch()
+        state.write_text(json.dumps({**installed, **wanted}, indent=2, sort_keys=True))
+
+
+def requirement_files(name: str) -> list[str]:
+    """``name`` and every file it includes with ``-r``, each once."""
+    files = [name]
+    for line in (ROOT / name).read_text().splitlines():
+        option, _, included = line.strip().partition(" ")
+        if option in ("-r", "--requirement"):
+            files += [f for f in requirement_files(included.strip()) if f not in files]
+    return files
+
+
+def file_hash(name: str) -> str:
+    return hashlib.sha256((ROOT / name).read_bytes()).hexdigest()
 
 
 def install_venv_support() -> None:
@@ -99,7 +113,7 @@ def serve(args: list[str]) -> int:
 def bench(args: list[str]) -> int:
     """PostgreSQL, the production server, data and wrk: see scripts/bench.py (--help)."""
     started = str(time.time())  # the bench reports how long the whole command took
-    ensure_venv("requirements-dev.txt")
+    ensure_venv("requirements-bench.txt")
     ensure_wrk()
     env = {"BENCH_STARTED_AT": started}
     # Durability on, as in production: the test suite's cluster runs with fsync off.

@@ -325,7 +325,7 @@ def create_accounts() -> Accounts:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from usage.auth import create_token
+    from usage.tokens import create_token
 
     user_model = get_user_model()
     measured = user_model.objects.create_user("bench", password=secrets.token_urlsafe(16))
@@ -1507,7 +1507,7 @@ def main(argv: list[str]) -> int:
     if not options.no_doc:
         try:
             write_doc(results, options.doc)
-        except ImportError as exc:  # run without requirements-dev.txt
+        except ImportError as exc:  # run without requirements-bench.txt
             say(f"bench: cannot draw the chart ({exc}); `./dev.py bench` installs matplotlib.")
             return 1
         say(f"Wrote {options.doc} and {options.doc.with_suffix('.png')}.")

@@ -176,6 +176,13 @@ def test_other_databases_are_refused():
         database_from_url("mysql://u:p@h:3306/db")
 
 
+def test_a_database_url_that_cannot_be_read_is_refused_without_its_password():
+    with pytest.raises(ImproperlyConfigured, match=r"^DATABASE_REPLICA_URL is not a URL") as error:
+        database_from_url("postgres://u:hunter2@h:port/db", "DATABASE_REPLICA_URL")
+
+    assert "hunter2" not in str(error.value)
+
+
 def django_setup(**env: str) -> subprocess.CompletedProcess:
     """Load the settings in a fresh interpreter, with only ``env`` deciding DEBUG and the key."""
     base = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG")}

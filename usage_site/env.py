@@ -7,9 +7,9 @@ production fails at start-up instead of silently falling back.
 
 import math
 import os
-from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -87,35 +87,45 @@ def env_rate(name: str, default: str) -> str:
     return f"{int(count)}/{period}"
 
 
+# The keys of a DATABASES entry that a URL gives, by scheme. dj-database-url also returns
+# CONN_MAX_AGE and others, which settings.py sets from their own variables.
+_SERVER_KEYS = ("ENGINE", "NAME", "USER", "PASSWORD", "HOST", "PORT", "OPTIONS")
+_DATABASE_KEYS = {
+    "sqlite": ("ENGINE", "NAME"),
+    "postgres": _SERVER_KEYS,
+    "postgresql": _SERVER_KEYS,
+}
+
+
 def database_from_url(url: str, variable: str = "DATABASE_URL") -> dict:
     """``sqlite:///path`` or ``postgres://user:pass@host:port/name?opt=v`` as a DATABASES entry.
 
-    ``variable`` names the setting in error messages, which never repeat the URL's
-    password.
+    dj-database-url reads the URL; this refuses what it would read differently from what
+    was meant. ``variable`` names the setting in error messages, which never repeat the
+    URL's password.
     """
     parts = urlsplit(url)
-    if parts.scheme == "sqlite":
-        # sqlite:///relative.db and sqlite:////absolute/path.db, as in most Django tooling.
-        path = parts.path[1:] if parts.path.startswith("/") else parts.path
-        if not path:
-            raise ImproperlyConfigured(f"{variable} has no SQLite file path: {url!r}")
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(Path(path))}
-    if parts.scheme in ("postgres", "postgresql"):
-        name = unquote(parts.path.lstrip("/"))
-        if not name:
-            raise ImproperlyConfigured(f"{variable} has no database name")
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": name,
-            "USER": unquote(parts.username or ""),
-            "PASSWORD": unquote(parts.password or ""),
-            "HOST": parts.hostname or "",
-            "PORT": str(parts.port or ""),
-            "OPTIONS": dict(parse_qsl(parts.query)),
-        }
-    raise ImproperlyConfigured(
-        f"{variable} must start with sqlite:// or postgres://; got {parts.scheme or 'none'}"
-    )
+    # dj-database-url knows MySQL, Oracle and more, but only these two have a driver here.
+    if parts.scheme not in _DATABASE_KEYS:
+        raise ImproperlyConfigured(
+            f"{variable} must start with sqlite:// or postgres://; got {parts.scheme or 'none'}"
+        )
+    # sqlite:///relative.db and sqlite:////absolute/path.db. dj-database-url would take a
+    # missing path for an in-memory database, empty again on every new connection.
+    if parts.scheme == "sqlite" and not (parts.path.startswith("/") and parts.path[1:]):
+        raise ImproperlyConfigured(f"{variable} has no SQLite file path: {url!r}")
+    try:
+        config = dj_database_url.parse(url)
+    except ValueError:  # its message names no part of the URL; keep it that way
+        raise ImproperlyConfigured(
+            f"{variable} is not a URL that can be read (a port that is not a number, or a "
+            "password with characters to percent-encode?)"
+        ) from None
+    if not config["NAME"]:
+        raise ImproperlyConfigured(f"{variable} has no database name")
+    config.setdefault("OPTIONS", {})  # dj-database-url leaves out empty OPTIONS
+    config["PORT"] = str(config["PORT"])
+    return {key: config[key] for key in _DATABASE_KEYS[parts.scheme]}
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")

@@ -1,13 +1,10 @@
 """On an empty database, create the ``demo`` user and a token, and say how to use them."""
 
-import secrets
-
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from usage.auth import create_token
-
-DEMO_USERNAME = "demo"
+from usage.demo import DEMO_USERNAME, create_demo_user
+from usage.tokens import create_token
 
 
 class Command(BaseCommand):
@@ -20,15 +17,13 @@ class Command(BaseCommand):
         parser.add_argument("--url", default="http://127.0.0.1:8000", help="The site's address.")
 
     def handle(self, *args, url: str, **options):
-        User = get_user_model()
-        if User.objects.exists():
+        if get_user_model().objects.exists():
             self.stdout.write(
                 f"Users exist already; log in as '{DEMO_USERNAME}' with the password printed on "
                 "the first run, or set a new one with: python manage.py changepassword demo"
             )
             return
-        password = secrets.token_urlsafe(12)
-        user = User.objects.create_user(DEMO_USERNAME, "demo@example.com", password)
+        user, password = create_demo_user()
         raw = create_token(user, "Demo token").raw
         self.stdout.write(
             self.style.SUCCESS("Created the demo account.")

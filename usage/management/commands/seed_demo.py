@@ -1,22 +1,20 @@
 """Fill the ``demo`` account with 90 days of realistic image generation, for a first look."""
 
 import random
-import secrets
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from usage.demo import DEMO_USERNAME, get_or_create_demo_user
 from usage.ingest import CleanRecord, store
 from usage.management.progress import show_progress
 from usage.models import UsageRecord
 from usage.rollups import delete_records
 
-DEMO_USERNAME = "demo"
 BATCH = 1000
 # Popularity, and how many images one generation of each model usually makes.
 MODELS = {
@@ -45,7 +43,7 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int, default=None, help="Seed for repeatable data.")
 
     def handle(self, *args, days: int, if_empty: bool, seed: int | None, **options):
-        user, password = demo_user()
+        user, password = get_or_create_demo_user()
         if if_empty and UsageRecord.objects.filter(owner=user).exists():
             return
         if password:
@@ -65,16 +63,6 @@ class Command(BaseCommand):
                 f"over {days} days."
             )
         )
-
-
-def demo_user():
-    """The demo user, and its new password if it had to be created (else None)."""
-    User = get_user_model()
-    user = User.objects.filter(username=DEMO_USERNAME).first()
-    if user:
-        return user, None
-    password = secrets.token_urlsafe(12)
-    return User.objects.create_user(DEMO_USERNAME, "demo@example.com", password), password
 
 
 def generate(rng: random.Random, days: int, now: datetime):
