@@ -9,32 +9,23 @@
   const form = document.querySelector("[data-generate-form]");
   if (!form || form.dataset.enabled !== "true") return;
 
+  const {
+    SERVER_PROBLEMS, capitalised, formatCount, notConfigured, problemOf, tokensOf, upstreamProblem,
+  } = window.UsageSite; // common.js
   const section = form.closest("[data-generate-plugin]");
   const prompt = form.querySelector("textarea[name=prompt]");
-  const button = form.querySelector("[data-testid=generate-plugin]");
-  const status = section.querySelector("[data-testid=generate-status]");
-  const problem = section.querySelector("[data-testid=generate-error]");
-  const result = section.querySelector("[data-testid=generate-result]");
-  const output = section.querySelector("[data-testid=generate-output]");
-  const name = section.querySelector("[data-testid=generate-name]");
-  const description = section.querySelector("[data-testid=generate-description]");
+  const button = form.querySelector("[data-generate-button]");
+  const status = section.querySelector("[data-generate-status]");
+  const problem = section.querySelector("[data-generate-error]");
+  const result = section.querySelector("[data-generate-result]");
+  const output = section.querySelector("[data-generate-output]");
+  const name = section.querySelector("[data-generate-name]");
+  const description = section.querySelector("[data-generate-description]");
   // Longer than the server's own limit on a generation, which answers 504 first.
   const TIMEOUT_MS = 180000;
-  const integers = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
-  const UPSTREAM_PROBLEMS = {
-    upstream_unreachable: "The analytics service is unreachable. Try again later.",
-    upstream_timeout: "The analytics service did not answer in time. Try again later.",
-    upstream_error: "The analytics service answered with an error. Try again later.",
-    not_configured: "Plugin generation is not available: this site has no analytics service configured.",
-  };
 
   prompt.disabled = false;
   button.disabled = false;
-
-  function count(value) {
-    const number = Number(value);
-    return Number.isFinite(number) && number > 0 ? Math.round(number) : 0;
-  }
 
   // Retry-After is whole seconds or an HTTP date.
   function waitOf(response) {
@@ -45,31 +36,25 @@
     return Number.isFinite(seconds) ? `${Math.max(1, Math.ceil(seconds))} s` : "a moment";
   }
 
-  async function problemOf(response) {
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (ignored) { /* not JSON: the status says enough */ }
-    const code = body && typeof body.code === "string" ? body.code : "";
-    const said = body && typeof body.error === "string" ? body.error : "";
+  async function generationProblem(response) {
+    const { code, said, message } = await problemOf(response);
     if (response.status === 429) return `Too many generations in a short time: try again in ${waitOf(response)}.`;
-    if (code === "busy") return `The analytics service is busy: try again in ${waitOf(response)}.`;
-    if (code in UPSTREAM_PROBLEMS) return UPSTREAM_PROBLEMS[code];
+    if (code === "busy") return `${capitalised(upstreamProblem(code))}: try again in ${waitOf(response)}.`;
+    if (code === "not_configured") return notConfigured("Plugin generation");
+    if (upstreamProblem(code)) return `${capitalised(upstreamProblem(code))}. Try again later.`;
     if (code === "rejected_by_upstream") return `The analytics service refused the request: ${said || `status ${response.status}`}`;
     if (response.status === 401 || (response.status === 403 && !code)) {
       return "Your session has ended or the page is out of date. Reload the page and try again.";
     }
-    return said || `The server answered ${response.status}.`;
+    return message;
   }
 
   function showResult(payload) {
-    const tokens = payload.tokenUsage || {};
-    const promptTokens = count(tokens.promptTokens);
-    const completionTokens = count(tokens.completionTokens);
-    const total = count(tokens.totalTokens) || promptTokens + completionTokens;
-    section.querySelector("[data-testid=generate-tokens]").textContent = integers.format(total);
-    section.querySelector("[data-testid=generate-prompt-tokens]").textContent = integers.format(promptTokens);
-    section.querySelector("[data-testid=generate-completion-tokens]").textContent = integers.format(completionTokens);
+    const tokens = tokensOf(payload.tokenUsage || {});
+    // Each count names its part of the tokens: total, prompt or completion.
+    section.querySelectorAll("[data-generate-tokens]").forEach((figure) => {
+      figure.textContent = formatCount(tokens[figure.dataset.generateTokens]);
+    });
     // A plugin usually comes as {name, description, language, code}; anything else is
     // shown whole, as JSON.
     const plugin = payload.result && typeof payload.result === "object" ? payload.result : {};
@@ -109,15 +94,15 @@
         credentials: "same-origin",
         signal: controller.signal,
       });
-      if (!response.ok) throw new Error(await problemOf(response));
+      if (!response.ok) throw new Error(await generationProblem(response));
       const payload = await response.json();
       showResult(payload);
       status.textContent = "Done.";
       window.dispatchEvent(new CustomEvent("token-usage-updated", { detail: { tokenUsage: payload.tokenUsage } }));
     } catch (error) {
       problem.textContent = error.name === "AbortError"
-        ? "The server did not answer in time. Try again later."
-        : error instanceof TypeError ? "The server could not be reached. Try again later." : error.message;
+        ? `${SERVER_PROBLEMS.timeout} Try again later.`
+        : error instanceof TypeError ? `${SERVER_PROBLEMS.unreachable} Try again later.` : error.message;
       problem.hidden = false;
       status.textContent = "";
     } finally {

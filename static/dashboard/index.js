@@ -9,33 +9,18 @@
   const page = document.querySelector("[data-dashboard]");
   if (!page) return;
 
+  const {
+    SERVER_PROBLEMS, chartAnimation, clock, onColourSchemeChange, palette, problemOf, stackedBarOptions,
+  } = window.UsageSite; // common.js
   const zone = page.dataset.zone;
   const refreshForm = page.querySelector("[data-refresh-form]");
-  const refreshButton = page.querySelector("[data-testid=refresh-data]");
-  const refreshStatus = page.querySelector("[data-testid=refresh-status]");
-  const refreshError = page.querySelector("[data-testid=refresh-error]");
+  const refreshButton = page.querySelector("[data-refresh-button]");
+  const refreshStatus = page.querySelector("[data-refresh-status]");
+  const refreshError = page.querySelector("[data-refresh-error]");
+  const usageCanvas = page.querySelector("[data-usage-chart]");
+  const shareCanvas = page.querySelector("[data-share-chart]");
   const REFRESH_TIMEOUT_MS = 15000;
-  const animation = window.matchMedia("(prefers-reduced-motion: reduce)").matches ? false : { duration: 250 };
   let charts = null;
-
-  function clock(date) {
-    return new Intl.DateTimeFormat("en-GB", {
-      timeZone: zone, hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
-    }).format(date);
-  }
-
-  // Colours come from the page's CSS, so the charts follow light and dark with the tables.
-  function palette() {
-    const style = getComputedStyle(page);
-    const read = (name) => style.getPropertyValue(name).trim();
-    return {
-      series: Array.from({ length: 8 }, (_, index) => read(`--series-${index}`)),
-      other: read("--series-other"),
-      text: getComputedStyle(document.body).color,
-      grid: read("--grid"),
-      surface: getComputedStyle(document.documentElement).getPropertyValue("--surface").trim(),
-    };
-  }
 
   function colourOf(index, count, grouped, colours) {
     return grouped && index === count - 1 ? colours.other : colours.series[index % 8];
@@ -63,37 +48,24 @@
   }
 
   function drawCharts(data) {
-    const colours = palette();
+    const colours = palette(page);
     Chart.defaults.color = colours.text;
     Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
-    const bar = new Chart(page.querySelector("[data-testid=model-usage-chart]"), {
+    const barOptions = stackedBarOptions(colours, "Images");
+    // A model with no images that day is left out of the bar's tooltip.
+    barOptions.plugins.tooltip = { filter: (item) => item.raw > 0 };
+    const bar = new Chart(usageCanvas, {
       type: "bar",
       data: { labels: data.labels, datasets: barDatasets(data, colours) },
-      options: {
-        responsive: true,
-        maintainAspectRatio: false,
-        animation,
-        interaction: { mode: "index", intersect: false },
-        plugins: {
-          legend: { position: "bottom", labels: { boxWidth: 12, usePointStyle: true } },
-          tooltip: { filter: (item) => item.raw > 0 },
-        },
-        scales: {
-          x: { stacked: true, grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 12 } },
-          y: {
-            stacked: true, beginAtZero: true, grid: { color: colours.grid },
-            ticks: { precision: 0 }, title: { display: true, text: "Images" },
-          },
-        },
-      },
+      options: barOptions,
     });
-    const share = new Chart(page.querySelector("[data-testid=model-share-chart]"), {
+    const share = new Chart(shareCanvas, {
       type: "doughnut",
       data: { labels: data.share.labels, datasets: shareDataset(data, colours) },
       options: {
         responsive: true,
         maintainAspectRatio: false,
-        animation,
+        animation: chartAnimation,
         cutout: "62%",
         plugins: { legend: { display: false } },
       },
@@ -103,7 +75,7 @@
 
   function updateCharts(data) {
     if (!charts) return;
-    const colours = palette();
+    const colours = palette(page);
     charts.bar.data.labels = data.labels;
     charts.bar.data.datasets = barDatasets(data, colours);
     charts.bar.update();
@@ -121,7 +93,7 @@
 
   // An empty doughnut is a blank square; the share table already says there is nothing.
   function fitShareFrame(data) {
-    page.querySelector("[data-testid=model-share-chart]").parentElement.hidden = data.share.data.length === 0;
+    shareCanvas.parentElement.hidden = data.share.data.length === 0;
   }
 
   let chartData = JSON.parse(document.getElementById("chart-data").textContent);
@@ -129,7 +101,7 @@
     showCharts();
     fitShareFrame(chartData);
     charts = drawCharts(chartData);
-    window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+    onColourSchemeChange(() => {
       charts.bar.destroy();
       charts.share.destroy();
       charts = drawCharts(chartData);
@@ -149,8 +121,8 @@
         cache: "no-store",
         signal: controller.signal,
       });
-      if (response.redirected) throw new Error("Your session has ended. Reload the page to log in again.");
-      if (!response.ok) throw new Error(await problemOf(response));
+      if (response.redirected) throw new Error(SERVER_PROBLEMS.sessionEnded);
+      if (!response.ok) throw new Error(await refreshProblem(response));
       const payload = await response.json();
       for (const [region, html] of Object.entries(payload.html)) {
         // Rendered and escaped by the server's templates, like the first paint.
@@ -159,9 +131,9 @@
       chartData = payload.chart;
       updateCharts(chartData);
       refreshError.hidden = true;
-      refreshStatus.textContent = `Updated ${clock(new Date())}`;
+      refreshStatus.textContent = `Updated ${clock(zone, new Date())}`;
     } catch (error) {
-      const reason = error.name === "AbortError" ? "The server did not answer in time." : error.message;
+      const reason = error.name === "AbortError" ? SERVER_PROBLEMS.timeout : error.message;
       refreshError.textContent = `Could not refresh the data: ${reason} The numbers shown are from before.`;
       refreshError.hidden = false;
       refreshStatus.textContent = "Refresh failed";
@@ -172,13 +144,12 @@
     }
   }
 
-  async function problemOf(response) {
-    try {
-      const body = await response.json();
-      if (body && body.error) return body.error;
-    } catch (ignored) { /* not JSON: describe the status instead */ }
-    if (response.status === 503) return "The database is briefly unavailable; try again in a few seconds.";
-    return `The server answered ${response.status}.`;
+  async function refreshProblem(response) {
+    const problem = await problemOf(response);
+    if (!problem.said && response.status === 503) {
+      return "The database is briefly unavailable; try again in a few seconds.";
+    }
+    return problem.message;
   }
 
   // Refresh Data asks every panel for fresh numbers (this one, and the token panel in

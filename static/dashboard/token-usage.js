@@ -11,41 +11,27 @@
   const panel = document.querySelector("[data-token-usage]");
   if (!panel || panel.dataset.state === "not-configured") return;
 
+  const {
+    SERVER_PROBLEMS, capitalised, count, formatCount, notConfigured, onColourSchemeChange,
+    palette, problemOf, stackedBarOptions, tokensOf, upstreamProblem,
+  } = window.UsageSite; // common.js
   const zone = panel.closest("[data-dashboard]").dataset.zone;
   const own = panel.dataset.own === "true";
   const DAYS = Number(panel.dataset.days);
   const MONTHS = Number(panel.dataset.months);
   const TIMEOUT_MS = 30000;
-  const message = panel.querySelector("[data-testid=token-message]");
-  const status = panel.querySelector("[data-testid=token-status]");
+  const message = panel.querySelector("[data-token-message]");
+  const status = panel.querySelector("[data-token-status]");
   const body = panel.querySelector("[data-token-body]");
-  const animation = window.matchMedia("(prefers-reduced-motion: reduce)").matches ? false : { duration: 250 };
-  const integers = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
-  // What went wrong upstream, by the API's error code, as the end of a sentence.
-  const UPSTREAM_PROBLEMS = {
-    upstream_unreachable: "the analytics service is unreachable",
-    upstream_timeout: "the analytics service did not answer in time",
-    upstream_error: "the analytics service answered with an error",
-    busy: "the analytics service is busy",
-  };
 
   let usage = null; // the analytics on screen, as the API sent them, or null
   let charts = null;
   let newest = 0; // the number of the latest fetch: answers to older ones are dropped
 
-  // ---- numbers and times ----
-
-  function count(value) {
-    const number = Number(value);
-    return Number.isFinite(number) && number > 0 ? Math.round(number) : 0;
-  }
-
-  function formatted(value) {
-    return integers.format(count(value));
-  }
+  // ---- times, in the page's zone ----
 
   function inZone(date, options) {
-    return new Intl.DateTimeFormat("en-GB", { timeZone: zone, hourCycle: "h23", ...options }).format(date);
+    return window.UsageSite.inZone(zone, date, options);
   }
 
   function dayOf(date) {
@@ -117,8 +103,8 @@
 
   // ---- drawing ----
 
-  function fillTable(testId, periodRows) {
-    const tbody = panel.querySelector(`[data-testid=${testId}] tbody`);
+  function fillTable(period, periodRows) {
+    const tbody = panel.querySelector(`[data-token-table=${period}] tbody`);
     tbody.replaceChildren(...periodRows.map((row) => {
       const tr = document.createElement("tr");
       const th = document.createElement("th");
@@ -128,21 +114,11 @@
       for (const value of [row.prompt, row.completion, row.total, row.requests]) {
         const td = document.createElement("td");
         td.className = "number";
-        td.textContent = formatted(value);
+        td.textContent = formatCount(value);
         tr.append(td);
       }
       return tr;
     }));
-  }
-
-  function palette() {
-    const style = getComputedStyle(panel);
-    return {
-      prompt: style.getPropertyValue("--token-prompt").trim(),
-      completion: style.getPropertyValue("--token-completion").trim(),
-      grid: getComputedStyle(panel.closest("[data-dashboard]")).getPropertyValue("--grid").trim(),
-      text: getComputedStyle(document.body).color,
-    };
   }
 
   function datasets(periodRows, colours) {
@@ -157,32 +133,19 @@
     return new Chart(canvas, {
       type: "bar",
       data: { labels: periodRows.map((row) => row.label), datasets: datasets(periodRows, colours) },
-      options: {
-        responsive: true,
-        maintainAspectRatio: false,
-        animation,
-        interaction: { mode: "index", intersect: false },
-        plugins: { legend: { position: "bottom", labels: { boxWidth: 12, usePointStyle: true } } },
-        scales: {
-          x: { stacked: true, grid: { display: false }, ticks: { maxRotation: 0, autoSkipPadding: 12 } },
-          y: {
-            stacked: true, beginAtZero: true, grid: { color: colours.grid },
-            ticks: { precision: 0 }, title: { display: true, text: "Tokens" },
-          },
-        },
-      },
+      options: stackedBarOptions(colours, "Tokens"),
     });
   }
 
   function drawCharts(shown) {
     if (typeof Chart === "undefined") return; // the tables, open, hold the same numbers
-    const colours = palette();
+    const colours = palette(panel);
     if (!charts) {
       panel.querySelectorAll("[data-token-chart-frame]").forEach((frame) => { frame.hidden = false; });
       panel.querySelectorAll("[data-token-details]").forEach((details) => { details.open = false; });
       charts = {
-        daily: barChart(panel.querySelector("[data-testid=token-daily-chart]"), shown.days, colours),
-        monthly: barChart(panel.querySelector("[data-testid=token-monthly-chart]"), shown.months, colours),
+        daily: barChart(panel.querySelector("[data-token-chart=daily]"), shown.days, colours),
+        monthly: barChart(panel.querySelector("[data-token-chart=monthly]"), shown.months, colours),
       };
       return;
     }
@@ -194,14 +157,12 @@
   }
 
   function showFigures(data) {
-    for (const [testId, key] of [
-      ["token-total", "totalTokens"], ["token-prompt", "promptTokens"],
-      ["token-completion", "completionTokens"], ["token-requests", "requestCount"],
-    ]) {
-      panel.querySelector(`[data-testid=${testId}]`).textContent = formatted(data[key]);
-    }
+    // Each figure names the field of the API's answer it shows.
+    panel.querySelectorAll("[data-token-figure]").forEach((figure) => {
+      figure.textContent = formatCount(data[figure.dataset.tokenFigure]);
+    });
     const last = parsedTime(data.lastRequestAt);
-    const cell = panel.querySelector("[data-testid=token-last-request]");
+    const cell = panel.querySelector("[data-token-last-request]");
     if (last) {
       const time = document.createElement("time");
       time.dateTime = last.toISOString();
@@ -217,8 +178,8 @@
     body.hidden = false;
     showFigures(data);
     const shown = periods(data);
-    fillTable("token-daily-table", shown.days);
-    fillTable("token-monthly-table", shown.months);
+    fillTable("daily", shown.days);
+    fillTable("monthly", shown.months);
     drawCharts(shown);
   }
 
@@ -241,7 +202,7 @@
     const fetched = parsedTime(data.fetchedAt);
     if (data.stale) {
       render(data);
-      const problem = UPSTREAM_PROBLEMS[data.staleReason] || UPSTREAM_PROBLEMS.upstream_error;
+      const problem = upstreamProblem(data.staleReason) || upstreamProblem("upstream_error");
       show("stale", `Showing data from ${fetched ? shortTime(fetched) : "earlier"}; ${problem}.`);
       status.textContent = "";
     } else if (count(data.requestCount) === 0 && count(data.totalTokens) === 0) {
@@ -262,7 +223,7 @@
   }
 
   function showUpstreamProblem(code) {
-    const problem = UPSTREAM_PROBLEMS[code] || UPSTREAM_PROBLEMS.upstream_error;
+    const problem = upstreamProblem(code) || upstreamProblem("upstream_error");
     status.textContent = "";
     if (usage) {
       // The numbers on screen stay, marked with when they were fetched.
@@ -270,7 +231,7 @@
       show("stale", `Showing data from ${fetched ? shortTime(fetched) : "earlier"}; ${problem}.`);
       return;
     }
-    show("unreachable", `${problem[0].toUpperCase()}${problem.slice(1)}. Press Refresh Data to try again.`);
+    show("unreachable", `${capitalised(problem)}. Press Refresh Data to try again.`);
   }
 
   function showError(reason) {
@@ -284,7 +245,7 @@
 
   function showNotConfigured() {
     clear();
-    show("not-configured", "Token usage is not available: this site has no analytics service configured.");
+    show("not-configured", notConfigured("Token usage"));
     status.textContent = "";
   }
 
@@ -296,14 +257,8 @@
         return { code: "", reason: "The server's answer could not be read." };
       }
     }
-    let body = null;
-    try {
-      body = await response.json();
-    } catch (ignored) { /* not JSON: the status says enough */ }
-    const code = body && typeof body.code === "string" ? body.code : "";
-    let reason = body && typeof body.error === "string" ? body.error : `The server answered ${response.status}.`;
-    if (response.status === 401) reason = "Your session has ended. Reload the page to log in again.";
-    return { code, reason };
+    const problem = await problemOf(response);
+    return { code: problem.code, reason: response.status === 401 ? SERVER_PROBLEMS.sessionEnded : problem.message };
   }
 
   async function load(refresh) {
@@ -324,10 +279,10 @@
         signal: controller.signal,
       });
       answer = response.redirected
-        ? { code: "", reason: "Your session has ended. Reload the page to log in again." }
+        ? { code: "", reason: SERVER_PROBLEMS.sessionEnded }
         : await answerOf(response);
     } catch (error) {
-      answer = { code: "", reason: error.name === "AbortError" ? "The server did not answer in time." : "The server could not be reached." };
+      answer = { code: "", reason: error.name === "AbortError" ? SERVER_PROBLEMS.timeout : SERVER_PROBLEMS.unreachable };
     } finally {
       clearTimeout(timer);
     }
@@ -336,7 +291,7 @@
     if (answer.data) showData(answer.data);
     else if (answer.code === "unknown_user") showNoUsage();
     else if (answer.code === "not_configured") showNotConfigured();
-    else if (answer.code in UPSTREAM_PROBLEMS) showUpstreamProblem(answer.code);
+    else if (upstreamProblem(answer.code)) showUpstreamProblem(answer.code);
     else showError(answer.reason);
   }
 
@@ -359,9 +314,7 @@
   function addGeneration(tokenUsage) {
     const base = usage || (panel.dataset.state === "no-usage" ? { dailyUsage: [], monthlyUsage: [] } : null);
     if (!base || !tokenUsage) return;
-    const prompt = count(tokenUsage.promptTokens);
-    const completion = count(tokenUsage.completionTokens);
-    const tokens = { prompt, completion, total: count(tokenUsage.totalTokens) || prompt + completion };
+    const tokens = tokensOf(tokenUsage);
     const now = new Date();
     const day = now.toISOString().slice(0, 10);
     render({
@@ -384,7 +337,7 @@
   // Refresh Data asks every panel for fresh numbers through this event.
   document.addEventListener("usage:refresh", () => load(true));
 
-  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  onColourSchemeChange(() => {
     if (!charts) return;
     charts.daily.destroy();
     charts.monthly.destroy();
