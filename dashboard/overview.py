@@ -11,7 +11,9 @@ from datetime import date, datetime
 from django.contrib.auth.models import AbstractBaseUser
 
 from usage.models import UsageRecord
-from usage.summary import DateRange, QueryError, parse_granularity, parse_range, summarize
+from usage.problems import InvalidQuery
+from usage.records import RecordQuery, list_records
+from usage.summary import DateRange, parse_granularity, parse_range, summarize
 
 PRESET_DAYS = (7, 30, 90)
 DEFAULT_DAYS = 30
@@ -36,7 +38,7 @@ def parse_query(params: Mapping[str, str], default_zone: str) -> DashboardQuery:
         return DashboardQuery(parse_range(params), None)
     days = params.get("days", str(DEFAULT_DAYS))
     if days not in {str(preset) for preset in PRESET_DAYS}:
-        raise QueryError("days", "days must be 7, 30 or 90.")
+        raise InvalidQuery("days", "days must be 7, 30 or 90.")
     return DashboardQuery(parse_range(params, default_days=int(days)), int(days))
 
 
@@ -101,11 +103,7 @@ class Overview:
 def build_overview(owner: AbstractBaseUser, date_range: DateRange) -> Overview:
     summary = summarize(owner, date_range, parse_granularity(None, date_range.days))
     lo, hi = date_range.utc_bounds()
-    recent = list(
-        UsageRecord.objects.filter(owner=owner, occurred_at__gte=lo, occurred_at__lt=hi)
-        .order_by("-occurred_at", "-id")
-        .only("model", "image_count", "occurred_at", "event_id")[:RECENT_LIMIT]
-    )
+    recent, _ = list_records(owner, RecordQuery(lo, hi, RECENT_LIMIT, after=None))
     last_activity = (
         UsageRecord.objects.filter(owner=owner)
         .order_by("-occurred_at", "-id")

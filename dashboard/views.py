@@ -1,6 +1,5 @@
 """The signed-in pages: the dashboard, its refresh data, the time zone, tokens and CSV."""
 
-import math
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from urllib.parse import urlencode
@@ -16,7 +15,6 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
-    HttpResponseBadRequest,
     JsonResponse,
     QueryDict,
 )
@@ -31,7 +29,7 @@ from dashboard.forms import TimeZoneForm, TokenForm
 from dashboard.models import Profile
 from dashboard.overview import PRESET_DAYS, DashboardQuery, Overview, build_overview, parse_query
 from usage import audit
-from usage.auth import create_token, revoke_token
+from usage.errors import problem_response, with_headers
 from usage.export import (
     OWNER_HEADER,
     TOTALS_HEADER,
@@ -41,8 +39,9 @@ from usage.export import (
     total_rows,
 )
 from usage.models import ApiToken
-from usage.summary import DateRange, QueryError
-from usage.throttles import ALLOWED, hit
+from usage.problems import InvalidQuery, Problem
+from usage.summary import DateRange
+from usage.tokens import NewToken, create_token, revoke_token
 
 # The parts of the page that Refresh Data replaces, each rendered from its own template.
 REGIONS = ("cards", "usage-table", "share-table", "recent-records")
@@ -87,8 +86,8 @@ def index(request: HttpRequest) -> HttpResponse:
     problem = None
     try:
         query = query_of(request, zone)
-    except QueryError as error:
-        problem = f"{error.message} Showing the last 30 days instead."
+    except InvalidQuery as invalid:  # the page still shows something: the default range
+        problem = f"{invalid.message} Showing the last 30 days instead."
         query = parse_query({}, zone or "UTC")
     overview = build_overview(subject, query.date_range)
     context = {
@@ -113,8 +112,8 @@ def data(request: HttpRequest) -> JsonResponse:
     subject = subject_of(request)
     try:
         query = query_of(request)
-    except QueryError as error:
-        return JsonResponse({"error": error.message, "field": error.field}, status=400)
+    except Problem as problem:
+        return problem_response(problem)
     overview = build_overview(subject, query.date_range)
     context = page_context(request, subject, query, overview)
     html = {region: render_to_string(f"dashboard/_{region}.html", context) for region in REGIONS}
@@ -197,7 +196,7 @@ def set_time_zone(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         message = form.errors["tz"][0]
         if wants_json:
-            return JsonResponse({"error": message, "field": "tz"}, status=400)
+            return problem_response(InvalidQuery("tz", message))
         messages.error(request, message)
         return redirect(safe_next(request))
     zone = form.cleaned_data["tz"]
@@ -225,37 +224,42 @@ def with_zone(url: str, zone: str) -> str:
 @login_required
 @require_http_methods(["GET", "POST"])
 def tokens(request: HttpRequest) -> HttpResponse:
-    """List the viewer's tokens; on POST create one and show its secret, this once.
+    """The viewer's tokens; a POST creates one."""
+    return create_token_page(request) if request.method == "POST" else tokens_page(request)
 
-    Creating is throttled per user (``THROTTLE_TOKEN_CREATE_RATE``): 429 past it.
-    """
-    form = TokenForm(request.POST or None, owner=request.user)
-    new_token = None
-    verdict = hit("token_create", str(request.user.pk)) if request.method == "POST" else ALLOWED
-    if not verdict.allowed:
-        form.is_valid()  # so that the refusal shows beside any other error
-        minutes = math.ceil(verdict.retry_after / 60)
-        form.add_error(None, f"Too many tokens created recently. Try again in {minutes} minute(s).")
-    elif request.method == "POST" and form.is_valid():
-        new_token = create_token(
+
+def create_token_page(request: HttpRequest) -> HttpResponse:
+    """Create a token and show its secret, this once; or the page with what went wrong."""
+    form = TokenForm(request.POST)
+    if not form.is_valid():
+        return tokens_page(request, form, status=400)
+    try:
+        new = create_token(
             request.user, form.cleaned_data["name"], actor=request.user, request=request
         )
-        form = TokenForm(owner=request.user)
+    except Problem as problem:  # the limits: too many active, or created too fast
+        form.add_error(None, problem.message)
+        return with_headers(tokens_page(request, form, status=problem.status), problem)
+    response = tokens_page(request, TokenForm(), new_token=new, status=201)
+    response["Cache-Control"] = "no-store"  # the only copy of the secret
+    return response
+
+
+def tokens_page(
+    request: HttpRequest,
+    form: TokenForm | None = None,
+    *,
+    new_token: NewToken | None = None,
+    status: int = 200,
+) -> HttpResponse:
     context = {
-        "form": form,
+        "form": form or TokenForm(),
         "new_token": new_token,
         "tokens": ApiToken.objects.filter(owner=request.user).order_by("-created_at", "-id"),
         "zone": saved_zone(request.user) or "UTC",
         "api_url": request.build_absolute_uri(reverse("usage:model-usage")),
     }
-    status = 201 if new_token else (400 if form.errors else 200)
-    response = render(request, "dashboard/tokens.html", context, status=status)
-    if not verdict.allowed:
-        response.status_code = 429
-        response["Retry-After"] = str(verdict.retry_after)
-    if new_token:
-        response["Cache-Control"] = "no-store"  # the only copy of the secret
-    return response
+    return render(request, "dashboard/tokens.html", context, status=status)
 
 
 @login_required
@@ -264,10 +268,14 @@ def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """Confirm, then revoke. Another user's token is a 404: its existence is not shown."""
     token = get_object_or_404(ApiToken, pk=token_id, owner=request.user)
     if request.method == "POST":
-        revoke_token(token, actor=request.user, request=request)
-        messages.success(request, f"Revoked “{token.name}” ({token.display_prefix}…).")
-        return redirect("dashboard:tokens")
+        return revoke_token_now(request, token)
     return render(request, "dashboard/revoke.html", {"token": token})
+
+
+def revoke_token_now(request: HttpRequest, token: ApiToken) -> HttpResponse:
+    revoke_token(token, actor=request.user, request=request)
+    messages.success(request, f"Revoked “{token.name}” ({token.display_prefix}…).")
+    return redirect("dashboard:tokens")
 
 
 @login_required
@@ -300,8 +308,10 @@ def _export(
     subject = subject_of(request)
     try:
         query = query_of(request)
-    except QueryError as error:
-        return HttpResponseBadRequest(error.message, content_type="text/plain; charset=utf-8")
+    except Problem as problem:  # a CSV download that cannot be made says why, as text
+        return HttpResponse(
+            problem.message, status=problem.status, content_type="text/plain; charset=utf-8"
+        )
     date_range = query.date_range
     filename = (
         f"{kind}-{subject.get_username()}-{date_range.start}-to-{date_range.end}.csv"

@@ -325,7 +325,7 @@ def create_accounts() -> Accounts:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
-    from usage.auth import create_token
+    from usage.tokens import create_token
 
     user_model = get_user_model()
     measured = user_model.objects.create_user("bench", password=secrets.token_urlsafe(16))

@@ -11,8 +11,8 @@ from rest_framework.test import APIClient
 
 from scripts.standin_upstream import StandIn
 from usage import rollups
-from usage.auth import NewToken, create_token
 from usage.models import UsageRecord
+from usage.tokens import NewToken, create_token
 from usage_site.cache import forget_failures
 
 UPSTREAM_KEY = "upstream-key-for-tests"

@@ -122,7 +122,7 @@ PREPARE = """
 import json
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from usage.auth import create_token
+from usage.tokens import create_token
 call_command("migrate", verbosity=0)
 if %r:
     call_command("collectstatic", interactive=False, verbosity=0)

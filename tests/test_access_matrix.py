@@ -35,8 +35,8 @@ from django.views.generic import RedirectView
 from dashboard.models import Profile
 from scripts.standin_upstream import StandIn
 from tests.conftest import make_record
-from usage.auth import NewToken, create_token
 from usage.models import ApiToken, AuditEvent, PluginGeneration, UsageRecord
+from usage.tokens import NewToken, create_token
 
 PERSONAS = ("anonymous", "owner", "other", "staff")
 PASSWORDS = {"owner": "alice-password-1", "other": "bob-password-1", "staff": "carol-password-1"}

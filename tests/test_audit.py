@@ -8,8 +8,8 @@ from django.core.management import call_command
 from django.test import Client
 
 from tests.conftest import bearer, post_usage
-from usage.auth import create_token, revoke_token
 from usage.models import ApiToken, AuditEvent
+from usage.tokens import create_token, revoke_token
 
 pytestmark = pytest.mark.django_db
 

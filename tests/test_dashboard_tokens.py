@@ -5,10 +5,9 @@ import re
 import pytest
 from django.test import Client
 
-from dashboard.forms import MAX_ACTIVE_TOKENS
 from tests.conftest import post_usage
-from usage.auth import create_token
 from usage.models import ApiToken, UsageRecord
+from usage.tokens import MAX_ACTIVE_TOKENS, create_token
 
 
 def client_for(user, csrf: bool = False) -> Client:

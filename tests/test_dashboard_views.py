@@ -355,7 +355,11 @@ def test_refresh_data_brings_new_records_and_rendered_regions(owner, march_recor
 def test_refresh_data_answers_a_bad_query_with_a_json_error(owner):
     response = client_for(owner).get("/dashboard/data/", {"days": "12"})
     assert response.status_code == 400
-    assert response.json() == {"error": "days must be 7, 30 or 90.", "field": "days"}
+    assert response.json() == {
+        "error": "days must be 7, 30 or 90.",
+        "code": "invalid_query",
+        "field": "days",
+    }
 
 
 def test_the_dashboard_costs_a_fixed_number_of_queries(

@@ -12,8 +12,8 @@ from django.db import connection
 
 from tests.live_server import HOST, Server, free_port, gunicorn, poll, url_of
 from tests.production_site import Cluster, require_cluster
-from usage.auth import create_token
 from usage.models import UsageRecord
+from usage.tokens import create_token
 
 pytestmark = pytest.mark.slow
 

@@ -32,7 +32,7 @@ def failing_client(client, settings):
 def test_a_bug_under_api_is_a_json_500_without_details(failing_client):
     response = failing_client.get("/api/explode")
     assert response.status_code == 500
-    assert response.json() == {"error": "Internal server error."}
+    assert response.json() == {"error": "Internal server error.", "code": "server_error"}
     assert b"secret detail" not in response.content
 
 

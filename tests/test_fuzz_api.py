@@ -29,7 +29,7 @@ from schemathesis.specs.openapi import checks as openapi_checks
 
 from tests.conftest import make_record
 from tests.live_server import HOST, free_port, gunicorn
-from usage.auth import create_token, revoke_token
+from usage.tokens import create_token, revoke_token
 from usage_site.wsgi import application
 
 # Real commits: every request is its own transaction and ends the way a server's does

@@ -52,7 +52,7 @@ def test_an_unknown_api_url_gets_a_json_404(client, path):
     response = client.get(path)
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
-    assert response.json() == {"error": "Not found."}
+    assert response.json() == {"error": "Not found.", "code": "not_found"}
 
 
 @pytest.mark.parametrize("path", ["/api/nothing-here", "/api/model-usage/extra/"])

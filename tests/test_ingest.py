@@ -10,8 +10,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.conftest import bearer, post_usage
-from usage.auth import create_token, revoke_token
 from usage.models import DailyUsageRollup, UsageRecord, UsageRollup
+from usage.tokens import create_token, revoke_token
 
 pytestmark = pytest.mark.django_db
 

@@ -15,12 +15,12 @@ from usage.ingest import (
     MODEL_KEYS,
     TIMESTAMP_KEYS,
     USERNAME_KEYS,
-    BodyError,
     RecordInvalid,
     parse_body,
     validate_record,
 )
 from usage.models import UsageRecord
+from usage.problems import InvalidBody
 
 NOW = datetime(2026, 11, 21, 12, tzinfo=UTC)
 
@@ -72,7 +72,7 @@ def test_validation_of_any_json_value_either_cleans_it_or_names_the_bad_fields(i
 def test_parsing_any_body_gives_records_or_a_body_error(raw):
     try:
         items = parse_body(raw)
-    except BodyError as error:
+    except InvalidBody as error:
         assert error.status == 400 and error.message
         return
     assert 1 <= len(items) <= 1000

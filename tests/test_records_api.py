@@ -9,9 +9,9 @@ import pytest
 from django.utils import timezone
 
 from tests.conftest import bearer, make_record
-from usage.auth import create_token
 from usage.ingest import ingest
 from usage.models import UsageRecord
+from usage.tokens import create_token
 
 pytestmark = pytest.mark.django_db
 

@@ -270,7 +270,7 @@ def site_database(tmp_path_factory) -> tuple[str, str]:
     )
     django_shell(migrate, DATABASE_URL=database_url)
     token = django_shell(
-        "from django.contrib.auth.models import User; from usage.auth import create_token; "
+        "from django.contrib.auth.models import User; from usage.tokens import create_token; "
         "print(create_token(User.objects.create_user('dana'), 'laptop').raw)",
         DATABASE_URL=database_url,
     )

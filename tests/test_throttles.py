@@ -1,4 +1,4 @@
-"""Rate limits (usage.throttles, dashboard.signin): exact counts, windows, and every limited path.
+"""Rate limits (usage.throttles, usage.auth): exact counts, windows, and every limited path.
 
 Ingestion per token and per user, plugin generation per user, failed sign-ins per account
 and per client address (the site's login page and the admin's), token creation per user;
@@ -17,14 +17,14 @@ import redis
 from django.core.cache import cache
 from django.test import Client, RequestFactory, override_settings
 
-from dashboard import signin
 from tests import test_scaling_settings
 from tests.conftest import bearer, post_usage
 from tests.live_server import HOST, free_port
-from usage import throttles
-from usage.auth import create_token
+from usage import auth, throttles
+from usage.client_address import client_address
 from usage.models import ApiToken, PluginGeneration, UsageRecord
-from usage.throttles import Verdict, client_address, give_back, hit
+from usage.throttles import Verdict, give_back, hit
+from usage.tokens import create_token
 from usage_site import cache as site_cache
 
 pytestmark = pytest.mark.django_db
@@ -55,7 +55,7 @@ class Clock:
 def clock(monkeypatch) -> Clock:
     clock = Clock(T0)
     monkeypatch.setattr(throttles, "time", clock)
-    monkeypatch.setattr(signin, "time", clock)
+    monkeypatch.setattr(auth, "time", clock)
     return clock
 
 

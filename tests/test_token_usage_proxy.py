@@ -15,8 +15,8 @@ from rest_framework.test import APIClient
 from tests.conftest import UPSTREAM_KEY, bearer
 from tests.live_server import free_port, poll
 from usage import external_api, token_usage
-from usage.auth import create_token
 from usage.models import PluginGeneration
+from usage.tokens import create_token
 
 USAGE_URL = "/api/user/token-usage"
 GENERATE_URL = "/api/plugin/generate"

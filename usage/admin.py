@@ -6,10 +6,10 @@ from django.db.models import Count, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.functional import cached_property
 
-from usage.auth import revoke_token
 from usage.export import ADMIN_HEADER, admin_rows, csv_lines, csv_response
 from usage.models import ApiToken, AuditEvent, PluginGeneration, UsageRecord, UsageRollup
 from usage.rollups import delete_records
+from usage.tokens import revoke_token
 
 # Pages past this many rows are reached with filters instead of a full COUNT(*), which on
 # a table of millions takes seconds.

@@ -12,8 +12,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.http import HttpRequest
 
+from usage.client_address import client_address
 from usage.models import ApiToken, AuditEvent
-from usage.throttles import client_address
 
 log = logging.getLogger(__name__)
 

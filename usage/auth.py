@@ -1,108 +1,26 @@
-"""API tokens: creating them, and authenticating requests that carry them.
+"""How callers prove who they are, site-wide: API tokens on the API, passwords at sign-in.
 
-A raw token is ``usg_`` + an 8-character public prefix + a 43-character random secret.
-Only the prefix and a SHA-256 hash of the whole token are stored: the prefix finds the row,
-``hmac.compare_digest`` checks the hash. The raw token exists only in the return value of
-``create_token``, so it can be shown once and never again. SHA-256 (not a slow password
-hash) is right here because the secret has 256 bits of entropy: there is nothing to
-brute-force.
+- ``BearerTokenAuthentication``: ``Authorization: Bearer usg_...`` on the API (the tokens
+  themselves are made and checked in ``usage.tokens``).
+- ``ThrottledModelBackend``: Django's password sign-in, with guessing throttled on every
+  sign-in form (the site's and the admin's). The limit is in the authentication backend so
+  that no login path can bypass it: each attempt counts against the account's name
+  (``THROTTLE_LOGIN_RATE``) and the client's address (``THROTTLE_LOGIN_ADDRESS_RATE``), and
+  a successful one is given back, so only failures add up. Past either limit the password
+  is not even checked, and ``request.sign_in_retry_after`` says how long to wait (the
+  site's login page answers 429 with it; the admin's shows its usual "incorrect" message).
 """
 
-import hashlib
-import hmac
-import secrets
-import string
-from dataclasses import dataclass
-from datetime import timedelta
+import time
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, transaction
-from django.http import HttpRequest
-from django.utils import timezone
+from django.contrib.auth import get_user_model
+from django.contrib.auth.backends import ModelBackend
+from django.core.exceptions import PermissionDenied
 from rest_framework import authentication, exceptions
 
-from usage import audit
-from usage.models import ApiToken
-from usage.throttles import client_address
-
-TOKEN_SCHEME = "usg_"
-PREFIX_LENGTH = 8
-_PREFIX_ALPHABET = string.ascii_letters + string.digits
-# Updating last_used_at on every request would turn every read into a write; once a
-# minute is precise enough for "last used" and keeps ingestion to one write per batch.
-LAST_USED_PRECISION = timedelta(minutes=1)
-
-
-@dataclass(frozen=True)
-class NewToken:
-    token: ApiToken
-    raw: str
-
-
-def hash_token(raw: str) -> str:
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
-def create_token(
-    owner: AbstractBaseUser,
-    name: str,
-    *,
-    actor: AbstractBaseUser | None = None,
-    request: HttpRequest | None = None,
-) -> NewToken:
-    """Create a token for ``owner``. The returned ``raw`` value is never stored.
-
-    ``actor`` is who asked for it (None: the command line); the audit log names them.
-    """
-    for _ in range(5):
-        prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(PREFIX_LENGTH))
-        raw = f"{TOKEN_SCHEME}{prefix}{secrets.token_urlsafe(32)}"
-        try:
-            with transaction.atomic():
-                token = ApiToken.objects.create(
-                    owner=owner, name=name, prefix=prefix, secret_hash=hash_token(raw)
-                )
-                audit.token_created(token, actor, request)
-        except IntegrityError:  # a prefix collision: 1 in 2e14, but cheap to handle
-            continue
-        return NewToken(token=token, raw=raw)
-    raise RuntimeError("could not find a free token prefix")
-
-
-def revoke_token(
-    token: ApiToken,
-    *,
-    actor: AbstractBaseUser | None = None,
-    request: HttpRequest | None = None,
-) -> None:
-    if token.revoked_at is None:
-        with transaction.atomic():
-            token.revoked_at = timezone.now()
-            token.save(update_fields=["revoked_at"])
-            audit.token_revoked(token, actor, request)
-
-
-def find_active_token(raw: str) -> ApiToken | None:
-    """The live token that ``raw`` is, with its owner loaded, or None."""
-    if not raw.startswith(TOKEN_SCHEME) or len(raw) < len(TOKEN_SCHEME) + PREFIX_LENGTH + 32:
-        return None
-    prefix = raw[len(TOKEN_SCHEME) : len(TOKEN_SCHEME) + PREFIX_LENGTH]
-    if not (prefix.isascii() and prefix.isalnum()):  # never ours; a NUL would upset PostgreSQL
-        return None
-    token = ApiToken.objects.select_related("owner").filter(prefix=prefix).first()
-    if token is None or not hmac.compare_digest(token.secret_hash, hash_token(raw)):
-        return None
-    if token.revoked_at is not None or not token.owner.is_active:
-        return None
-    return token
-
-
-def touch_last_used(token: ApiToken, address: str) -> None:
-    now = timezone.now()
-    if token.last_used_at is None or now - token.last_used_at >= LAST_USED_PRECISION:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now, last_used_address=address)
-        token.last_used_at = now
-        token.last_used_address = address
+from usage.client_address import client_address
+from usage.throttles import give_back, hit
+from usage.tokens import find_active_token, touch_last_used
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -126,3 +44,23 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+class ThrottledModelBackend(ModelBackend):
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if request is None:  # not a sign-in form: the test client, a management command
+            return super().authenticate(request, username, password, **kwargs)
+        if username is None:
+            username = kwargs.get(get_user_model().USERNAME_FIELD)
+        now = time.time()
+        counted = [("login", f"user:{username}"), ("login_address", client_address(request))]
+        verdicts = [hit(scope, ident, now=now) for scope, ident in counted]
+        refused = [verdict.retry_after for verdict in verdicts if not verdict.allowed]
+        if refused:
+            request.sign_in_retry_after = max(refused)
+            raise PermissionDenied  # authenticate() stops here and reports a failed login
+        user = super().authenticate(request, username, password, **kwargs)
+        if user is not None:
+            for scope, ident in counted:
+                give_back(scope, ident, now=now)
+        return user

@@ -1,9 +1,11 @@
-"""One error shape for the whole API: ``{"error": "...", ...}``, never an HTML page.
+"""One error shape for the whole API: ``{"error": "...", "code": "...", ...}``, never HTML.
 
-DRF views report through ``api_exception_handler``. Everything else under ``/api/`` (an
-unknown URL, Django's own error pages, its DEBUG pages) is turned into the same shape by
-``ApiErrorMiddleware`` on the way out. A database that is down anywhere, in a view or in
-the session middleware, is a 503: JSON under ``/api/``, a friendly page elsewhere.
+Every failure the site reports is a ``usage.problems.Problem``; this module is where one
+becomes an HTTP answer. REST framework views report through ``api_exception_handler``,
+which also turns REST framework's and Django's own exceptions into problems. Everything
+else under ``/api/`` (an unknown URL, Django's own error pages, its DEBUG pages) is given
+the same shape by ``ApiErrorMiddleware`` on the way out. A database that is down anywhere,
+in a view or in the session middleware, is a 503: JSON under ``/api/``, a page elsewhere.
 """
 
 import logging
@@ -14,31 +16,28 @@ from django.core.exceptions import RequestDataTooBig
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from usage.external_api import Busy, ExternalApiError, Rejected
-from usage.ingest import BodyError
-from usage.summary import QueryError
-from usage.token_usage import Refused
+from usage.problems import BodyTooLarge, DatabaseUnavailable, Problem
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/"
-RETRY_AFTER_DB_SECONDS = 5
-DATABASE_DOWN = "The database is unavailable; try again shortly."
-RETRY_AFTER_BUSY_SECONDS = 5
-# This site's answer to each failure of the external API (a Rejected passes on its 4xx).
-EXTERNAL_API_STATUS = {
-    "invalid_user_id": 400,
-    "unknown_user": 404,
-    "upstream_unreachable": 502,
-    "upstream_error": 502,
-    "not_configured": 503,
-    "busy": 503,
-    "upstream_timeout": 504,
+# Codes for the answers that Django or REST framework make rather than a Problem; the
+# rest are REST framework's own codes (``not_authenticated``, ``throttled``, ...).
+STATUS_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "invalid_body",
+    415: "unsupported_media_type",
+    500: "server_error",
 }
+DRF_CODES = {"permission_denied": "forbidden", "error": "bad_request"}
 
 
 def is_database_down(exc: BaseException | None) -> bool:
@@ -47,51 +46,50 @@ def is_database_down(exc: BaseException | None) -> bool:
     return isinstance(exc, OperationalError | InterfaceError)
 
 
-def error_body(message: str, **extra) -> dict:
-    return {"error": message, **extra}
+def headers_of(problem: Problem) -> dict[str, str]:
+    return {"Retry-After": str(problem.retry_after)} if problem.retry_after else {}
 
 
-def api_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """DRF's handler, reshaped to ``{"error": ...}``, plus database faults and body size."""
-    if is_database_down(exc):
-        log.warning("database unavailable: %s", exc.__class__.__name__)
-        return Response(
-            error_body(DATABASE_DOWN),
-            status=503,
-            headers={"Retry-After": str(RETRY_AFTER_DB_SECONDS)},
-        )
-    if isinstance(exc, BodyError):
-        return Response(error_body(exc.message), status=exc.status)
-    if isinstance(exc, QueryError):
-        return Response(error_body(exc.message, field=exc.field), status=400)
-    if isinstance(exc, ExternalApiError):
-        return external_api_error(exc)
-    if isinstance(exc, Refused):
-        return Response(error_body(exc.message, code=exc.code), status=exc.status)
-    if isinstance(exc, RequestDataTooBig):
-        exc = exceptions.APIException("The request body is too large.")
-        exc.status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    response = drf_exception_handler(exc, context)
-    if response is None:
-        return None
-    response.data = _reshape(response.data)
+def with_headers(response: HttpResponse, problem: Problem) -> HttpResponse:
+    """``response`` with the headers ``problem`` calls for (an HTML page's, say)."""
+    for name, value in headers_of(problem).items():
+        response[name] = value
     return response
 
 
-def external_api_error(exc: ExternalApiError) -> Response:
-    """Never the upstream's body, status line or a traceback: a fixed sentence and a code."""
-    answer = exc.status if isinstance(exc, Rejected) else EXTERNAL_API_STATUS[exc.code]
-    # Every 429 and busy 503 says when to try again, the upstream's own 429 passed on too.
-    retry = isinstance(exc, Busy) or answer == 429
-    headers = {"Retry-After": str(RETRY_AFTER_BUSY_SECONDS)} if retry else None
-    return Response(error_body(exc.message, code=exc.code), status=answer, headers=headers)
+def problem_response(problem: Problem) -> JsonResponse:
+    """A problem as a plain Django JSON answer (the dashboard's JSON views use it too)."""
+    return JsonResponse(problem.as_body(), status=problem.status, headers=headers_of(problem))
 
 
-def _reshape(data) -> dict:
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """REST framework's handler: any problem, and DRF's own exceptions, in the one shape."""
+    if is_database_down(exc):
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        exc = DatabaseUnavailable()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = BodyTooLarge()
+    if isinstance(exc, Problem):
+        return Response(exc.as_body(), status=exc.status, headers=headers_of(exc))
+    # DRF's handler turns Http404 and PermissionDenied into its own, and sets the headers
+    # (WWW-Authenticate, Retry-After, Allow); only the body is reshaped here.
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    response.data = _reshape(response.data, _code_of(exc, response.status_code))
+    return response
+
+
+def _code_of(exc: Exception, status: int) -> str:
+    code = exc.default_code if isinstance(exc, exceptions.APIException) else None
+    return DRF_CODES.get(code, code) or STATUS_CODES.get(status, "error")
+
+
+def _reshape(data, code: str) -> dict:
     if isinstance(data, dict) and set(data) == {"detail"}:
-        return error_body(str(data["detail"]))
+        return {"error": str(data["detail"]), "code": code}
     # Validation errors: keep DRF's per-field detail beside one readable message.
-    return error_body("The request is invalid.", details=data)
+    return {"error": "The request is invalid.", "code": code, "details": data}
 
 
 class ApiErrorMiddleware:
@@ -117,10 +115,13 @@ class ApiErrorMiddleware:
 
 
 def _as_json(response: HttpResponse) -> JsonResponse:
-    status_code = response.status_code
-    replacement = JsonResponse(
-        error_body(HTTPStatus(status_code).phrase.capitalize() + "."), status=status_code
+    status = response.status_code
+    problem = Problem(
+        HTTPStatus(status).phrase.capitalize() + ".",
+        status=status,
+        code=STATUS_CODES.get(status, "error"),
     )
+    replacement = problem_response(problem)
     for header in ("Retry-After", "Allow", "WWW-Authenticate"):
         if header in response:
             replacement[header] = response[header]
@@ -128,12 +129,10 @@ def _as_json(response: HttpResponse) -> JsonResponse:
 
 
 def database_unavailable(request: HttpRequest) -> HttpResponse:
+    problem = DatabaseUnavailable()
     if request.path.startswith(API_PREFIX):
-        response = JsonResponse(error_body(DATABASE_DOWN), status=503)
-    else:
-        response = render(request, "503.html", status=503)
-    response["Retry-After"] = str(RETRY_AFTER_DB_SECONDS)
-    return response
+        return problem_response(problem)
+    return with_headers(render(request, "503.html", status=problem.status), problem)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -29,6 +29,7 @@ import httpx
 from django.conf import settings
 
 from usage import strict_json
+from usage.problems import Problem
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ _CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f]+")
 # --- Errors ----------------------------------------------------------------------------------
 
 
-class ExternalApiError(Exception):
+class ExternalApiError(Problem):
     """A call that did not give a usable answer.
 
     ``message`` is for people and never contains the upstream's body; ``detail`` is for the
@@ -59,31 +60,39 @@ class ExternalApiError(Exception):
     was made), so that a generation that may have spent tokens is still recorded.
     """
 
+    status = 502
     code = "upstream_error"
     message = "The external API gave an answer this site cannot use."
 
     def __init__(
         self, detail: str = "", *, upstream_status: int | None = None, reached: bool = False
     ):
-        super().__init__(detail or self.message)
+        super().__init__()
         self.detail = detail or self.message
         self.upstream_status = upstream_status
         self.reached = reached
 
+    def __str__(self) -> str:
+        return self.detail
+
 
 class InvalidUserId(ExternalApiError):
+    status = 400
     code = "invalid_user_id"
     message = "userId must be a username: 1 to 150 letters, digits and @ . + - _ characters."
 
 
 class NotConfigured(ExternalApiError):
+    status = 503
     code = "not_configured"
     message = "The external API is not configured on this site (EXTERNAL_API_URL is empty)."
 
 
 class Busy(ExternalApiError):
+    status = 503
     code = "busy"
     message = "Too many requests are already waiting on the external API; try again shortly."
+    retry_after = 5
 
 
 class Unreachable(ExternalApiError):
@@ -92,6 +101,7 @@ class Unreachable(ExternalApiError):
 
 
 class Timeout(ExternalApiError):
+    status = 504
     code = "upstream_timeout"
     message = "The external API did not answer in time."
 
@@ -101,12 +111,14 @@ class UpstreamError(ExternalApiError):
 
 
 class UnknownUser(ExternalApiError):
+    status = 404
     code = "unknown_user"
     message = "The external API has no token usage for this user."
 
 
 class Rejected(ExternalApiError):
-    """The upstream refused the request itself (a 4xx): ``message`` is its own, trimmed."""
+    """The upstream refused the request itself (a 4xx): passed on with its status, and
+    ``message`` is its own, trimmed."""
 
     code = "rejected_by_upstream"
 
@@ -114,6 +126,8 @@ class Rejected(ExternalApiError):
         super().__init__(f"refused with {status}: {message}", upstream_status=status, reached=True)
         self.status = status
         self.message = message
+        if status == 429:  # the upstream's own "too many": say when to try again, too
+            self.retry_after = Busy.retry_after
 
 
 # --- The user id -----------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Q
 
 from usage.models import UsageRecord
-from usage.summary import QueryError, local_midnight, parse_date, parse_zone
+from usage.problems import InvalidQuery
+from usage.summary import local_midnight, parse_date, parse_zone
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 500
@@ -38,7 +39,7 @@ def parse_record_query(params: Mapping[str, str]) -> RecordQuery:
     if params.get("end"):
         end = local_midnight(parse_date("end", params["end"]) + timedelta(days=1), tz)
     if start and end and start >= end:
-        raise QueryError("start", "start must be on or before end.")
+        raise InvalidQuery("start", "start must be on or before end.")
     return RecordQuery(start, end, _parse_limit(params.get("limit")), _decode(params.get("cursor")))
 
 
@@ -48,7 +49,7 @@ def _parse_limit(value: str | None) -> int:
     # The length first: int() refuses over 4300 digits with an error of its own.
     digits_ok = value.isascii() and value.isdigit() and len(value) <= len(str(MAX_LIMIT))
     if not digits_ok or not 1 <= int(value) <= MAX_LIMIT:
-        raise QueryError("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
+        raise InvalidQuery("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}.")
     return int(value)
 
 
@@ -71,7 +72,7 @@ def _decode(value: str | None) -> tuple[datetime, int] | None:
             raise ValueError
         parsed = parsed.astimezone(UTC)
     except (ValueError, TypeError, OverflowError):
-        raise QueryError("cursor", "cursor is not one this API handed out.") from None
+        raise InvalidQuery("cursor", "cursor is not one this API handed out.") from None
     return parsed, pk
 
 

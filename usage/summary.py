@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from usage import rollups
 from usage.models import DailyUsageRollup, UsageRollup
+from usage.problems import InvalidQuery
 
 GRANULARITIES = ("day", "week", "month")
 DEFAULT_RANGE_DAYS = 30
@@ -31,15 +32,6 @@ AUTO_WEEK_LIMIT = 731
 MIN_DATE = date(1971, 1, 1)
 MAX_DATE = date(9998, 12, 31)
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class QueryError(ValueError):
-    """A bad query parameter; ``field`` names it."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -70,19 +62,19 @@ def parse_zone(value: str | None) -> ZoneInfo:
     if value is None or value == "":
         return ZoneInfo("UTC")
     if value not in _zone_names():
-        raise QueryError("tz", f"Unknown time zone {value[:64]!r}; use an IANA name.")
+        raise InvalidQuery("tz", f"Unknown time zone {value[:64]!r}; use an IANA name.")
     return ZoneInfo(value)
 
 
 def parse_date(name: str, value: str) -> date:
     if not _DATE_RE.match(value):
-        raise QueryError(name, f"{name} must be a date as YYYY-MM-DD.")
+        raise InvalidQuery(name, f"{name} must be a date as YYYY-MM-DD.")
     try:
         parsed = date.fromisoformat(value)
     except ValueError:
-        raise QueryError(name, f"{name} is not a real date: {value}.") from None
+        raise InvalidQuery(name, f"{name} is not a real date: {value}.") from None
     if not MIN_DATE <= parsed <= MAX_DATE:
-        raise QueryError(name, f"{name} must be between {MIN_DATE} and {MAX_DATE}.")
+        raise InvalidQuery(name, f"{name} must be between {MIN_DATE} and {MAX_DATE}.")
     return parsed
 
 
@@ -105,9 +97,9 @@ def parse_range(params: Mapping[str, str], default_days: int = DEFAULT_RANGE_DAY
     else:
         start = end - timedelta(days=default_days - 1)
     if start > end:
-        raise QueryError("start", "start must be on or before end.")
+        raise InvalidQuery("start", "start must be on or before end.")
     if (end - start).days + 1 > MAX_RANGE_DAYS:
-        raise QueryError("start", f"The range is longer than {MAX_RANGE_DAYS} days.")
+        raise InvalidQuery("start", f"The range is longer than {MAX_RANGE_DAYS} days.")
     return DateRange(start, end, tz)
 
 
@@ -117,7 +109,7 @@ def parse_granularity(value: str | None, days: int) -> str:
             return "day"
         return "week" if days <= AUTO_WEEK_LIMIT else "month"
     if value not in GRANULARITIES:
-        raise QueryError("granularity", "granularity must be day, week or month.")
+        raise InvalidQuery("granularity", "granularity must be day, week or month.")
     return value
 
 

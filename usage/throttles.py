@@ -12,23 +12,16 @@ The counters live in the configured cache: with ``REDIS_URL``, one Redis for eve
 process and machine; without it, each process's memory, which is right for the
 single-process development server only. When the cache cannot answer, requests are
 allowed (``usage_site.cache``): a Redis outage must not stop ingestion.
-
-Client addresses are REMOTE_ADDR, or, behind ``NUM_PROXIES`` trusted reverse proxies, the
-address the outermost of them saw, from the right-hand end of ``X-Forwarded-For``, when it
-is an IP address. The left-hand entries are whatever the client wrote, so they are never
-trusted.
 """
 
 import contextlib
 import hashlib
-import ipaddress
 import math
 import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
-from django.http import HttpRequest
 from rest_framework.throttling import BaseThrottle
 
 from usage_site.cache import or_fallback
@@ -97,27 +90,6 @@ def give_back(scope: str, ident: str, *, now: float | None = None) -> None:
             cache.decr(_key(scope, ident, int(now // rate.seconds)))
 
     or_fallback(uncount_one, None, f"throttle {scope} not uncounted")
-
-
-def client_address(request: HttpRequest) -> str:
-    """The client's address as the nearest trusted proxy saw it (see the module docstring)."""
-    proxies = settings.REST_FRAMEWORK["NUM_PROXIES"]
-    remote = request.META.get("REMOTE_ADDR", "")
-    if proxies:
-        forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
-        forwarded = [address for address in forwarded if address]
-        if forwarded and _is_address(chosen := forwarded[-min(proxies, len(forwarded))]):
-            return chosen
-    return remote
-
-
-def _is_address(text: str) -> bool:
-    # Whatever a misconfigured proxy passed on is not an address to count or store.
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 class WindowThrottle(BaseThrottle):

@@ -7,7 +7,7 @@ from usage import views
 app_name = "usage"
 
 urlpatterns = [
-    re_path(r"^model-usage/?$", views.ModelUsageView.as_view(), name="model-usage"),
+    re_path(r"^model-usage/?$", views.model_usage, name="model-usage"),
     re_path(r"^model-usage/summary/?$", views.UsageSummaryView.as_view(), name="summary"),
     re_path(r"^health/?$", views.HealthView.as_view(), name="health"),
     re_path(r"^health/simple/?$", views.SimpleHealthView.as_view(), name="health-simple"),

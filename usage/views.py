@@ -1,4 +1,5 @@
-"""The JSON API. Each view reads the request, calls one function, and shapes the answer."""
+"""The JSON API, one view per operation. Each reads the request, calls one function, and
+shapes the answer; failures are ``usage.problems.Problem``s, answered by ``usage.errors``."""
 
 import logging
 import time
@@ -6,33 +7,30 @@ import time
 from django.db import DatabaseError, connection
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from usage import audit, schema, strict_json, token_usage
+from usage import audit, openapi, plugins, token_usage
 from usage.auth import BearerTokenAuthentication
-from usage.ingest import MAX_BODY_BYTES, BodyError, ingest, parse_body
+from usage.ingest import ingest, parse_body
+from usage.problems import DatabaseUnavailable, Forbidden
 from usage.records import encode_cursor, list_records, parse_record_query, record_as_dict
+from usage.request_body import json_object, read_body, require_json
+from usage.routing import by_method
 from usage.summary import parse_granularity, parse_range, summarize
 from usage.throttles import IngestTokenThrottle, IngestUserThrottle, PluginUserThrottle
+from usage.upstream_health import upstream_health
 
 log = logging.getLogger("usage.ingest")
 
 
-class ModelUsageView(APIView):
-    """``POST`` stores records sent by a desktop app; ``GET`` reads the caller's back."""
+class IngestView(APIView):
+    """``POST``: store the records a desktop app sends, with its API token."""
 
-    def get_authenticators(self):
-        # Posting needs an API token; reading also accepts a logged-in browser session.
-        if self._is_post():
-            return [BearerTokenAuthentication()]
-        return super().get_authenticators()
-
-    def get_throttles(self):
-        return [IngestTokenThrottle(), IngestUserThrottle()] if self._is_post() else []
+    authentication_classes = [BearerTokenAuthentication]
+    throttle_classes = [IngestTokenThrottle, IngestUserThrottle]
 
     def check_throttles(self, request: Request) -> None:
         # In order, stopping at the first refusal: REST framework would ask the user's
@@ -41,31 +39,30 @@ class ModelUsageView(APIView):
             if not throttle.allow_request(request, self):
                 self.throttled(request, throttle.wait())
 
-    def _is_post(self) -> bool:
-        # The schema generator asks for authenticators before it sets a request.
-        return getattr(self.request, "method", None) == "POST"
-
     def initial(self, request: Request, *args, **kwargs) -> None:
         self.started = time.perf_counter()
         super().initial(request, *args, **kwargs)
 
     def finalize_response(self, request: Request, response: Response, *args, **kwargs):
         # Here, not in post(), so that refused requests (403, 413, 415, 429...) log too.
-        if self._is_post():
-            log_ingestion(request, response, time.perf_counter() - self.started)
+        log_ingestion(request, response, time.perf_counter() - self.started)
         return super().finalize_response(request, response, *args, **kwargs)
 
-    @extend_schema(**schema.INGEST)
+    @extend_schema(**openapi.INGEST)
     def post(self, request: Request) -> Response:
         claimed = request.headers.get("X-User-ID")
         if claimed is not None and claimed != request.user.get_username():
-            raise exceptions.PermissionDenied("X-User-ID does not name the owner of the token.")
+            raise Forbidden("X-User-ID does not name the owner of the token.")
         require_json(request)
         items = parse_body(read_body(request))
         result = ingest(request.user, request.auth, items, timezone.now())
         return Response(result.as_dict(), status=result.status)
 
-    @extend_schema(**schema.LIST_RECORDS)
+
+class RecordListView(APIView):
+    """``GET``: the caller's records back, newest first, a page at a time."""
+
+    @extend_schema(**openapi.LIST_RECORDS)
     def get(self, request: Request) -> Response:
         query = parse_record_query(request.query_params)
         records, more = list_records(request.user, query)
@@ -75,6 +72,9 @@ class ModelUsageView(APIView):
             params["cursor"] = encode_cursor(records[-1])
             next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
         return Response({"results": [record_as_dict(r) for r in records], "next": next_url})
+
+
+model_usage = by_method(GET=RecordListView.as_view(), POST=IngestView.as_view())
 
 
 def log_ingestion(request: Request, response: Response, seconds: float) -> None:
@@ -93,34 +93,10 @@ def log_ingestion(request: Request, response: Response, seconds: float) -> None:
     )
 
 
-def require_json(request: Request) -> None:
-    if request.content_type.split(";")[0].strip().lower() != "application/json":
-        raise exceptions.UnsupportedMediaType(request.content_type or "none")
-
-
-def read_body(request: Request) -> bytes:
-    """The raw body, refusing (413) anything over the limit before reading it all."""
-    django_request = request._request
-    declared = django_request.META.get("CONTENT_LENGTH") or ""
-    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise BodyError.too_large()
-    stream = django_request
-    if not declared and django_request.META.get("wsgi.input_terminated"):
-        # A chunked body has no Content-Length, so Django reads it as empty; the server's
-        # own stream (gunicorn marks it terminated) ends where the body ends.
-        stream = django_request.META["wsgi.input"]
-    try:
-        # One byte past the limit tells a body of exactly the limit from a larger one.
-        return stream.read(MAX_BODY_BYTES + 1)
-    except Exception as exc:  # a cut connection or bad chunk framing, in the server's own types
-        log.warning("body read failed user=%s: %r", request.user.get_username(), exc)
-        raise BodyError("The body could not be read: it was cut short or badly framed.") from exc
-
-
 class UsageSummaryView(APIView):
     """The caller's totals, per model and per bucket, for a range of local days."""
 
-    @extend_schema(**schema.SUMMARY)
+    @extend_schema(**openapi.SUMMARY)
     def get(self, request: Request) -> Response:
         date_range = parse_range(request.query_params)
         granularity = parse_granularity(request.query_params.get("granularity"), date_range.days)
@@ -130,7 +106,7 @@ class UsageSummaryView(APIView):
 class TokenUsageView(APIView):
     """Token usage from the external API: the caller's own, or anyone's for staff."""
 
-    @extend_schema(**schema.TOKEN_USAGE)
+    @extend_schema(**openapi.TOKEN_USAGE)
     def get(self, request: Request) -> Response:
         user_id = token_usage.readable_user_id(request.user, request.query_params.get("userId"))
         audit.staff_viewed(request, user_id)
@@ -143,27 +119,13 @@ class PluginGenerateView(APIView):
 
     throttle_classes = [PluginUserThrottle]
 
-    @extend_schema(**schema.PLUGIN_GENERATE)
+    @extend_schema(**openapi.PLUGIN_GENERATE)
     def post(self, request: Request) -> Response:
-        generation = token_usage.generate(request.user, json_object(request))
+        generation = plugins.generate(request.user, json_object(request))
         return Response(
             {"result": generation.result, "tokenUsage": generation.token_usage},
             status=generation.status,
         )
-
-
-def json_object(request: Request) -> dict:
-    """The body as one JSON object, read with the same size limit as ingestion."""
-    require_json(request)
-    try:
-        body = strict_json.loads(read_body(request))
-    except BodyError as exc:
-        raise token_usage.Refused("invalid_body", exc.message, exc.status) from None
-    except ValueError:
-        raise token_usage.Refused("invalid_body", "The body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise token_usage.Refused("invalid_body", "The body must be a JSON object.")
-    return body
 
 
 class SimpleHealthView(APIView):
@@ -172,7 +134,7 @@ class SimpleHealthView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
-    @extend_schema(**schema.HEALTH_SIMPLE)
+    @extend_schema(**openapi.HEALTH_SIMPLE)
     def get(self, request: Request) -> Response:
         return Response({"status": "ok"})
 
@@ -187,20 +149,17 @@ class HealthView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
-    @extend_schema(**schema.HEALTH)
+    @extend_schema(**openapi.HEALTH)
     def get(self, request: Request) -> Response:
-        external = token_usage.upstream_health()
+        external = upstream_health()
         if database_answers():
             return Response({"status": "ok", "database": "ok", "externalApi": external})
+        down = DatabaseUnavailable("The database is unavailable.")
         return Response(
-            {
-                "status": "unavailable",
-                "database": "unavailable",
-                "externalApi": external,
-                "error": "The database is unavailable.",
-            },
-            status=503,
-            headers={"Retry-After": "5"},
+            {"status": "unavailable", "database": "unavailable", "externalApi": external}
+            | down.as_body(),
+            status=down.status,
+            headers={"Retry-After": str(down.retry_after)},
         )
 
 

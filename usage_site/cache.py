@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from django.core.cache import cache
+
 log = logging.getLogger(__name__)
 
 SKIP_SECONDS = 5.0
@@ -38,3 +40,9 @@ def forget_failures() -> None:
     """Ask the cache again at once (tests that take it down and bring it back)."""
     global _skip_until
     _skip_until = 0.0
+
+
+def cache_call(method: str, *args, fallback=None, what: str):
+    """``cache.<method>(*args)``, or ``fallback`` when the cache cannot answer: a miss for a
+    read, a lost write for a write. ``what`` names the caller in the log."""
+    return or_fallback(lambda: getattr(cache, method)(*args), fallback, f"{what} {method}")

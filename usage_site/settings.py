@@ -145,8 +145,8 @@ DATABASE_REPLICA_PIN_SECONDS = env_int("DATABASE_REPLICA_PIN_SECONDS", 30, minim
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Django's own, with failed sign-ins throttled on every login form (dashboard.signin).
-AUTHENTICATION_BACKENDS = ["dashboard.signin.ThrottledModelBackend"]
+# Django's own, with failed sign-ins throttled on every login form (usage.auth).
+AUTHENTICATION_BACKENDS = ["usage.auth.ThrottledModelBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -299,7 +299,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "PREPROCESSING_HOOKS": ["usage.schema.canonical_paths"],
+    "PREPROCESSING_HOOKS": ["usage.openapi.canonical_paths"],
+    "DEFAULT_GENERATOR_CLASS": "usage.openapi.SchemaGenerator",
 }
 
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()

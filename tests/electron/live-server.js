@@ -137,7 +137,7 @@ class LiveServer {
     await this.manage(
       'shell',
       '-c',
-      `from usage.auth import revoke_token; from usage.models import ApiToken; ` +
+      `from usage.tokens import revoke_token; from usage.models import ApiToken; ` +
         `revoke_token(ApiToken.objects.get(prefix='${prefix}'))`
     );
   }

@@ -3,7 +3,8 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from usage.auth import create_token
+from usage.problems import Problem
+from usage.tokens import create_token
 
 
 class Command(BaseCommand):
@@ -22,7 +23,10 @@ class Command(BaseCommand):
         name = name.strip()
         if not 1 <= len(name) <= 100:
             raise CommandError("--name must be 1 to 100 characters.")
-        new = create_token(owner, name)
+        try:
+            new = create_token(owner, name)
+        except Problem as problem:  # the owner already has as many active tokens as allowed
+            raise CommandError(problem.message) from None
         self.stdout.write(
             f"Created token {new.token.display_prefix} ({new.token.name}) for {username}."
         )

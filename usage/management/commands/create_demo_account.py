@@ -3,8 +3,8 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from usage.auth import create_token
 from usage.demo import DEMO_USERNAME, create_demo_user
+from usage.tokens import create_token
 
 
 class Command(BaseCommand):

@@ -6,7 +6,8 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from usage.auth import (
+from usage.models import ApiToken
+from usage.tokens import (
     LAST_USED_PRECISION,
     create_token,
     find_active_token,
@@ -14,7 +15,6 @@ from usage.auth import (
     revoke_token,
     touch_last_used,
 )
-from usage.models import ApiToken
 
 pytestmark = pytest.mark.django_db
 

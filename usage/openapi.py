@@ -5,6 +5,7 @@ code (see ``usage.ingest``), and a fragment can say exactly what it accepts, ali
 one-object-or-array bodies included.
 """
 
+from drf_spectacular import generators
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -497,3 +498,29 @@ def canonical_paths(endpoints: list) -> list:
     return [
         (path.rstrip("/"), regex, method, callback) for path, regex, method, callback in endpoints
     ]
+
+
+class _Endpoints(generators.EndpointEnumerator):
+    """Sees through ``usage.routing.by_method``: each method is its own view's operation."""
+
+    def get_api_endpoints(self, patterns=None, prefix=""):
+        endpoints = super().get_api_endpoints(patterns, prefix)
+        return [
+            (path, regex, method, _views(callback).get(method, callback))
+            for path, regex, method, callback in endpoints
+        ]
+
+    def should_include_endpoint(self, path, callback) -> bool:
+        include = super().should_include_endpoint
+        return all(include(path, view) for view in _views(callback).values() or [callback])
+
+    def get_allowed_methods(self, callback) -> list[str]:
+        return list(_views(callback)) or super().get_allowed_methods(callback)
+
+
+def _views(callback) -> dict:
+    return getattr(callback, "views", {})
+
+
+class SchemaGenerator(generators.SchemaGenerator):
+    endpoint_inspector_cls = _Endpoints
