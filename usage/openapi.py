@@ -28,13 +28,23 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
         }
 
 
+_ERROR_PROPERTIES = {
+    "error": {"type": "string", "description": "A sentence saying what is wrong."},
+    "code": {
+        "type": "string",
+        "description": "A stable name for the error (`docs/api.md` lists them), e.g. `busy`.",
+    },
+}
+
+
 def _error(description: str, **extra_properties) -> OpenApiResponse:
+    """Every error: ``{"error": ..., "code": ...}`` and any ``extra_properties``."""
     return OpenApiResponse(
         description=description,
         response={
             "type": "object",
-            "required": ["error"],
-            "properties": {"error": {"type": "string"}, **extra_properties},
+            "required": ["error", "code"],
+            "properties": {**_ERROR_PROPERTIES, **extra_properties},
         },
     )
 
@@ -103,11 +113,12 @@ INGEST_RESULT = {
         },
     },
 }
-# Every 400 has "error"; when the records were read but all rejected, the counts are there too.
+# Every 400 has "error" and "code"; when the records were read but all rejected
+# (`records_rejected`), the counts are there too.
 INGEST_REFUSED = {
     **INGEST_RESULT,
-    "required": ["error"],
-    "properties": {"error": {"type": "string"}, **INGEST_RESULT["properties"]},
+    "required": ["error", "code"],
+    "properties": {**_ERROR_PROPERTIES, **INGEST_RESULT["properties"]},
 }
 
 _AUTH_ERRORS = {
@@ -329,24 +340,17 @@ HEALTH = {
     "tags": ["health"],
 }
 
-_code = {"type": "string", "description": "A stable name for the error, e.g. `busy`."}
-
-
-def _coded(description: str) -> OpenApiResponse:
-    return _error(description, code=_code)
-
-
 _UPSTREAM_ERRORS = {
-    502: _coded(
+    502: _error(
         "`upstream_unreachable` (connection refused or lost) or `upstream_error` (a 5xx, "
         "a redirect, an answer too large or not the expected JSON, this site's key refused)."
     ),
-    503: _coded(
+    503: _error(
         "`not_configured` (no EXTERNAL_API_URL), `busy` (too many calls already waiting on "
         "the external API in this server process; see `Retry-After`), or the database is "
         "unavailable."
     ),
-    504: _coded("`upstream_timeout`: the external API did not answer in time."),
+    504: _error("`upstream_timeout`: the external API did not answer in time."),
 }
 
 _token_counts = {
@@ -432,10 +436,10 @@ TOKEN_USAGE = {
     ],
     "responses": {
         200: OpenApiResponse(TOKEN_USAGE_OUT),
-        400: _coded("`invalid_user_id`: not a username (1 to 150 of letters, digits, @.+-_)."),
+        400: _error("`invalid_user_id`: not a username (1 to 150 of letters, digits, @.+-_)."),
         401: _AUTH_ERRORS[401],
-        403: _coded("`forbidden`: another user's id, and the caller is not staff."),
-        404: _coded("`unknown_user`: the external API has no usage for this user yet."),
+        403: _error("`forbidden`: another user's id, and the caller is not staff."),
+        404: _error("`unknown_user`: the external API has no usage for this user yet."),
         **_UPSTREAM_ERRORS,
     },
     "tags": ["token-usage"],
@@ -474,17 +478,17 @@ PLUGIN_GENERATE = {
         200: OpenApiResponse(GENERATED, description="Generated."),
         # The external API's own status is passed on, whichever 2xx or 4xx it is.
         "2XX": OpenApiResponse(GENERATED, description="Generated, with another 2xx status."),
-        400: _coded(
+        400: _error(
             "`invalid_body` (not JSON or not an object) or `rejected_by_upstream` (the "
             "external API refused the request: its own 4xx status and message are passed on)."
         ),
-        "4XX": _coded(
+        "4XX": _error(
             "`rejected_by_upstream`: the external API refused the request with this status "
             "(never 401, 403, 404 or 407, which are this site's problem with it: a 502)."
         ),
         401: _AUTH_ERRORS[401],
         403: _error("A session without a valid CSRF token."),
-        413: _coded("`invalid_body`: the body is over 1 MiB."),
+        413: _error("`invalid_body`: the body is over 1 MiB."),
         415: _error("The body is not `application/json`."),
         429: _error("Too many generations for this user (`THROTTLE_PLUGIN_RATE`)."),
         **_UPSTREAM_ERRORS,
