@@ -282,7 +282,7 @@ REST_FRAMEWORK = {
         "token_create": env_rate("THROTTLE_TOKEN_CREATE_RATE", "10/hour"),  # per user
     },
     # Client addresses come only from REMOTE_ADDR unless a trusted proxy count is configured
-    # (usage.throttles.client_address).
+    # (usage.client_address).
     "NUM_PROXIES": env_int("NUM_PROXIES", 0, minimum=0),
 }
 
