@@ -4,11 +4,15 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.utils import timezone
 
 from usage.models import ApiToken
 from usage.tokens import (
     LAST_USED_PRECISION,
+    MAX_ACTIVE_TOKENS,
+    TooManyTokens,
     create_token,
     find_active_token,
     hash_token,
@@ -84,3 +88,24 @@ def test_last_used_is_written_at_most_once_a_minute(owner, django_assert_num_que
     stored = ApiToken.objects.get(pk=token.pk)
     assert stored.last_used_at > first
     assert stored.last_used_address == "192.0.2.7"
+
+
+def test_no_way_of_creating_a_token_passes_the_limit_of_active_tokens(owner):
+    for number in range(MAX_ACTIVE_TOKENS):
+        create_token(owner, f"token {number}")
+
+    with pytest.raises(TooManyTokens, match="the most allowed"):
+        create_token(owner, "one more")
+    with pytest.raises(CommandError, match="the most allowed"):
+        call_command("create_api_token", owner.username, "--name", "from the shell")
+
+    assert ApiToken.objects.filter(owner=owner).count() == MAX_ACTIVE_TOKENS
+
+
+def test_a_revoked_token_makes_room_for_a_new_one(owner):
+    tokens = [create_token(owner, f"token {number}") for number in range(MAX_ACTIVE_TOKENS)]
+    revoke_token(tokens[0].token)
+
+    create_token(owner, "replacement")
+
+    assert ApiToken.objects.filter(owner=owner, revoked_at__isnull=True).count() == MAX_ACTIVE_TOKENS
