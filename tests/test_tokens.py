@@ -108,4 +108,5 @@ def test_a_revoked_token_makes_room_for_a_new_one(owner):
 
     create_token(owner, "replacement")
 
-    assert ApiToken.objects.filter(owner=owner, revoked_at__isnull=True).count() == MAX_ACTIVE_TOKENS
+    active = ApiToken.objects.filter(owner=owner, revoked_at__isnull=True)
+    assert active.count() == MAX_ACTIVE_TOKENS
