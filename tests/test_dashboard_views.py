@@ -411,3 +411,19 @@ def test_a_usage_row_is_one_number_cell_per_value():
     )
     with pytest.raises(ValueError):
         number_cells(["<script>"])  # never anything but numbers into the page
+
+
+def test_recent_records_are_the_newest_ten_of_the_range_newest_first(owner):
+    before, after = at("2026-02-28T23:59:00"), at("2026-04-01T00:00:00")
+    make_record(owner, before, model="Before")
+    make_record(owner, after, model="After")
+    for day in range(1, 13):
+        make_record(owner, at(f"2026-03-{day:02d}T10:00:00"), model=f"March {day}")
+
+    response = client_for(owner).get("/dashboard/", {**MARCH, "tz": "UTC"})
+
+    (table,) = re.findall(
+        r'<table data-testid="recent-records">.*?</table>', response.content.decode(), re.S
+    )
+    shown = re.findall(r'<td class="model-name">([^<]+)</td>', table)
+    assert shown == [f"March {day}" for day in range(12, 2, -1)]
