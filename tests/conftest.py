@@ -1,15 +1,19 @@
-"""Personas and clients shared by the test suites."""
+"""Personas and clients shared by the test suites, the external API's stand-in and a Redis."""
 
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator
 
 import pytest
+import redis
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
 from rest_framework.test import APIClient
 
 from scripts.standin_upstream import StandIn
+from tests.live_server import HOST, free_port, poll
 from usage import rollups
 from usage.models import UsageRecord
 from usage.tokens import NewToken, create_token
@@ -67,6 +71,36 @@ def upstream(settings) -> Iterator[StandIn]:
         settings.EXTERNAL_API_KEY = UPSTREAM_KEY
         yield standin
     cache.clear()
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    """A real redis-server on a free loopback port, for the module that asks for it."""
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is missing: ./dev.py test installs Debian's redis-server")
+    folder = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    log = folder / "redis.log"
+    argv = [server, "--bind", HOST, "--port", str(port), "--dir", str(folder)]
+    argv += ["--save", "", "--appendonly", "no"]
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
+    client = redis.Redis(host=HOST, port=port, socket_connect_timeout=1)
+    try:
+        poll(lambda: answers_ping(client), 20, "redis-server did not answer", log)
+        yield f"redis://{HOST}:{port}/0"
+    finally:
+        client.close()
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def answers_ping(client: redis.Redis) -> bool:
+    try:
+        return client.ping()
+    except redis.ConnectionError:
+        return False
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ No mocks: the server is a separate process with its own settings from the enviro
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,8 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.cookies import SimpleCookie
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -150,3 +152,22 @@ def url_of(settings_dict: dict) -> str:
     host = settings_dict["HOST"] or HOST
     port = settings_dict["PORT"] or "5432"
     return f"postgres://{user}{password}@{host}:{port}/{quote(settings_dict['NAME'])}"
+
+
+def log_in(server: Server, username: str, password: str) -> str:
+    """Sign in through the login form; the Cookie header of the signed-in browser."""
+    form = server.get("/accounts/login/")
+    cookies = SimpleCookie(form.headers["Set-Cookie"])
+    csrf = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', form.body).group(1)
+    body = urlencode(
+        {"username": username, "password": password, "csrfmiddlewaretoken": csrf.decode()}
+    )
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Cookie": f"csrftoken={cookies['csrftoken'].value}",
+    }
+    reply = server.request("POST", "/accounts/login/", body.encode(), headers)
+    assert reply.status == 302, reply.body[:300]
+    for header in reply.headers.get_all("Set-Cookie"):
+        cookies.load(header)
+    return "; ".join(f"{name}={morsel.value}" for name, morsel in cookies.items())

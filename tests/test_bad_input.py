@@ -40,6 +40,13 @@ from rest_framework.test import APIClient
 
 from dashboard.models import Profile
 from tests.conftest import bearer, make_record, post_usage
+from tests.hostile_names import (
+    FORMULA_USERNAME,
+    HOSTILE_EVENT_ID,
+    HOSTILE_NAMES,
+    HOSTILE_TOKEN_NAME,
+    HOSTILE_USERNAME,
+)
 from usage.models import (
     ApiToken,
     DailyUsageRollup,
@@ -845,23 +852,7 @@ def test_the_table_sends_every_field_of_a_record_with_every_wrong_json_type():
 # Part two: <script> and formula model names, hostile token names and usernames
 # ================================================================================================
 
-# Eight, so that the charts show each one rather than grouping some as "Other models".
-HOSTILE_NAMES = [
-    "<script>alert(1)</script>",
-    '"><img src=x onerror=alert(1)>',
-    '=HYPERLINK("http://x")',
-    "+1",
-    "-1",
-    "@SUM(A1)",
-    "</script><script>alert(2)</script>",
-    "&lt;b&gt;already escaped&lt;/b&gt;",
-]
-HOSTILE_EVENT_ID = '=cmd|" /C calc"!A0'
-HOSTILE_TOKEN_NAME = "<script>alert('token')</script>"
-# Django's username validator refuses markup, but users made in code skip it.
-HOSTILE_USERNAME = '"><img src=x onerror=alert(3)>'
-# A valid username that a spreadsheet would run.
-FORMULA_USERNAME = "@eve"
+# The names themselves are in tests/hostile_names.py, shared with the browser's tests.
 FORMULA_STARTS = ("=", "+", "-", "@")
 
 

@@ -8,16 +8,14 @@ another's writes.
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
-from tests.live_server import HOST, PROJECT, free_port, gunicorn, poll
+from tests.live_server import PROJECT, gunicorn
 from usage_site.env import env_redis_url
 
 PRIMARY_URL = "postgres://site:primary-pw@db-primary:5432/usage"
@@ -198,36 +196,7 @@ def test_a_bad_replica_url_names_the_replica_variable():
     assert "DATABASE_REPLICA_URL must start with sqlite:// or postgres://" in error
 
 
-# A real Redis, shared by separate server processes.
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory) -> Iterator[str]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is missing: ./dev.py test installs Debian's redis-server")
-    folder = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    log = folder / "redis.log"
-    argv = [server, "--bind", HOST, "--port", str(port), "--dir", str(folder)]
-    argv += ["--save", "", "--appendonly", "no"]
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT)
-    client = redis.Redis(host=HOST, port=port, socket_connect_timeout=1)
-    try:
-        poll(lambda: answers_ping(client), 20, "redis-server did not answer", log)
-        yield f"redis://{HOST}:{port}/0"
-    finally:
-        client.close()
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def answers_ping(client: redis.Redis) -> bool:
-    try:
-        return client.ping()
-    except redis.ConnectionError:
-        return False
+# A real Redis (tests/conftest.py's redis_url), shared by separate server processes.
 
 
 @pytest.fixture

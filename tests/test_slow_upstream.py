@@ -8,18 +8,15 @@ be answered; afterwards every generation must have had an answer: its plugin, or
 """
 
 import json
-import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
-from urllib.parse import urlencode
 
 import pytest
 from django.db import connection
 
 from scripts.standin_upstream import StandIn
-from tests.live_server import Reply, Server, gunicorn, manage, poll, url_of
+from tests.live_server import Reply, Server, gunicorn, log_in, manage, poll, url_of
 
 pytestmark = pytest.mark.slow
 
@@ -72,25 +69,6 @@ def site(database_url, tmp_path) -> Iterator[Site]:
         env["EXTERNAL_API_URL"] = upstream.url
         with gunicorn(database_url, tmp_path / "gunicorn.log", env=env, workers=None) as server:
             yield Site(server, token, upstream)
-
-
-def log_in(server: Server, username: str, password: str) -> str:
-    """Sign in through the login form; the Cookie header of the signed-in browser."""
-    form = server.get("/accounts/login/")
-    cookies = SimpleCookie(form.headers["Set-Cookie"])
-    csrf = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', form.body).group(1)
-    body = urlencode(
-        {"username": username, "password": password, "csrfmiddlewaretoken": csrf.decode()}
-    )
-    headers = {
-        "Content-Type": "application/x-www-form-urlencoded",
-        "Cookie": f"csrftoken={cookies['csrftoken'].value}",
-    }
-    reply = server.request("POST", "/accounts/login/", body.encode(), headers)
-    assert reply.status == 302, reply.body[:300]
-    for header in reply.headers.get_all("Set-Cookie"):
-        cookies.load(header)
-    return "; ".join(f"{name}={morsel.value}" for name, morsel in cookies.items())
 
 
 def test_hanging_generations_do_not_starve_ingestion_or_the_dashboard(site):

@@ -17,7 +17,6 @@ import redis
 from django.core.cache import cache
 from django.test import Client, RequestFactory, override_settings
 
-from tests import test_scaling_settings
 from tests.conftest import bearer, post_usage
 from tests.live_server import HOST, free_port
 from usage import auth, throttles
@@ -28,8 +27,6 @@ from usage.tokens import create_token
 from usage_site import cache as site_cache
 
 pytestmark = pytest.mark.django_db
-
-redis_url = test_scaling_settings.redis_url  # a real redis-server, for this module
 
 RECORD = {"model": "SD", "count": 1}
 MINUTE = 60

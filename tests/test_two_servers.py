@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import pytest
 import redis
 
-from tests import test_scaling_settings
+from tests.live_server import log_in
 from tests.production_site import (
     PASSWORD,
     UNTHROTTLED,
@@ -38,11 +38,8 @@ from tests.production_site import (
     serving,
     stored_records,
 )
-from tests.test_slow_upstream import log_in
 
 pytestmark = pytest.mark.slow
-
-redis_url = test_scaling_settings.redis_url  # a real redis-server, for this module
 
 MODELS = ("Stable Diffusion", "DALL-E", "Flux", "Imagen")
 USERS = {"racer": 1, "burst": 2, "mia": 2, "noah": 1, "olga": 1}  # API tokens each

@@ -1,7 +1,9 @@
 """Chromium driven by Playwright against pytest-django's live server, with a local Chart.js.
 
 One browser for the session and a fresh context (cookies, zone, viewport, colour scheme)
-for every page a test opens.
+for every page a test opens. Every test here is marked ``browser`` and ``slow``: the quick
+check (``-m "not slow"``) leaves them out, ``-m browser`` runs them alone, and a run
+without ``-m`` (``./dev.py test``) runs them with everything else.
 """
 
 import os
@@ -22,6 +24,7 @@ from tests.live_server import PROJECT
 # calls from that thread as "async context" unless told otherwise.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
+BROWSER_TESTS = Path(__file__).resolve().parent
 SCREENSHOTS = PROJECT / "test-output" / "browser"
 DEFAULT_CONTEXT = {
     "viewport": {"width": 1280, "height": 900},
@@ -29,6 +32,14 @@ DEFAULT_CONTEXT = {
     "locale": "en-US",
     "color_scheme": "light",
 }
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if BROWSER_TESTS in item.path.parents:
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -17,13 +17,25 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, Route, expect
 
+from tests.browser.dashboard_page import (
+    SHARE_CHART,
+    UPDATED,
+    USAGE_CHART,
+    bar_series,
+    chart_data,
+    doughnut,
+    press_refresh,
+    share_table,
+    shown_number,
+    store,
+    table,
+    usage_table_series,
+    wait_until_charts_settle,
+)
 from tests.conftest import make_record
 
 pytestmark = pytest.mark.slow
 
-USAGE_CHART = "[data-testid=model-usage-chart]"
-SHARE_CHART = "[data-testid=model-share-chart]"
-UPDATED = re.compile(r"Updated \d\d:\d\d:\d\d")
 UTC = ZoneInfo("UTC")
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -66,94 +78,6 @@ def today_in(zone: ZoneInfo) -> date:
 
 def local(day: date, hour: int, minute: int, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(hour, minute), tzinfo=zone)
-
-
-def store(owner, records: list[tuple[datetime, str, int]]) -> None:
-    for when, model, images in records:
-        make_record(owner, when, model, images)
-
-
-# ---- reading the page ----
-
-
-def number(text: str) -> int:
-    """An integer shown with or without thousands separators; a blank or a dash is 0."""
-    digits = re.sub(r"\D", "", text)
-    return int(digits) if digits else 0
-
-
-def chart_data(page: Page, selector: str) -> dict:
-    page.wait_for_function(
-        "s => window.Chart && Chart.getChart(document.querySelector(s))", arg=selector
-    )
-    return page.evaluate(
-        """s => {
-            const chart = Chart.getChart(document.querySelector(s));
-            return {
-                labels: chart.data.labels.map(String),
-                datasets: chart.data.datasets.map(
-                    d => ({label: d.label, data: d.data.map(Number)})
-                ),
-            };
-        }""",
-        selector,
-    )
-
-
-def bar_series(page: Page) -> dict[str, list[int]]:
-    chart = chart_data(page, USAGE_CHART)
-    return {dataset["label"]: dataset["data"] for dataset in chart["datasets"]}
-
-
-def doughnut(page: Page) -> dict[str, int]:
-    chart = chart_data(page, SHARE_CHART)
-    return dict(zip(chart["labels"], chart["datasets"][0]["data"], strict=True))
-
-
-def table(page: Page, test_id: str) -> dict[str, list[list[str]]]:
-    """The header cells and body rows of a table, as the user reads them."""
-    return page.get_by_test_id(test_id).evaluate(
-        """t => {
-            const cells = row => [...row.cells].map(c => c.textContent.trim());
-            const head = t.tHead ? [...t.tHead.rows].map(cells) : [];
-            return {head, body: [...t.tBodies].flatMap(b => [...b.rows].map(cells))};
-        }"""
-    )
-
-
-def usage_table_series(page: Page, models: list[str]) -> dict[str, list[int]]:
-    """Images per period for each model, from the usage table (periods as rows or columns)."""
-    data = table(page, "usage-table")
-    header = data["head"][-1] if data["head"] else []
-    if all(model in header for model in models):  # one column per model
-        return {m: [number(row[header.index(m)]) for row in data["body"]] for m in models}
-    by_row = {row[0]: row for row in data["body"]}
-    assert all(model in by_row for model in models), f"no model in the usage table: {data}"
-    return {model: [number(cell) for cell in by_row[model][1:]] for model in models}
-
-
-def share_table(page: Page) -> dict[str, int]:
-    return {row[0]: number(row[1]) for row in table(page, "share-table")["body"]}
-
-
-def wait_until_charts_settle(page: Page) -> None:
-    """Both charts drawn and their animations finished, for a screenshot worth keeping."""
-    chart_data(page, USAGE_CHART)
-    chart_data(page, SHARE_CHART)
-    page.wait_for_function(
-        "() => Object.values(Chart.instances).every(chart => !Chart.animator.running(chart))"
-    )
-
-
-def press_refresh(page: Page) -> None:
-    """Click Refresh Data. The server renders an "Updated" time too, so it is blanked first:
-    an "Updated" seen afterwards can only come from this refresh."""
-    page.get_by_test_id("refresh-status").evaluate("el => { el.textContent = '' }")
-    page.get_by_test_id("refresh-data").click()
-
-
-def shown_number(page: Page, test_id: str) -> int:
-    return number(page.get_by_test_id(test_id).inner_text())
 
 
 def is_data_url(url: str) -> bool:

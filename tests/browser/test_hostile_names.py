@@ -22,15 +22,20 @@ from playwright.sync_api import Page, expect
 
 from dashboard.models import Profile
 from tests.browser.conftest import Tab
-from tests.browser.test_dashboard import UPDATED, chart_data, press_refresh, table
+from tests.browser.dashboard_page import (
+    SHARE_CHART,
+    UPDATED,
+    USAGE_CHART,
+    chart_data,
+    press_refresh,
+    table,
+)
 from tests.conftest import make_record
-from tests.test_bad_input import HOSTILE_NAMES, HOSTILE_TOKEN_NAME, HOSTILE_USERNAME
+from tests.hostile_names import HOSTILE_NAMES, HOSTILE_TOKEN_NAME, HOSTILE_USERNAME
 from usage.models import UsageRecord
 
 pytestmark = pytest.mark.slow
 
-USAGE_CHART = "[data-testid=model-usage-chart]"
-SHARE_CHART = "[data-testid=model-share-chart]"
 # What a payload would leave behind in the document if it were parsed as HTML.
 INJECTED = 'img[src="x"], [onerror], [onload]'
 # Recorded from the first script on: violations of the policy, as the page sees them.

@@ -20,7 +20,7 @@ from django.utils import timezone
 from playwright.sync_api import Page, Route, expect
 
 from scripts.standin_upstream import StandIn, token_counts
-from tests.browser.test_dashboard import (
+from tests.browser.dashboard_page import (
     UPDATED,
     bar_series,
     chart_data,
