@@ -192,7 +192,17 @@ class DailyUsageRollup(models.Model):
         return f"{self.model} on {self.day} (UTC)"
 
 
-# Written out by a loop rather than 48 lines: images_by_01 .. images_by_24, then events.
+# The 48 running totals of DailyUsageRollup, added by the loop below rather than written
+# out as 48 lines (usage.rollups.IMAGES_BY and EVENTS_BY name them in this order). Each is
+# listed here so that a search for its name finds where it is defined:
+#   images_by_01 images_by_02 images_by_03 images_by_04 images_by_05 images_by_06
+#   images_by_07 images_by_08 images_by_09 images_by_10 images_by_11 images_by_12
+#   images_by_13 images_by_14 images_by_15 images_by_16 images_by_17 images_by_18
+#   images_by_19 images_by_20 images_by_21 images_by_22 images_by_23 images_by_24
+#   events_by_01 events_by_02 events_by_03 events_by_04 events_by_05 events_by_06
+#   events_by_07 events_by_08 events_by_09 events_by_10 events_by_11 events_by_12
+#   events_by_13 events_by_14 events_by_15 events_by_16 events_by_17 events_by_18
+#   events_by_19 events_by_20 events_by_21 events_by_22 events_by_23 events_by_24
 for _kind in ("images", "events"):
     for _hour in range(1, 25):
         DailyUsageRollup.add_to_class(f"{_kind}_by_{_hour:02d}", models.BigIntegerField(default=0))

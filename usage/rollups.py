@@ -10,6 +10,9 @@ Two tables, so that summaries cost what their date range costs, not what the tab
 
 ``usage.summary.daily_totals`` reads the daily rows and, in zones whose midnight is not on
 a whole hour, the hourly rows of the hours a midnight cuts.
+
+The SQL here serves PostgreSQL and SQLite alike; what they write differently (a record's
+buckets, the rebuild's lock, ingestion) is in ``usage.dialects``.
 """
 
 from datetime import datetime, timedelta
@@ -17,6 +20,7 @@ from datetime import datetime, timedelta
 from django.db import connection, models, transaction
 from django.db.models import QuerySet
 
+from usage import dialects
 from usage.models import DailyUsageRollup, UsageRecord, UsageRollup
 
 QUARTER = timedelta(minutes=15)
@@ -71,37 +75,17 @@ def delete_records(records: QuerySet) -> int:
     return len(rows)
 
 
-def _bucket_sql() -> dict[str, str]:
-    """SQL, on this database, for a record's UTC hour, its quarter (0-3), its UTC day and its
-    hour of that day."""
-    if connection.vendor == "postgresql":
-        utc = "occurred_at AT TIME ZONE 'UTC'"
-        return {
-            "hour": "date_trunc('hour', occurred_at, 'UTC')",
-            "quarter": f"(extract(minute FROM {utc})::int / 15)",
-            "day": f"({utc})::date",
-            "hour_of_day": f"extract(hour FROM {utc})::int",
-        }
-    # SQLite stores UTC datetimes as 'YYYY-MM-DD HH:MM:SS[.ffffff]' text.
-    return {
-        "hour": "substr(occurred_at, 1, 13) || ':00:00'",
-        "quarter": "(CAST(substr(occurred_at, 15, 2) AS INTEGER) / 15)",
-        "day": "substr(occurred_at, 1, 10)",
-        "hour_of_day": "CAST(substr(occurred_at, 12, 2) AS INTEGER)",
-    }
-
-
 def count_in_sql(source: str, where: str = "WHERE true", sign: int = 1) -> tuple[str, str]:
     """Two statements that count the records of ``source`` (a table, CTE or subquery with
     ``owner_id``, ``model``, ``image_count`` and ``occurred_at``) into the hourly and the daily
     rollups, adding to the rows already there (or, with ``sign=-1``, taking them out).
 
-    The one way the rollups are counted: ``rebuild`` recounts everything with it,
-    ``usage.ingest.store`` counts each batch, ``delete_records`` takes records out. Rows go
+    The one way the rollups are counted: ``rebuild`` recounts everything with it, ingestion
+    counts each batch (``usage.dialects``), ``delete_records`` takes records out. Rows go
     in key order, so that concurrent writers lock them in the same order.
     """
-    sql = _bucket_sql()
-    quarter, hour_of_day = sql["quarter"], sql["hour_of_day"]
+    buckets = dialects.current().BUCKETS
+    quarter, hour_of_day = buckets.quarter, buckets.hour_of_day
     images, one = ("image_count", "1") if sign == 1 else ("-image_count", "-1")
     quarters = [f"SUM(CASE WHEN {quarter} = {q} THEN {images} ELSE 0 END)" for q in range(4)]
     quarters += [f"SUM(CASE WHEN {quarter} = {q} THEN {one} ELSE 0 END)" for q in range(4)]
@@ -110,8 +94,8 @@ def count_in_sql(source: str, where: str = "WHERE true", sign: int = 1) -> tuple
     ]
     running += [f"SUM(CASE WHEN {hour_of_day} < {by} THEN {one} ELSE 0 END)" for by in range(1, 25)]
     return (
-        _counting(UsageRollup, "hour", sql["hour"], _COUNTERS, quarters, source, where),
-        _counting(DailyUsageRollup, "day", sql["day"], _DAY_COUNTERS, running, source, where),
+        _counting(UsageRollup, "hour", buckets.hour, _COUNTERS, quarters, source, where),
+        _counting(DailyUsageRollup, "day", buckets.day, _DAY_COUNTERS, running, source, where),
     )
 
 
@@ -137,8 +121,8 @@ def _counting(
 def rebuild(owner_id: int | None = None) -> int:
     """Recount rollups from raw records, for one owner or all; returns the rows written.
 
-    For recovery. The rollups are replaced in one transaction while new records wait
-    (SHARE mode lets readers through), so that none is counted twice or lost.
+    For recovery. The rollups are replaced in one transaction while new records wait (readers
+    go on), so that none is counted twice or lost.
     """
     records = connection.ops.quote_name(UsageRecord._meta.db_table)
     where, params = ("WHERE owner_id = %s", [owner_id]) if owner_id is not None else ("", [])
@@ -146,8 +130,7 @@ def rebuild(owner_id: int | None = None) -> int:
     where = where or "WHERE true"
     written = 0
     with transaction.atomic(), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"LOCK TABLE {records} IN SHARE MODE")
+        dialects.current().lock_records_for_rebuild(cursor)
         for rollup in (UsageRollup, DailyUsageRollup):
             cursor.execute(
                 f"DELETE FROM {connection.ops.quote_name(rollup._meta.db_table)} {where}", params
