@@ -10,20 +10,19 @@ to keep.
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import transaction
 
-from usage import rollups, strict_json
+from usage import dialects, strict_json
 from usage.models import (
     EVENT_ID_MAX_LENGTH,
     MAX_IMAGE_COUNT,
     MODEL_NAME_MAX_LENGTH,
     ApiToken,
-    UsageRecord,
 )
+from usage.problems import BodyTooLarge, InvalidBody
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 1000
@@ -43,17 +42,8 @@ TIMESTAMP_KEYS = ("timestamp",)
 EVENT_ID_KEYS = ("id", "eventId")
 
 
-class BodyError(Exception):
-    """The request body as a whole is unusable; nothing is stored."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.status = status
-
-    @classmethod
-    def too_large(cls) -> "BodyError":
-        return cls(f"The body is larger than {MAX_BODY_BYTES} bytes.", status=413)
+def body_too_large() -> BodyTooLarge:
+    return BodyTooLarge(f"The body is larger than {MAX_BODY_BYTES} bytes.")
 
 
 @dataclass(frozen=True)
@@ -96,28 +86,29 @@ class IngestResult:
         }
         if self.status == 400:
             body["error"] = "Every record was rejected; see errors."
+            body["code"] = "records_rejected"
         return body
 
 
 def parse_body(raw: bytes) -> list[Any]:
     """The records in a body: one JSON object, or an array of 1 to MAX_BATCH of them."""
     if len(raw) > MAX_BODY_BYTES:
-        raise BodyError.too_large()
+        raise body_too_large()
     try:
         payload = strict_json.loads(raw)
     except strict_json.NestedTooDeeply:
-        raise BodyError("The JSON body is nested too deeply.") from None
+        raise InvalidBody("The JSON body is nested too deeply.") from None
     except ValueError:  # UnicodeDecodeError is one
-        raise BodyError("The body is not valid JSON.") from None
+        raise InvalidBody("The body is not valid JSON.") from None
     if isinstance(payload, dict):
         return [payload]
     if isinstance(payload, list):
         if not payload:
-            raise BodyError("The array is empty: send 1 to 1000 records.")
+            raise InvalidBody("The array is empty: send 1 to 1000 records.")
         if len(payload) > MAX_BATCH:
-            raise BodyError(f"Too many records: {len(payload)}; send at most {MAX_BATCH}.")
+            raise InvalidBody(f"Too many records: {len(payload)}; send at most {MAX_BATCH}.")
         return payload
-    raise BodyError("The body must be a JSON object (one record) or an array of records.")
+    raise InvalidBody("The body must be a JSON object (one record) or an array of records.")
 
 
 class _Invalid(Exception):
@@ -306,85 +297,12 @@ def store(
 
     ``ON CONFLICT DO NOTHING`` (rather than a lookup first) keeps concurrent requests with
     the same event id from storing it twice, and only the rows really inserted are counted
-    into the rollups. On PostgreSQL that is one statement whatever the batch size (a
-    round trip costs more than the work here); on SQLite, an insert and two upserts of
-    the rows it returned.
+    into the rollups. How is the database's own (``usage.dialects``): on PostgreSQL, one
+    statement whatever the batch size.
     Returns how many rows were inserted.
     """
     # One lock order for every writer: two batches sharing event ids cannot deadlock.
     records = sorted(records, key=lambda r: (r.event_id is None, r.event_id or ""))
     token_id = token.pk if token else None
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            return _insert_and_count(owner.pk, token_id, records, now)
-        inserted = _insert(owner.pk, token_id, records, now)
-        rollups.count_records(inserted)
-        return len(inserted)
-
-
-_COLUMNS = (
-    "owner_id",
-    "model",
-    "image_count",
-    "occurred_at",
-    "received_at",
-    "event_id",
-    "token_id",
-)
-_TABLE = UsageRecord._meta.db_table
-
-
-def _insert_and_count(
-    owner_id: int, token_id: int | None, records: list[CleanRecord], now: datetime
-) -> int:
-    """PostgreSQL: insert the batch and count the inserted rows into both rollups, in one
-    statement. The batch travels as four arrays, so the statement is the same for any
-    batch size."""
-    params = [
-        owner_id,
-        now,
-        token_id,
-        [r.model for r in records],
-        [r.image_count for r in records],
-        [r.occurred_at for r in records],
-        [r.event_id for r in records],
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(_insert_and_count_sql(), params)
-        return cursor.fetchone()[0]
-
-
-@lru_cache(maxsize=1)
-def _insert_and_count_sql() -> str:
-    """Built once per process, not per request: it is the same for every batch."""
-    hourly, daily = rollups.count_in_sql("batch")
-    return (
-        f"WITH batch AS (INSERT INTO {connection.ops.quote_name(_TABLE)} ({', '.join(_COLUMNS)}) "
-        "SELECT %s::integer, model, image_count, occurred_at, %s::timestamptz, event_id, "
-        "%s::bigint FROM unnest(%s::varchar[], %s::int[], %s::timestamptz[], %s::varchar[]) "
-        "AS given(model, image_count, occurred_at, event_id) "
-        "ON CONFLICT (owner_id, event_id) DO NOTHING "
-        "RETURNING owner_id, model, image_count, occurred_at), "
-        f"hourly AS ({hourly}), daily AS ({daily}) "
-        "SELECT count(*) FROM batch"
-    )
-
-
-def _insert(
-    owner_id: int, token_id: int | None, records: list[CleanRecord], now: datetime
-) -> list[int]:
-    """SQLite: insert the records; returns the ids of the rows inserted."""
-    adapt = connection.ops.adapt_datetimefield_value
-    row = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
-    params: list[Any] = []
-    for r in records:
-        params += [owner_id, r.model, r.image_count, adapt(r.occurred_at)]
-        params += [adapt(now), r.event_id, token_id]
-    sql = (
-        f"INSERT INTO {connection.ops.quote_name(_TABLE)} ({', '.join(_COLUMNS)}) "
-        f"VALUES {', '.join([row] * len(records))} "
-        "ON CONFLICT (owner_id, event_id) DO NOTHING RETURNING id"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [row[0] for row in cursor.fetchall()]
+        return dialects.current().insert_and_count(owner.pk, token_id, records, now)

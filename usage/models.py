@@ -8,10 +8,12 @@ from django.utils import timezone
 MODEL_NAME_MAX_LENGTH = 100
 EVENT_ID_MAX_LENGTH = 100
 MAX_IMAGE_COUNT = 10_000
+# What every raw API token starts with, so that a leaked one is recognisable (and greppable).
+TOKEN_SCHEME = "usg_"
 
 
 class ApiToken(models.Model):
-    """A bearer token for the API. Only a hash of the secret is stored (see ``usage.auth``)."""
+    """A bearer token for the API. Only a hash of the secret is stored (see ``usage.tokens``)."""
 
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
@@ -34,7 +36,7 @@ class ApiToken(models.Model):
 
     @property
     def display_prefix(self) -> str:
-        return f"usg_{self.prefix}"
+        return f"{TOKEN_SCHEME}{self.prefix}"
 
     @property
     def is_revoked(self) -> bool:
