@@ -231,3 +231,21 @@ def test_the_summary_runs_one_aggregate_query_after_authentication(
     with django_assert_num_queries(2):  # the token lookup, then one GROUP BY
         body = summary(owner_api, start="2026-06-01", end="2026-06-30")
     assert body["totals"]["events"] == 28
+
+
+@pytest.mark.parametrize(
+    ("minute", "local_day"),
+    [(14, "2026-03-01"), (15, "2026-03-02"), (29, "2026-03-02"), (44, "2026-03-02")],
+)
+def test_a_midnight_on_a_quarter_hour_splits_the_utc_hour_exactly_there(
+    owner, owner_api, minute, local_day
+):
+    # Kathmandu is UTC+05:45: its midnight is 18:15 UTC, in the hour's second quarter.
+    record(owner, datetime(2026, 3, 1, 18, minute, 59, tzinfo=UTC), images=7)
+    record(owner, datetime(2026, 3, 1, 18, 14, 59, tzinfo=UTC) - timedelta(hours=1), images=1)
+
+    body = summary(owner_api, start="2026-03-01", end="2026-03-02", tz="Asia/Kathmandu")
+
+    expected = {("2026-03-01", "SD"): 1}
+    expected[(local_day, "SD")] = expected.get((local_day, "SD"), 0) + 7
+    assert by_period(body) == expected
