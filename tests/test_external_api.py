@@ -362,10 +362,10 @@ def test_a_trickling_body_that_ends_in_time_is_read(upstream):
 
 
 def test_a_generation_gets_its_own_longer_timeout(upstream, settings):
-    settings.EXTERNAL_API_TIMEOUT = 0.2
+    settings.EXTERNAL_API_TIMEOUT = 0.05
     settings.EXTERNAL_API_GENERATE_TIMEOUT = LONG
-    # Its answer (about 400 bytes) takes about 2 s to arrive: ten times analytics' limit.
-    upstream.trickle("generate", seconds_per_byte=0.005)
+    # Its answer (about 400 bytes) takes about 0.4 s to arrive: eight times analytics' limit.
+    upstream.trickle("generate", seconds_per_byte=0.001)
 
     generation = external_api.generate_plugin("alice", {"prompt": "A plugin"})
 
@@ -571,10 +571,11 @@ def test_health_is_ok_when_the_upstream_answers_200(upstream):
 
 
 @pytest.mark.parametrize("fault", ["500", "hang", "closed"])
-def test_health_is_unreachable_when_the_upstream_fails(upstream, settings, fault):
+def test_health_is_unreachable_when_the_upstream_fails(upstream, settings, monkeypatch, fault):
     if fault == "500":
         upstream.answer("health", 500, "")
     elif fault == "hang":
+        monkeypatch.setattr(external_api, "HEALTH_TIMEOUT", 0.3)  # waited out in full
         upstream.hang("health")
     else:
         settings.EXTERNAL_API_URL = f"http://127.0.0.1:{free_port()}"
