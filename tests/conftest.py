@@ -7,12 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from scripts.standin_upstream import StandIn
+from tests.example_counts import QUICK_SHARE, use_quick_counts
 from tests.live_server import HOST, free_port, poll
 from usage import rollups
 from usage.models import UsageRecord
@@ -22,22 +25,42 @@ from usage_site.cache import forget_failures
 UPSTREAM_KEY = "upstream-key-for-tests"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    use_quick_counts(config.getoption("markexpr") or "")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if use_quick_counts(config.getoption("markexpr") or ""):
+        return f"property and fuzz examples: 1/{QUICK_SHARE} of each count (quick check)"
+    return "property and fuzz examples: full counts"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _test_settings() -> Iterator[None]:
+    """Settings for every test, set once: a test's own changes (the settings fixture) are
+    undone after it, back to these."""
+    with override_settings(
+        # PBKDF2's deliberate slowness is for attackers, not for creating test users.
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        # Production serves hashed names from the collectstatic manifest, which tests do not
+        # build.
+        STORAGES={
+            **django_settings.STORAGES,
+            "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+        },
+        # WhiteNoise would index every collected static file for each new test client
+        # (~150 ms each when staticfiles/ exists); the tests serve none of them through it.
+        WHITENOISE_AUTOREFRESH=True,
+        # No external API unless a test starts one (the upstream fixture), whatever the
+        # developer's environment says.
+        EXTERNAL_API_URL="",
+        EXTERNAL_API_KEY="",
+    ):
+        yield
+
+
 @pytest.fixture(autouse=True)
-def _test_settings(settings):
-    # PBKDF2's deliberate slowness is for attackers, not for creating test users.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    # Production serves hashed names from the collectstatic manifest, which tests do not build.
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
-    }
-    # WhiteNoise would index every collected static file for each new test client
-    # (~150 ms each when staticfiles/ exists); the tests serve none of them through it.
-    settings.WHITENOISE_AUTOREFRESH = True
-    # No external API unless a test starts one (the upstream fixture), whatever the
-    # developer's environment says.
-    settings.EXTERNAL_API_URL = ""
-    settings.EXTERNAL_API_KEY = ""
+def _fresh_cache() -> None:
     # Throttle counts and cached answers live in the cache: each test starts with none, and
     # with a cache that is asked again at once, whatever failed in the test before.
     cache.clear()

@@ -28,6 +28,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi import checks as openapi_checks
 
 from tests.conftest import make_record
+from tests.example_counts import examples
 from tests.live_server import HOST, free_port, gunicorn
 from usage.tokens import create_token, revoke_token
 from usage_site.wsgi import application
@@ -40,7 +41,7 @@ SCHEMA_PATH = "/api/schema/?format=json"
 OWNER = "alice"  # the owner fixture's username, offered to the fuzzer for X-User-ID and userId
 OTHER_MODEL = "Bob's private model"  # stored for another user: never in the owner's answers
 UNKNOWN_TOKEN = "usg_" + "A" * 51  # well formed, never issued
-EXAMPLES_PER_OPERATION = 40  # the fuzzing phase's share; the coverage phase adds its own
+EXAMPLES_PER_OPERATION = examples(40)  # the fuzzing phase's share; coverage adds its own
 
 CONFIG = schemathesis.Config.from_dict(
     {

@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import post_usage
+from tests.example_counts import examples
 from usage.ingest import (
     COUNT_KEYS,
     EMAIL_KEYS,
@@ -52,7 +53,7 @@ class Owner:
         return "alice"
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(records | json_values)
 def test_validation_of_any_json_value_either_cleans_it_or_names_the_bad_fields(item):
     try:
@@ -67,7 +68,7 @@ def test_validation_of_any_json_value_either_cleans_it_or_names_the_bad_fields(i
     assert record.event_id is None or 1 <= len(record.event_id) <= 100
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.binary(max_size=200) | json_values.map(lambda value: json.dumps(value).encode()))
 def test_parsing_any_body_gives_records_or_a_body_error(raw):
     try:
@@ -80,7 +81,9 @@ def test_parsing_any_body_gives_records_or_a_body_error(raw):
 
 @pytest.mark.django_db
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(body=st.lists(records, min_size=1, max_size=5))
 def test_posting_any_batch_accounts_for_every_record_and_stores_only_the_accepted(owner_api, body):

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import make_record
+from tests.example_counts import examples
 from usage.ingest import CleanRecord, store
 from usage.models import DailyUsageRollup, UsageRecord, UsageRollup
 from usage.rollups import EVENTS_BY, IMAGES_BY, delete_records, rebuild
@@ -93,7 +94,7 @@ ranges = st.builds(
 
 @pytest.mark.django_db
 @settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
@@ -109,7 +110,7 @@ def test_rollups_equal_the_raw_records_in_any_zone_and_range(owner, batches, dat
 
 @pytest.mark.django_db
 @settings(
-    max_examples=30,
+    max_examples=examples(30),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
