@@ -3,6 +3,7 @@
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.db import connection
@@ -10,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from tests.conftest import bearer, post_usage
+from usage import tokens
 from usage.models import DailyUsageRollup, UsageRecord, UsageRollup
 from usage.tokens import create_token, revoke_token
 
@@ -421,15 +423,31 @@ def test_a_batch_of_1001_records_is_refused_whole(owner_api):
 
 @pytest.mark.parametrize("batch_size", [1, 10, 500])
 def test_ingestion_runs_a_constant_number_of_queries_whatever_the_batch_size(owner_api, batch_size):
-    post_usage(owner_api, {"model": "warm-up", "count": 1})  # last_used_at is now fresh
+    # The warm-up checks the token (remembered for a second) and makes last_used_at fresh.
+    post_usage(owner_api, {"model": "warm-up", "count": 1})
     batch = [{"model": "SD", "count": 1, "id": f"e{n}"} for n in range(batch_size)]
     with CaptureQueriesContext(connection) as queries:
         response = post_usage(owner_api, batch)
     assert response.status_code == 201
-    # One token lookup, then on PostgreSQL one statement that inserts the records and
-    # counts them into both rollups; on SQLite the insert and the two upserts. (The
-    # savepoints are the test's own transaction nesting atomic().)
-    assert statements_of(queries) == ["SELECT usage_apitoken", *STORING]
+    # On PostgreSQL one statement that inserts the records and counts them into both
+    # rollups; on SQLite the insert and the two upserts. (The savepoints are the test's own
+    # transaction nesting atomic().)
+    assert statements_of(queries) == STORING
+
+
+def test_an_apps_first_post_looks_its_token_up_and_the_next_ones_for_a_second_do_not(
+    owner_api, monkeypatch
+):
+    clock = [1000.0]
+    monkeypatch.setattr(tokens, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    looked_up = []
+    for wait in (0, 0.5, 1.0):
+        clock[0] += wait
+        with CaptureQueriesContext(connection) as queries:
+            assert post_usage(owner_api, {"model": "SD", "count": 1}).status_code == 201
+        looked_up.append("SELECT usage_apitoken" in statements_of(queries))
+
+    assert looked_up == [True, False, True]
 
 
 def test_a_resent_batch_adds_nothing_to_the_rollups(owner_api):

@@ -163,7 +163,7 @@ def test_a_replica_gets_its_own_connection_and_switches_the_router_on():
     assert (replica["HOST"], replica["PORT"], replica["USER"]) == ("db-replica", "6432", "reader")
     assert (replica["NAME"], replica["PASSWORD"]) == ("usage", "replica-pw")
     assert replica["OPTIONS"] == {"sslmode": "require", "connect_timeout": 3}
-    assert (replica["CONN_MAX_AGE"], replica["CONN_HEALTH_CHECKS"]) == (60, True)
+    assert (replica["CONN_MAX_AGE"], replica["CONN_HEALTH_CHECKS"]) == (60, False)
     assert replica["TEST"] == {"MIRROR": "default"}
     assert loaded["DATABASES"]["default"]["HOST"] == "db-primary"
     assert loaded["DATABASE_REPLICA_PIN_SECONDS"] == 30

@@ -2,17 +2,20 @@
 
 import re
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.utils import timezone
 
+from usage import tokens
 from usage.models import ApiToken
 from usage.tokens import (
     LAST_USED_PRECISION,
     MAX_ACTIVE_TOKENS,
     TooManyTokens,
+    checked_token,
     create_token,
     find_active_token,
     hash_token,
@@ -110,3 +113,36 @@ def test_a_revoked_token_makes_room_for_a_new_one(owner):
 
     active = ApiToken.objects.filter(owner=owner, revoked_at__isnull=True)
     assert active.count() == MAX_ACTIVE_TOKENS
+
+
+def test_a_token_revoked_on_another_server_stops_working_here_within_a_second(owner, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(tokens, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    new = create_token(owner, "Laptop")
+    assert checked_token(new.raw) == new.token
+    # Another server revokes it: this process's memory of the token is not told.
+    ApiToken.objects.filter(pk=new.token.pk).update(revoked_at=timezone.now())
+
+    clock[0] += 0.9
+    still_trusted = checked_token(new.raw)
+    clock[0] += 0.1  # the promise: within one second on every server
+
+    assert still_trusted == new.token
+    assert checked_token(new.raw) is None
+
+
+def test_a_token_revoked_here_stops_working_here_at_once(owner):
+    new = create_token(owner, "Laptop")
+    assert checked_token(new.raw) == new.token
+
+    revoke_token(new.token)
+
+    assert checked_token(new.raw) is None
+
+
+def test_unknown_tokens_are_not_remembered(owner):
+    raw = create_token(owner, "Laptop").raw
+    forged = raw[:-1] + ("A" if raw[-1] != "A" else "B")
+
+    assert checked_token(forged) is None
+    assert hash_token(forged) not in tokens._checked

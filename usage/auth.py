@@ -20,7 +20,7 @@ from rest_framework import authentication, exceptions
 
 from usage.client_address import client_address
 from usage.throttles import give_back, hit
-from usage.tokens import find_active_token, touch_last_used
+from usage.tokens import checked_token, touch_last_used
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -36,7 +36,7 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         raw = raw.strip()
         if not raw:
             raise exceptions.AuthenticationFailed("The Authorization header has no token.")
-        token = find_active_token(raw)
+        token = checked_token(raw)
         if token is None:
             raise exceptions.AuthenticationFailed("Invalid or revoked API token.")
         touch_last_used(token, client_address(request))

@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
 
 from usage import dialects, strict_json
 from usage.models import (
@@ -293,16 +292,15 @@ def ingest(
 def store(
     owner: AbstractBaseUser, token: ApiToken | None, records: list[CleanRecord], now: datetime
 ) -> int:
-    """Insert ``records`` and count them into the rollups, in one transaction.
+    """Insert ``records`` and count them into the rollups, all or nothing.
 
     ``ON CONFLICT DO NOTHING`` (rather than a lookup first) keeps concurrent requests with
     the same event id from storing it twice, and only the rows really inserted are counted
     into the rollups. How is the database's own (``usage.dialects``): on PostgreSQL, one
-    statement whatever the batch size.
+    statement whatever the batch size, which is its own transaction.
     Returns how many rows were inserted.
     """
     # One lock order for every writer: two batches sharing event ids cannot deadlock.
     records = sorted(records, key=lambda r: (r.event_id is None, r.event_id or ""))
     token_id = token.pk if token else None
-    with transaction.atomic():
-        return dialects.current().insert_and_count(owner.pk, token_id, records, now)
+    return dialects.current().insert_and_count(owner.pk, token_id, records, now)

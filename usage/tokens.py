@@ -17,6 +17,7 @@ import hmac
 import math
 import secrets
 import string
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -37,6 +38,13 @@ MAX_ACTIVE_TOKENS = 20
 # Updating last_used_at on every request would turn every read into a write; once a
 # minute is precise enough for "last used" and keeps ingestion to one write per batch.
 LAST_USED_PRECISION = timedelta(minutes=1)
+# How long a process trusts a token it has checked: revoking a token (or deactivating its
+# owner) holds on every server within this time, and a desktop app posting many records
+# costs one lookup per process per second instead of one per request.
+CHECKED_SECONDS = 1.0
+_MAX_CHECKED = 10_000  # tokens remembered per process; past that, the memory starts over
+# By the hash of the raw token: (when it was checked, the live token).
+_checked: dict[str, tuple[float, ApiToken]] = {}
 
 
 class TooManyTokens(Problem):
@@ -117,6 +125,26 @@ def revoke_token(
             token.revoked_at = timezone.now()
             token.save(update_fields=["revoked_at"])
             audit.token_revoked(token, actor, request)
+    forget_checked()  # at once in this process; the others forget within CHECKED_SECONDS
+
+
+def checked_token(raw: str) -> ApiToken | None:
+    """``find_active_token``, remembered by this process for CHECKED_SECONDS."""
+    key = hash_token(raw)
+    now = time.monotonic()
+    checked = _checked.get(key)
+    if checked is not None and now - checked[0] < CHECKED_SECONDS:
+        return checked[1]
+    token = find_active_token(raw)
+    if token is not None:  # unknown tokens are never remembered: anyone can send those
+        if len(_checked) >= _MAX_CHECKED:
+            _checked.clear()
+        _checked[key] = (now, token)
+    return token
+
+
+def forget_checked() -> None:
+    _checked.clear()
 
 
 def find_active_token(raw: str) -> ApiToken | None:

@@ -53,8 +53,8 @@ class Dialect(Protocol):
         self, owner_id: int, token_id: int | None, records: Sequence[CleanRecord], now: datetime
     ) -> int:
         """Insert ``records``, skipping event ids the owner already has, and count the rows
-        really inserted into both rollups; returns how many. Runs in the caller's
-        transaction."""
+        really inserted into both rollups; returns how many. All or nothing: in the
+        caller's transaction if there is one, else in its own."""
         ...
 
     def lock_records_for_rebuild(self, cursor: CursorWrapper) -> None:

@@ -12,15 +12,15 @@ from datetime import datetime
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+import psycopg
 from django.db import connection
+from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 from usage import rollups
 from usage.dialects import RECORD_COLUMNS, Buckets
 from usage.models import UsageRecord
 
 if TYPE_CHECKING:
-    from django.db.backends.utils import CursorWrapper
-
     from usage.ingest import CleanRecord
 
 _UTC = "occurred_at AT TIME ZONE 'UTC'"
@@ -37,7 +37,10 @@ def insert_and_count(
 ) -> int:
     """Insert the batch and count the inserted rows into both rollups, in one statement.
 
-    The batch travels as four arrays, so that the statement is the same for any batch size.
+    The batch travels as four arrays, so that the statement is the same for any batch size,
+    and so it is prepared once per connection: parsing and planning its ~12 000 characters
+    cost five times what executing it does. Outside a transaction (a request) the statement
+    is its own: no BEGIN and COMMIT round trips around it.
     """
     params = [
         owner_id,
@@ -48,9 +51,41 @@ def insert_and_count(
         [r.occurred_at for r in records],
         [r.event_id for r in records],
     ]
-    with connection.cursor() as cursor:
+    with _prepared_cursor() as cursor:
         cursor.execute(_insert_and_count_sql(), params)
         return cursor.fetchone()[0]
+
+
+class _PreparingCursor(psycopg.Cursor):
+    """Binds parameters on the server and prepares every statement on its first run.
+
+    Django's own cursors bind on the client, which cannot be prepared, and Django turns
+    psycopg's automatic preparing off (for connection poolers in transaction mode, which
+    this site does not use).
+    """
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=True, binary=binary)
+
+
+class _LoggedCursor(CursorDebugWrapper):
+    """Logs a statement as written: a prepared one is not sent as text, so Django's usual
+    reading of what was sent finds nothing."""
+
+    def execute(self, sql, params=None):
+        with self.debug_sql(sql, params):
+            return CursorWrapper.execute(self, sql, params)
+
+
+def _prepared_cursor() -> CursorWrapper:
+    """A Django cursor over a ``_PreparingCursor``: errors wrapped and queries counted and
+    logged as Django's own are. The prepared statement lives as long as the (persistent)
+    connection."""
+    connection.ensure_connection()
+    cursor = _PreparingCursor(connection.connection)
+    if connection.queries_logged:
+        return _LoggedCursor(cursor, connection)
+    return connection.make_cursor(cursor)
 
 
 @lru_cache(maxsize=1)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from django.db import connection
+from django.db import connection, transaction
 
 from usage import rollups
 from usage.dialects import RECORD_COLUMNS, Buckets
@@ -33,9 +33,11 @@ BUCKETS = Buckets(
 def insert_and_count(
     owner_id: int, token_id: int | None, records: Sequence[CleanRecord], now: datetime
 ) -> int:
-    """Insert the records, then count the rows really inserted into both rollups."""
-    inserted = _insert(owner_id, token_id, records, now)
-    rollups.count_records(inserted)
+    """Insert the records, then count the rows really inserted into both rollups, in one
+    transaction."""
+    with transaction.atomic():
+        inserted = _insert(owner_id, token_id, records, now)
+        rollups.count_records(inserted)
     return len(inserted)
 
 
