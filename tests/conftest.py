@@ -3,7 +3,8 @@
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import pytest
 import redis
@@ -137,21 +138,55 @@ def answers_ping(client: redis.Redis) -> bool:
         return False
 
 
+def create_owner():
+    return get_user_model().objects.create_user("alice", "Alice@Example.com", "alice-password-1")
+
+
+def create_other():
+    return get_user_model().objects.create_user("bob", "bob@example.com", "bob-password-1")
+
+
+def create_staff():
+    return get_user_model().objects.create_user(
+        "carol", "carol@example.com", "carol-password-1", is_staff=True, is_superuser=True
+    )
+
+
 @pytest.fixture
 def owner(db):
-    return get_user_model().objects.create_user("alice", "Alice@Example.com", "alice-password-1")
+    return create_owner()
 
 
 @pytest.fixture
 def other(db):
-    return get_user_model().objects.create_user("bob", "bob@example.com", "bob-password-1")
+    return create_other()
 
 
 @pytest.fixture
 def staff(db):
-    return get_user_model().objects.create_user(
-        "carol", "carol@example.com", "carol-password-1", is_staff=True, is_superuser=True
-    )
+    return create_staff()
+
+
+@pytest.fixture(scope="module")
+def module_rows(
+    django_db_setup, django_db_blocker
+) -> Iterator[Callable[[], AbstractContextManager]]:
+    """A transaction open around a module's tests, for rows its fixtures make once.
+
+    Yields ``allowed()``, a context in which a module-scoped fixture may write them. Each
+    test's own transaction (the ``db`` fixture) is a savepoint inside this one, so what a
+    test changes is undone after it as usual, and the module's rows after the module. For
+    modules whose tests use plain ``db`` only: not ``transaction=True``, not a live server.
+    """
+    with django_db_blocker.unblock():
+        outer = transaction.atomic()
+        outer.__enter__()
+    try:
+        yield django_db_blocker.unblock
+    finally:
+        with django_db_blocker.unblock():
+            transaction.set_rollback(True)
+            outer.__exit__(None, None, None)
 
 
 @pytest.fixture

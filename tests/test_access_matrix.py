@@ -34,7 +34,7 @@ from django.views.generic import RedirectView
 
 from dashboard.models import Profile
 from scripts.standin_upstream import StandIn
-from tests.conftest import make_record
+from tests.conftest import create_other, create_owner, create_staff, make_record
 from usage.models import ApiToken, AuditEvent, PluginGeneration, UsageRecord
 from usage.tokens import NewToken, create_token
 
@@ -70,30 +70,62 @@ class World:
         return self.tokens["owner"].token
 
 
+@dataclass(frozen=True)
+class Made:
+    """The world as made once for the module: primary keys, and the tokens' raw values."""
+
+    users: dict[str, int]
+    tokens: dict[str, tuple[int, str]]
+    record: int
+    generation: int
+    event: int
+    group: int
+
+
+@pytest.fixture(scope="module")
+def made(module_rows) -> Made:
+    # Made once: the 430-odd cases each start from it, and what one changes is undone.
+    with module_rows():
+        users = {"owner": create_owner(), "other": create_other(), "staff": create_staff()}
+        owner = users["owner"]
+        tokens = {
+            persona: create_token(user, f"{persona}'s laptop") for persona, user in users.items()
+        }
+        Profile.objects.create(user=owner, time_zone="Europe/Paris")
+        generation = PluginGeneration.objects.create(
+            user=owner, outcome="ok", upstream_status=200, total_tokens=128, duration_ms=40
+        )
+        event = AuditEvent.objects.create(
+            action=AuditEvent.Action.TOKEN_REVOKED,
+            actor=owner,
+            actor_name=owner.username,
+            subject=owner,
+            subject_name=owner.username,
+            detail=tokens["owner"].token.display_prefix,
+        )
+        return Made(
+            users={persona: user.pk for persona, user in users.items()},
+            tokens={persona: (new.token.pk, new.raw) for persona, new in tokens.items()},
+            record=make_record(owner, timezone.now() - timedelta(hours=1), OWNER_MODEL, 3).pk,
+            generation=generation.pk,
+            event=event.pk,
+            group=Group.objects.create(name=OWNER_GROUP).pk,
+        )
+
+
 @pytest.fixture
-def world(owner, other, staff) -> World:
+def world(made, db) -> World:
+    """The module's world, read afresh for each case."""
     cache.clear()  # no throttle counts from another test
-    users = {"owner": owner, "other": other, "staff": staff}
-    tokens = {persona: create_token(user, f"{persona}'s laptop") for persona, user in users.items()}
-    Profile.objects.create(user=owner, time_zone="Europe/Paris")
-    generation = PluginGeneration.objects.create(
-        user=owner, outcome="ok", upstream_status=200, total_tokens=128, duration_ms=40
-    )
-    event = AuditEvent.objects.create(
-        action=AuditEvent.Action.TOKEN_REVOKED,
-        actor=owner,
-        actor_name=owner.username,
-        subject=owner,
-        subject_name=owner.username,
-        detail=tokens["owner"].token.display_prefix,
-    )
+    users = get_user_model().objects.in_bulk(made.users.values())
+    tokens = ApiToken.objects.in_bulk([pk for pk, _ in made.tokens.values()])
     return World(
-        users=users,
-        tokens=tokens,
-        record=make_record(owner, timezone.now() - timedelta(hours=1), OWNER_MODEL, 3),
-        generation=generation,
-        event=event,
-        group=Group.objects.create(name=OWNER_GROUP),
+        users={persona: users[pk] for persona, pk in made.users.items()},
+        tokens={persona: NewToken(tokens[pk], raw) for persona, (pk, raw) in made.tokens.items()},
+        record=UsageRecord.objects.get(pk=made.record),
+        generation=PluginGeneration.objects.get(pk=made.generation),
+        event=AuditEvent.objects.get(pk=made.event),
+        group=Group.objects.get(pk=made.group),
     )
 
 

@@ -4,6 +4,7 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.test import Client
@@ -22,37 +23,60 @@ BEHIND_PROXY = {
 }
 
 
-def deploy_check(**env: str) -> subprocess.CompletedProcess:
-    """``manage.py check --deploy --fail-level WARNING`` with only ``env`` and DEBUG=0 set."""
-    clean = {"PATH": os.environ["PATH"], "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50)}
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=PROJECT,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+PLAIN_HTTP = {"ALLOWED_HOSTS": "usage.example.com", "HTTPS_ONLY": "0"}
+PROXY_NOT_TRUSTED = {"ALLOWED_HOSTS": "usage.example.com", "PROXY_ENFORCES_HTTPS": "1"}
+
+
+@pytest.fixture(scope="module")
+def deploy_check() -> Iterator[Callable[[dict[str, str]], subprocess.CompletedProcess]]:
+    """``manage.py check --deploy --fail-level WARNING`` with only ``env`` and DEBUG=0 set.
+
+    Each is a Django start of its own (most of a second), so the module's four start at once
+    and run side by side; ``deploy_check(env)`` waits for one.
+    """
+    argv = [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"]
+    running = {}
+    for env in (DIRECT_TLS, BEHIND_PROXY, PLAIN_HTTP, PROXY_NOT_TRUSTED):
+        clean = {"PATH": os.environ["PATH"], "DEBUG": "0", "SECRET_KEY": secrets.token_urlsafe(50)}
+        running[frozenset(env.items())] = subprocess.Popen(
+            argv,
+            cwd=PROJECT,
+            env={**clean, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def result(env: dict[str, str]) -> subprocess.CompletedProcess:
+        process = running[frozenset(env.items())]
+        stdout, stderr = process.communicate(timeout=120)
+        return subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+
+    yield result
+    for process in running.values():
+        if process.returncode is None:  # never waited for: its test did not run
+            process.kill()
+            process.communicate()
 
 
 @pytest.mark.parametrize("env", [DIRECT_TLS, BEHIND_PROXY], ids=["direct-tls", "behind-proxy"])
-def test_the_documented_production_settings_pass_the_deploy_check(env):
-    result = deploy_check(**env)
+def test_the_documented_production_settings_pass_the_deploy_check(deploy_check, env):
+    result = deploy_check(env)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
 
-def test_the_deploy_check_is_real_a_plain_http_server_fails_it():
-    result = deploy_check(ALLOWED_HOSTS="usage.example.com", HTTPS_ONLY="0")
+def test_the_deploy_check_is_real_a_plain_http_server_fails_it(deploy_check):
+    result = deploy_check(PLAIN_HTTP)
 
     assert result.returncode != 0
     for check in ("security.W004", "security.W008", "security.W012", "security.W016"):
         assert check in result.stderr + result.stdout
 
 
-def test_a_proxy_cannot_be_said_to_enforce_https_without_saying_which_requests_were():
-    result = deploy_check(ALLOWED_HOSTS="usage.example.com", PROXY_ENFORCES_HTTPS="1")
+def test_a_proxy_cannot_be_said_to_enforce_https_without_saying_which_requests_were(deploy_check):
+    result = deploy_check(PROXY_NOT_TRUSTED)
 
     assert result.returncode != 0
     assert "PROXY_ENFORCES_HTTPS needs TRUST_X_FORWARDED_PROTO" in result.stderr
