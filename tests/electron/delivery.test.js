@@ -252,6 +252,9 @@ test('a revoked token stops sending and is reported once; a new token resumes', 
   await waitStored(server, model, 1);
 
   await server.revokeToken(doomed);
+  // The server's processes each remember a checked token for up to a second
+  // (usage/tokens.py, CHECKED_SECONDS): a revocation is in force everywhere after that.
+  await new Promise((resolve) => setTimeout(resolve, 1100));
   tracked.push(await tracker.track({ model, imageCount: 2 }));
   await waitFor(() => events.authErrors.length > 0, { what: 'onAuthError' });
   const postsAtAuthError = proxy.posts().length;
