@@ -8,7 +8,6 @@ with a 23- or 25-hour local length is still one day.
 """
 
 import re
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -17,6 +16,7 @@ from itertools import pairwise
 from zoneinfo import ZoneInfo, available_timezones
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connections, router
 from django.utils import timezone
 
 from usage import rollups
@@ -135,46 +135,101 @@ def periods(date_range: DateRange, granularity: str) -> list[date]:
 
 
 def daily_totals(owner_id: int, date_range: DateRange) -> dict[tuple[date, str], list[int]]:
-    """``{(local day, model): [images, events]}`` for the range, read from the rollups.
+    """``{(local day, model): [images, events]}`` for the range, read from the rollups."""
+    days = periods(date_range, "day")
+    return {
+        (days[bucket], model): [images, events]
+        for bucket, model, images, events in bucket_totals(owner_id, date_range, "day")
+    }
+
+
+def bucket_totals(
+    owner_id: int, date_range: DateRange, granularity: str
+) -> list[tuple[int, str, int, int]]:
+    """``(bucket, model, images, events)`` for every bucket and model with records, where
+    ``bucket`` is a position in ``periods(date_range, granularity)``. One statement, which
+    adds up the pieces of ``_Plan`` in the database and returns one row per bucket and model.
+    """
+    plan = _plan(date_range, granularity)
+    if not plan.sql:
+        return []
+    # Both rollups go to the same database: the router decides for them together.
+    connection = connections[router.db_for_read(DailyUsageRollup)]
+    day, moment = connection.ops.adapt_datefield_value, connection.ops.adapt_datetimefield_value
+    params: list[object] = [moment(value) for value in plan.hours]
+    # The pieces are in time order: the first and last day bound the index range scanned.
+    if plan.days:
+        params += [owner_id, day(plan.days[0]), day(plan.days[-1])]
+    if plan.hours:  # each cut hour once, looked up in the index like the days
+        params += [owner_id, *(moment(value) for value in dict.fromkeys(plan.hours))]
+    with connection.cursor() as cursor:
+        cursor.execute(plan.sql, params)
+        return cursor.fetchall()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How a range's buckets add up from the rollups, the same for every owner.
 
     Each local day is its whole UTC hours, read from the daily rollups in pieces (a part of
     one UTC day is a difference of two running totals), plus, where midnight falls inside
     a UTC hour (zones with a half- or quarter-hour offset), that hour's quarters from the
-    hourly rollups. About two rows per model and day, whatever the number of records.
+    hourly rollups. The pieces go to the database as two lists of ``VALUES``, joined to
+    the rollup rows they cut and summed per bucket and model there: one row per bucket and
+    model comes back, whatever the number of records.
     """
+
+    sql: str
+    days: tuple[date, ...]  # the UTC day of each daily piece, in time order
+    hours: tuple[datetime, ...]  # the UTC hour of each hourly piece (parameters of ``sql``)
+
+
+# Ranges repeat (the last 30 or 90 days in a few zones), and working out their pieces costs
+# more than reading the rollups. A plan holds no data, only the range's arithmetic.
+@lru_cache(maxsize=64)
+def _plan(date_range: DateRange, granularity: str) -> _Plan:
+    bucket_of_day = _bucket_positions(date_range, granularity)
     bounds = midnights(date_range)
-    pieces = _pieces(date_range.start, bounds)
-    totals: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0, 0])
-    if pieces:
-        needed = sorted({hour for day in pieces.values() for a, b, _ in day for hour in (a, b)})
-        needed = [hour for hour in needed if hour]  # the total through hour 0 is always 0
-        column = {hour: position for position, hour in enumerate(needed)}
-        rows = DailyUsageRollup.objects.filter(
-            owner_id=owner_id, day__gte=min(pieces), day__lte=max(pieces)
-        ).values_list(
-            "day",
-            "model",
-            *(rollups.IMAGES_BY[hour - 1] for hour in needed),
-            *(rollups.EVENTS_BY[hour - 1] for hour in needed),
-        )
-        for day, model, *running in rows:
-            images, events = running[: len(needed)], running[len(needed) :]
-            for a, b, local_day in pieces.get(day, ()):
-                piece_events = events[column[b]] - (events[column[a]] if a else 0)
-                if piece_events:
-                    entry = totals[(local_day, model)]
-                    entry[0] += images[column[b]] - (images[column[a]] if a else 0)
-                    entry[1] += piece_events
-    _add_cut_hours(totals, owner_id, date_range, bounds)
-    return totals
+    daily = _daily_pieces(bounds, bucket_of_day)
+    hourly = _hourly_pieces(date_range, bounds, bucket_of_day)
+    parts = []
+    if daily:
+        parts.append(_daily_sql(daily))
+    if hourly:
+        parts.append(_hourly_sql(hourly))
+    if not parts:
+        return _Plan("", (), ())
+    ctes = ", ".join(cte for cte, _ in parts)
+    selects = " UNION ALL ".join(select for _, select in parts)
+    sql = (
+        f"WITH {ctes} "
+        "SELECT bucket, model, CAST(SUM(images) AS BIGINT), CAST(SUM(events) AS BIGINT) "
+        f"FROM ({selects}) AS pieces GROUP BY bucket, model HAVING SUM(events) > 0"
+    )
+    return _Plan(sql, tuple(piece[0] for piece in daily), tuple(piece[0] for piece in hourly))
 
 
-def _pieces(first_day: date, bounds: list[datetime]) -> dict[date, list[tuple[int, int, date]]]:
-    """For each UTC day, ``(from hour, to hour, local day)``: the whole UTC hours of each
-    local day (between two midnights in ``bounds``), cut where UTC days end."""
-    pieces: dict[date, list[tuple[int, int, date]]] = defaultdict(list)
+def _bucket_positions(date_range: DateRange, granularity: str) -> list[int]:
+    """For each local day of the range, the position of its bucket in ``periods``."""
+    positions: list[int] = []
+    previous, position = None, -1
+    for offset in range(date_range.days):
+        bucket = bucket_of(date_range.start + timedelta(days=offset), granularity)
+        if bucket != previous:
+            previous, position = bucket, position + 1
+        positions.append(position)
+    return positions
+
+
+def _daily_pieces(
+    bounds: list[datetime], bucket_of_day: list[int]
+) -> list[tuple[date, int, int, int]]:
+    """``(UTC day, from hour, to hour, bucket)``: the whole UTC hours of each local day
+    (between two midnights in ``bounds``), cut where UTC days end. Pieces next to each other
+    in one UTC day and bucket (two days of one week, say) are one piece."""
+    pieces: list[tuple[date, int, int, int]] = []
     for offset, (start, end) in enumerate(pairwise(bounds)):
-        local_day = first_day + timedelta(days=offset)
+        bucket = bucket_of_day[offset]
         moment = _next_whole_hour(start)
         last = rollups.hour_of(end)
         while moment < last:
@@ -182,7 +237,10 @@ def _pieces(first_day: date, bounds: list[datetime]) -> dict[date, list[tuple[in
             day_end = datetime.combine(utc_day + timedelta(days=1), time.min, tzinfo=UTC)
             piece_end = min(last, day_end)
             to_hour = 24 if piece_end == day_end else piece_end.hour
-            pieces[utc_day].append((moment.hour, to_hour, local_day))
+            if pieces and pieces[-1][0] == utc_day and pieces[-1][2:] == (moment.hour, bucket):
+                pieces[-1] = (utc_day, pieces[-1][1], to_hour, bucket)
+            else:
+                pieces.append((utc_day, moment.hour, to_hour, bucket))
             moment = piece_end
     return pieces
 
@@ -192,27 +250,90 @@ def _next_whole_hour(moment: datetime) -> datetime:
     return hour if hour == moment else hour + rollups.HOUR
 
 
-def _add_cut_hours(
-    totals: dict[tuple[date, str], list[int]],
-    owner_id: int,
-    date_range: DateRange,
-    bounds: list[datetime],
-) -> None:
-    """Add the quarters of the UTC hours that a local midnight falls inside of."""
+def _hourly_pieces(
+    date_range: DateRange, bounds: list[datetime], bucket_of_day: list[int]
+) -> list[tuple[datetime, int, int, int]]:
+    """``(UTC hour, from quarter, to quarter, bucket)``: the quarters of the UTC hours that
+    a local midnight falls inside of, each with the local day its start is in."""
     cut_hours = sorted({rollups.hour_of(m) for m in bounds if m != rollups.hour_of(m)})
-    if not cut_hours:
-        return
     lo, hi = bounds[0], bounds[-1]
-    rows = UsageRollup.objects.filter(owner_id=owner_id, hour__in=cut_hours).values_list(
-        "hour", "model", *rollups.IMAGE_COLUMNS, *rollups.EVENT_COLUMNS
-    )
-    for hour, model, *counts in rows:
+    pieces: list[tuple[datetime, int, int, int]] = []
+    for hour in cut_hours:
         for quarter in range(4):
             start = hour + quarter * rollups.QUARTER
-            if counts[4 + quarter] and lo <= start < hi:
-                entry = totals[(start.astimezone(date_range.tz).date(), model)]
-                entry[0] += counts[quarter]
-                entry[1] += counts[4 + quarter]
+            if not lo <= start < hi:
+                continue
+            local_day = start.astimezone(date_range.tz).date()
+            bucket = bucket_of_day[(local_day - date_range.start).days]
+            if pieces and pieces[-1][0] == hour and pieces[-1][2:] == (quarter, bucket):
+                pieces[-1] = (hour, pieces[-1][1], quarter + 1, bucket)
+            else:
+                pieces.append((hour, quarter, quarter + 1, bucket))
+    return pieces
+
+
+def _daily_sql(pieces: list[tuple[date, int, int, int]]) -> tuple[str, str]:
+    """The CTE of the daily pieces, and the SELECT of each piece's images and events."""
+    table = _quoted_table(DailyUsageRollup)
+    # Written into the statement, not passed as parameters: our own dates and numbers, and
+    # 180 parameters for 90 days cost the driver more than the query costs the database.
+    # date('2026-03-05') is a date in PostgreSQL and the text that SQLite stores for one.
+    values = ", ".join(
+        f"(date('{day.isoformat()}'), {a}, {b}, {bucket})" for day, a, b, bucket in pieces
+    )
+    cte = f"daily_piece (utc_day, from_hour, to_hour, bucket) AS (VALUES {values})"
+    # The running total through hour 0 is 0: no column holds it.
+    from_hours = sorted({a for _, a, _, _ in pieces} - {0})
+    to_hours = sorted({b for _, _, b, _ in pieces})
+
+    def piece(names: tuple[str, ...]) -> str:
+        through_to = _running(names, "to_hour", to_hours)
+        return (
+            f"{through_to} - {_running(names, 'from_hour', from_hours)}"
+            if from_hours
+            else through_to
+        )
+
+    select = (
+        f"SELECT p.bucket, r.model, {piece(rollups.IMAGES_BY)} AS images, "
+        f"{piece(rollups.EVENTS_BY)} AS events "
+        f"FROM {table} r JOIN daily_piece p ON r.day = p.utc_day "
+        "WHERE r.owner_id = %s AND r.day BETWEEN %s AND %s"
+    )
+    return cte, select
+
+
+def _running(names: tuple[str, ...], column: str, hours: list[int]) -> str:
+    """The running total through ``p.column``'s hour, one of ``hours`` (or 0)."""
+    cases = " ".join(f"WHEN {hour} THEN r.{names[hour - 1]}" for hour in hours)
+    return f"(CASE p.{column} {cases} ELSE 0 END)"
+
+
+def _hourly_sql(pieces: list[tuple[datetime, int, int, int]]) -> tuple[str, str]:
+    """The CTE of the quarters of cut hours, and the SELECT of their images and events."""
+    table = _quoted_table(UsageRollup)
+    values = ", ".join(f"(%s, {a}, {b}, {bucket})" for _, a, b, bucket in pieces)
+    cte = f"hourly_piece (utc_hour, from_quarter, to_quarter, bucket) AS (VALUES {values})"
+    hours = ", ".join("%s" for _ in dict.fromkeys(hour for hour, _, _, _ in pieces))
+
+    def quarters(names: tuple[str, ...]) -> str:
+        return " + ".join(
+            f"(CASE WHEN q.from_quarter <= {n} AND {n} < q.to_quarter THEN h.{name} ELSE 0 END)"
+            for n, name in enumerate(names)
+        )
+
+    select = (
+        f"SELECT q.bucket, h.model, {quarters(rollups.IMAGE_COLUMNS)} AS images, "
+        f"{quarters(rollups.EVENT_COLUMNS)} AS events "
+        f"FROM {table} h JOIN hourly_piece q ON h.hour = q.utc_hour "
+        f"WHERE h.owner_id = %s AND h.hour IN ({hours})"
+    )
+    return cte, select
+
+
+def _quoted_table(model: type[DailyUsageRollup] | type[UsageRollup]) -> str:
+    # PostgreSQL and SQLite quote names alike.
+    return f'"{model._meta.db_table}"'
 
 
 def midnights(date_range: DateRange) -> list[datetime]:
@@ -225,15 +346,16 @@ def midnights(date_range: DateRange) -> list[datetime]:
 
 def summarize(owner: AbstractBaseUser, date_range: DateRange, granularity: str) -> dict:
     """The owner's images and events in the range: totals, per model, and per bucket."""
-    per_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    per_bucket: dict[tuple[date, str], int] = defaultdict(int)
-    for (day, model), (images, events) in daily_totals(owner.pk, date_range).items():
-        per_model[model][0] += images
-        per_model[model][1] += events
-        per_bucket[(bucket_of(day, granularity), model)] += images
+    rows = bucket_totals(owner.pk, date_range, granularity)
+    per_model: dict[str, list[int]] = {}
+    for _, model, images, events in rows:
+        totals = per_model.setdefault(model, [0, 0])
+        totals[0] += images
+        totals[1] += events
     models = sorted(per_model, key=lambda name: (-per_model[name][0], name))
     rank = {name: position for position, name in enumerate(models)}
-    series = sorted(per_bucket.items(), key=lambda item: (item[0][0], rank[item[0][1]]))
+    rows.sort(key=lambda row: (row[0], rank[row[1]]))
+    labels = [period.isoformat() for period in periods(date_range, granularity)]
     return {
         "start": date_range.start.isoformat(),
         "end": date_range.end.isoformat(),
@@ -247,9 +369,9 @@ def summarize(owner: AbstractBaseUser, date_range: DateRange, granularity: str) 
             {"model": name, "images": per_model[name][0], "events": per_model[name][1]}
             for name in models
         ],
-        "periods": [period.isoformat() for period in periods(date_range, granularity)],
+        "periods": labels,
         "series": [
-            {"period": period.isoformat(), "model": name, "images": images}
-            for (period, name), images in series
+            {"period": labels[bucket], "model": model, "images": images}
+            for bucket, model, images, _ in rows
         ],
     }
