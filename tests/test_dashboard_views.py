@@ -10,7 +10,8 @@ from django.test import Client
 from django.utils import timezone
 
 from dashboard.models import Profile
-from dashboard.templatetags.numbers import number_cells, thousands
+from dashboard.overview import Row
+from dashboard.templatetags.numbers import number_cells, thousands, usage_rows
 from tests.conftest import make_record
 
 MARCH = {"start": "2026-03-01", "end": "2026-03-31"}
@@ -411,6 +412,16 @@ def test_a_usage_row_is_one_number_cell_per_value():
     )
     with pytest.raises(ValueError):
         number_cells(["<script>"])  # never anything but numbers into the page
+
+
+def test_the_usage_table_body_is_a_row_per_period_with_its_total():
+    rows = [Row("1 Mar", [2, 1000], 1002), Row("<b>2 Mar</b>", [0, 0], 0)]
+    assert usage_rows(rows) == (
+        '<tr><th scope="row">1 Mar</th><td class="number">2</td>'
+        '<td class="number">1,000</td><td class="number">1,002</td></tr>'
+        '<tr><th scope="row">&lt;b&gt;2 Mar&lt;/b&gt;</th><td class="number">0</td>'
+        '<td class="number">0</td><td class="number">0</td></tr>'
+    )
 
 
 def test_recent_records_are_the_newest_ten_of_the_range_newest_first(owner):
