@@ -32,7 +32,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,6 +66,8 @@ APP_USERS = 16  # users posting single records, one desktop app each
 # Measured at every data step, for the flat curves of target 6. Batched ingestion is not:
 # a few seconds of it store more records than the smaller steps hold.
 STEP_SCENARIOS = ("summary", "dashboard", "ingest-single")
+# The site and the peer are measured in turns, this many runs each, sharing the duration.
+ROUNDS = 3
 SITE_TABLE = "usage_usagerecord"
 PEER_TABLE = "bench_peer_usagerecord"  # scripts/bench_peer's records, apart from the site's
 PEER_SETTINGS = "scripts.bench_peer.settings"
@@ -602,6 +604,8 @@ class Load:
     non2xx: int
     socket_errors: int
     timeouts: int
+    # The latency at the middle of each thousandth of the requests (bench_wrk.lua).
+    quantiles_us: tuple[int, ...] = ()
 
     @property
     def rate(self) -> float:
@@ -610,6 +614,39 @@ class Load:
     @property
     def failures(self) -> int:
         return self.non2xx + self.socket_errors + self.timeouts
+
+    @classmethod
+    def pooled(cls, loads: list[Load]) -> Load:
+        """Several runs of one scenario as one: their requests, time and errors added up,
+        their percentiles those of all their requests together.
+
+        Each run's thousand quantiles stand for a thousandth of its requests each, so a
+        run of many requests weighs more than a short one.
+        """
+        points = sorted(
+            (q, load.requests / len(load.quantiles_us)) for load in loads for q in load.quantiles_us
+        )
+        total = sum(weight for _, weight in points)
+
+        def percentile(p: float) -> float:
+            seen = 0.0
+            for value, weight in points:
+                seen += weight
+                if seen >= total * p / 100:
+                    return value / 1000
+            return points[-1][0] / 1000 if points else 0.0
+
+        return cls(
+            requests=sum(load.requests for load in loads),
+            seconds=sum(load.seconds for load in loads),
+            p50_ms=percentile(50),
+            p95_ms=percentile(95),
+            p99_ms=percentile(99),
+            max_ms=max(load.max_ms for load in loads),
+            non2xx=sum(load.non2xx for load in loads),
+            socket_errors=sum(load.socket_errors for load in loads),
+            timeouts=sum(load.timeouts for load in loads),
+        )
 
 
 def run_wrk(
@@ -653,6 +690,7 @@ def run_wrk(
                 non2xx=data["non2xx"],
                 socket_errors=data["socket_errors"],
                 timeouts=data["timeouts"],
+                quantiles_us=tuple(data["quantiles_us"]),
             )
     raise BenchError(
         f"wrk gave no result (exit {result.returncode}): {shlex.join(command)}\n"
@@ -702,6 +740,16 @@ class Measured:
         return self.wal_bytes / self.window_rows
 
 
+@dataclass(frozen=True)
+class Round:
+    """One measured wrk run, and for ingestion what reached the table and the WAL."""
+
+    load: Load
+    stored: int | None = None
+    wal_bytes: int | None = None
+    window_rows: int | None = None
+
+
 @dataclass
 class Bench:
     servers: dict[str, Server]  # "site" and "peer"
@@ -711,47 +759,68 @@ class Bench:
 
     def measure(self, scenario: Scenario, duration: float | None = None) -> Measured:
         """A warm-up run that is thrown away, then the measured run; memory throughout."""
-        server = self.servers[scenario.server]
-        url = f"http://127.0.0.1:{server.port}{scenario.path}"
-        self.check(scenario)
-        seconds = duration or self.duration
-        if scenario.batch:
-            # Each ingestion run starts from a checkpoint, and its warm-up takes the full-page
-            # images of the pages it touches first: the measured run's WAL is then the
+        return self.compare([scenario], 1, duration)[0]
+
+    def compare(
+        self, scenarios: list[Scenario], rounds: int, duration: float | None = None
+    ) -> list[Measured]:
+        """Each scenario warmed up, then measured in turns: ``rounds`` runs each, sharing
+        out its duration, so that whatever else the machine does weighs on all of them
+        alike. Each scenario's runs are then pooled into one; memory throughout."""
+        for scenario in scenarios:
+            self.check(scenario)
+        if any(scenario.batch for scenario in scenarios):
+            # Ingestion starts from a checkpoint, and each warm-up takes the full-page
+            # images of the pages it touches first: the measured runs' WAL is then the
             # steady state, whichever of the site and the peer ran first.
             checkpoint()
-        with MemorySampler(server).sampling() as peak:
-            self.runs += 1
-            run_wrk(
-                url,
-                scenario.connections,
-                self.warmup,
-                scenario.headers,
-                scenario.env(f"w{self.runs}-{secrets.token_hex(3)}"),
-            )
-            if scenario.batch:
-                time.sleep(1)  # the warm-up's last requests may still be committing
-                before, lsn = max_record_id(scenario.table), wal_lsn()
-            self.runs += 1
-            started = datetime.now(UTC)
-            load = run_wrk(
-                url,
-                scenario.connections,
-                seconds,
-                scenario.headers,
-                scenario.env(f"m{self.runs}-{secrets.token_hex(3)}"),
-            )
-            stored = wal = window = None
-            if scenario.batch:
-                time.sleep(1)  # let the requests in flight when wrk stopped commit
-                wal = wal_since(lsn)
-                window = records_stored(scenario.table, before)
-                stored = records_stored(
-                    scenario.table, before, started + timedelta(seconds=load.seconds)
-                )
-        measured = Measured(scenario, load, peak[0], stored, wal, window)
-        say(describe(measured))
+        seconds = (duration or self.duration) / rounds
+        taken: dict[str, list[Round]] = {scenario.name: [] for scenario in scenarios}
+        with ExitStack() as stack:
+            peaks = {
+                name: stack.enter_context(MemorySampler(server).sampling())
+                for name, server in self.servers.items()
+                if any(scenario.server == name for scenario in scenarios)
+            }
+            for scenario in scenarios:
+                self.wrk(scenario, self.warmup, "w")
+                if scenario.batch:
+                    time.sleep(1)  # the warm-up's last requests may still be committing
+            for _ in range(rounds):
+                for scenario in scenarios:
+                    taken[scenario.name].append(self.round(scenario, seconds))
+        measured = [pool(scenario, taken[scenario.name], peaks[scenario.server][0])
+                    for scenario in scenarios]  # fmt: skip
+        for m in measured:
+            say(describe(m))
         return measured
+
+    def round(self, scenario: Scenario, seconds: float) -> Round:
+        if not scenario.batch:
+            return Round(self.wrk(scenario, seconds, "m"))
+        before, lsn = max_record_id(scenario.table), wal_lsn()
+        started = datetime.now(UTC)
+        load = self.wrk(scenario, seconds, "m")
+        time.sleep(1)  # let the requests in flight when wrk stopped commit
+        return Round(
+            load,
+            stored=records_stored(
+                scenario.table, before, started + timedelta(seconds=load.seconds)
+            ),
+            wal_bytes=wal_since(lsn),
+            window_rows=records_stored(scenario.table, before),
+        )
+
+    def wrk(self, scenario: Scenario, seconds: float, kind: str) -> Load:
+        self.runs += 1
+        server = self.servers[scenario.server]
+        return run_wrk(
+            f"http://127.0.0.1:{server.port}{scenario.path}",
+            scenario.connections,
+            seconds,
+            scenario.headers,
+            scenario.env(f"{kind}{self.runs}-{secrets.token_hex(3)}"),
+        )
 
     def check(self, scenario: Scenario) -> None:
         """One request first, so that a 302 to the login page cannot pass for a page."""
@@ -764,6 +833,22 @@ class Bench:
                 f"{scenario.name}: GET {scenario.path} answered {status}, not 200.\n"
                 f"{server.log_tail()}"
             )
+
+
+def pool(scenario: Scenario, rounds: list[Round], peak_rss_mb: float) -> Measured:
+    load = rounds[0].load if len(rounds) == 1 else Load.pooled([r.load for r in rounds])
+
+    def total(values: list[int | None]) -> int | None:
+        return None if None in values else sum(values)
+
+    return Measured(
+        scenario,
+        load,
+        peak_rss_mb,
+        stored=total([r.stored for r in rounds]),
+        wal_bytes=total([r.wal_bytes for r in rounds]),
+        window_rows=total([r.window_rows for r in rounds]),
+    )
 
 
 def max_record_id(table: str = SITE_TABLE) -> int:
@@ -938,7 +1023,8 @@ def grow_and_measure(
                 f"vacuum {vacuum_seconds:.1f} s"
             )
             rollup_rows_read = rollup_rows_in_range(loader.accounts.measured_id)
-        with results.phases.phase(f"summary, dashboard, ingest-single at {records:,} records"):
+        what = "ingest-single (the site's and the peer's, in turns)" if top else "ingest-single"
+        with results.phases.phase(f"summary, dashboard, {what} at {records:,} records"):
             # The top step's runs are the scenarios themselves, measured for the full time.
             measured = measure_step(bench, plan, None if top else options.step_duration, top)
         results.steps.append(
@@ -959,12 +1045,16 @@ def grow_and_measure(
 def measure_step(
     bench: Bench, plan: dict[str, Scenario], duration: float | None, top: bool
 ) -> dict[str, Measured]:
-    measured = {}
-    for name in STEP_SCENARIOS:
+    """The summary, the dashboard and single records at one step; at the top one the
+    peer's single records too, in turns with the site's (``Bench.compare``)."""
+    measured = {name: bench.measure(plan[name], duration) for name in ("summary", "dashboard")}
+    if top:
+        pair = bench.compare([plan["ingest-single"], plan["peer-ingest-single"]], ROUNDS)
+        measured.update((m.scenario.name, m) for m in pair)
+    else:
         before = max_record_id()
-        measured[name] = bench.measure(plan[name], duration)
-        if plan[name].batch and not top:
-            delete_records_after(before)
+        measured["ingest-single"] = bench.measure(plan["ingest-single"], duration)
+        delete_records_after(before)
     return measured
 
 
@@ -1002,10 +1092,11 @@ def run(options: argparse.Namespace, results: Results) -> None:
         plan = scenarios(accounts, options)
         loader = Loader(accounts, workers=options.loaders)
         grow_and_measure(results, bench, loader, plan, options)
-        # Each of the peer's runs right after the site's that it is compared with.
-        for name in ("peer-ingest-single", "health", "peer-bare-drf", "peer-plain", "ingest-batch"):
-            with phases.phase(f"scenario {name}"):
-                results.scenarios[name] = bench.measure(plan[name])
+        with phases.phase("health: the site's, the peer's bare DRF and plain Django, in turns"):
+            trio = [plan[name] for name in ("health", "peer-bare-drf", "peer-plain")]
+            results.scenarios.update((m.scenario.name, m) for m in bench.compare(trio, ROUNDS))
+        with phases.phase("scenario ingest-batch"):
+            results.scenarios["ingest-batch"] = bench.measure(plan["ingest-batch"])
         with phases.phase("raw COPY of as many records as ingest-batch stored"):
             stored = results.scenarios["ingest-batch"].stored or 0
             results.copy_rate = copy_rate(accounts, stored)
@@ -1411,8 +1502,8 @@ def markdown(results: Results, chart_name: str | None) -> str:
         "### The site beside the naive peer",
         "",
         "The same run, the same database, the same gunicorn settings; the peer is "
-        "`scripts/bench_peer` (described below). Each of the peer's runs came right after "
-        "the site's it is compared with.",
+        "`scripts/bench_peer` (described below). The site and the peer were measured in "
+        f"turns, {ROUNDS} runs each, so that other work on the machine weighs on both alike.",
         "",
         markdown_table(peer_rows(results), right={1, 2, 3}),
         "",
@@ -1504,7 +1595,13 @@ def method_notes(results: Results) -> list[str]:
         "a core that wrk's own threads add. Percentiles come from wrk's "
         "`latency:percentile()`; every answer outside 2xx is counted (`non-2xx` above, with "
         "socket errors and timeouts). Only one server is under load at a time; the other "
-        "waits, idle.",
+        "waits, idle. Scenarios compared with each other (single records on the site and "
+        "the peer; the site's health, the bare DRF view and the plain view) are each warmed "
+        f"up, then measured in turns, {ROUNDS} runs each sharing out the measured time "
+        "(A B A B A B), so that a change in what else the machine runs weighs on both "
+        "sides; each scenario's runs are then pooled (their requests over their time, and "
+        "percentiles of all their requests: wrk's script reports each run's latency at "
+        "every thousandth, weighted by the run's requests).",
         f"- **Data.** {OTHER_USERS} users plus the measured one, who owns one record in "
         f"{MEASURED_SHARE}. Records spread over the last {SUMMARY_DAYS} days, weekdays three "
         f"times as busy as weekends, most between 8:00 and 19:00 UTC, across {len(MODELS)} "

@@ -5,7 +5,8 @@
 -- request is a POST of BENCH_BATCH fresh records (an object when BENCH_BATCH is 1, else an
 -- array); event ids are BENCH_RUN, the thread's number and a counter, so they never repeat
 -- within a run, and BENCH_RUN differs between runs. Headers (the token, the session
--- cookie) come from wrk's -H options.
+-- cookie) come from wrk's -H options. The naive peer (scripts/bench_peer) gets the same
+-- requests without BENCH_TOKENS, so without an Authorization header: it has no auth.
 
 local mode = os.getenv("BENCH_MODE") or "get"
 local batch = tonumber(os.getenv("BENCH_BATCH") or "1")
@@ -89,11 +90,18 @@ function done(summary, latency, requests)
     outside = outside + (thread:get("non2xx") or 0)
   end
   local errors = summary.errors
+  -- The latency at the middle of each thousandth of the requests, so that bench.py can
+  -- pool runs taken in turns (the site's and the peer's) into one distribution.
+  local quantiles = {}
+  for i = 1, 1000 do
+    quantiles[i] = string.format("%d", latency:percentile((i - 0.5) / 10))
+  end
   io.write(string.format(
     'BENCH_RESULT {"requests": %d, "duration_us": %d, "p50_us": %d, "p95_us": %d, ' ..
-    '"p99_us": %d, "max_us": %d, "non2xx": %d, "socket_errors": %d, "timeouts": %d}\n',
+    '"p99_us": %d, "max_us": %d, "non2xx": %d, "socket_errors": %d, "timeouts": %d, ' ..
+    '"quantiles_us": [%s]}\n',
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
     latency:percentile(99), latency.max, outside,
-    errors.connect + errors.read + errors.write, errors.timeout
+    errors.connect + errors.read + errors.write, errors.timeout, table.concat(quantiles, ",")
   ))
 end

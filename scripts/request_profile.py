@@ -1,4 +1,5 @@
-"""Where a request's time goes: the single-record post and the 90-day summary, in-process.
+"""Where a request's time goes: the single-record post, the 90-day summary and the dashboard
+page, in-process.
 
 Run it against a throwaway PostgreSQL with durability on, as the bench does:
 
@@ -42,6 +43,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.handlers.wsgi import WSGIHandler  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from usage.ingest import CleanRecord, store  # noqa: E402
@@ -164,11 +166,20 @@ def main() -> None:
             handler, "POST", "/api/model-usage", json.dumps(body).encode(), AUTHORIZATION=bearer
         )
 
+    browser = Client()
+    browser.force_login(owner)
+    cookie = f"sessionid={browser.cookies['sessionid'].value}"
+    dashboard = "/dashboard/?days=90&tz=America/New_York"
+
     results = [
         profile("POST /api/model-usage, one record", post),
         profile(
             "GET 90-day summary by day",
             lambda: wsgi_call(handler, "GET", summary, b"", AUTHORIZATION=bearer),
+        ),
+        profile(
+            "GET the dashboard page, 90 days",
+            lambda: wsgi_call(handler, "GET", dashboard, b"", COOKIE=cookie),
         ),
         profile(
             "GET /api/health/simple", lambda: wsgi_call(handler, "GET", "/api/health/simple", b"")
