@@ -313,7 +313,5 @@ def _export(
             problem.message, status=problem.status, content_type="text/plain; charset=utf-8"
         )
     date_range = query.date_range
-    filename = (
-        f"{kind}-{subject.get_username()}-{date_range.start}-to-{date_range.end}.csv"
-    ).replace('"', "")
+    filename = f"{kind}-{subject.get_username()}-{date_range.start}-to-{date_range.end}.csv"
     return csv_response(filename, lines(subject, date_range))

@@ -57,6 +57,7 @@ def export(client, records: list[UsageRecord]) -> list[list[str]]:
     )
     assert response.status_code == 200
     assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"] == 'attachment; filename="usage-records.csv"'
     body = b"".join(response.streaming_content).decode()
     return list(csv.reader(io.StringIO(body)))
 

@@ -5,6 +5,7 @@ import io
 from datetime import UTC, datetime
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.test import Client
 
 from dashboard.models import Profile
@@ -112,3 +113,27 @@ def test_daily_totals_refuse_a_bad_range_in_plain_words(owner):
     response = client_for(owner).get("/dashboard/daily-totals.csv", {"days": "12"})
     assert response.status_code == 400
     assert response.content == b"days must be 7, 30 or 90."
+
+
+@pytest.mark.parametrize("kind", ["usage", "daily-totals"])
+def test_a_non_ascii_username_names_the_file_in_utf_8_with_an_ascii_fallback(db, kind):
+    lukasz = get_user_model().objects.create_user("Łukasz")
+    url = "/dashboard/export.csv" if kind == "usage" else "/dashboard/daily-totals.csv"
+    response = client_for(lukasz).get(url, {"start": "2026-03-01", "end": "2026-03-31"})
+    assert response.status_code == 200
+    # RFC 6266: the plain name first for old clients, then the real one (RFC 5987).
+    assert response["Content-Disposition"] == (
+        f'attachment; filename="{kind}-_ukasz-2026-03-01-to-2026-03-31.csv"; '
+        f"filename*=UTF-8''{kind}-%C5%81ukasz-2026-03-01-to-2026-03-31.csv"
+    )
+
+
+def test_accents_fall_back_to_their_letters_and_quotes_to_underscores(db):
+    user = get_user_model().objects.create_user('José"\\x')  # made in code: no validator
+    response = client_for(user).get(
+        "/dashboard/export.csv", {"start": "2026-03-01", "end": "2026-03-01"}
+    )
+    assert response["Content-Disposition"] == (
+        'attachment; filename="usage-Jose__x-2026-03-01-to-2026-03-01.csv"; '
+        "filename*=UTF-8''usage-Jos%C3%A9%22%5Cx-2026-03-01-to-2026-03-01.csv"
+    )

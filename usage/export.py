@@ -1,13 +1,16 @@
 """CSV exports of usage records: streamed row by row, and safe to open in a spreadsheet."""
 
 import csv
+import unicodedata
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
+from django.utils.http import content_disposition_header
 
 from usage.models import UsageRecord
 from usage.summary import DateRange, daily_totals
@@ -40,8 +43,33 @@ def csv_lines(header: list[str], rows: Iterable[Iterable[object]]) -> Iterator[s
 def csv_response(filename: str, lines: Iterator[str]) -> StreamingHttpResponse:
     """Stream the lines, so that memory stays flat however many records there are."""
     response = StreamingHttpResponse(lines, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Content-Disposition"] = attachment(filename)
     return response
+
+
+def attachment(filename: str) -> str:
+    """``Content-Disposition`` for a download named ``filename`` (RFC 6266).
+
+    The name itself goes in ``filename*`` as UTF-8 (RFC 5987), after a plain ASCII
+    ``filename`` for clients that read only that one. Both are needed: a header value
+    outside latin-1 would otherwise be MIME-encoded by Django (``=?utf-8?q?...``), which
+    browsers do not decode.
+    """
+    fallback = ascii_filename(filename)
+    header = content_disposition_header(True, fallback)
+    if fallback != filename:
+        header += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return header
+
+
+def ascii_filename(filename: str) -> str:
+    """``filename`` in printable ASCII: accents dropped (é to e), anything else as ``_``.
+
+    Quotes and backslashes too, which some clients unescape wrongly in a quoted string.
+    """
+    decomposed = unicodedata.normalize("NFKD", filename)
+    letters = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in letters)
 
 
 def admin_rows(records: QuerySet) -> Iterator[list[object]]:
