@@ -187,3 +187,66 @@ def test_every_401_documents_the_bearer_challenge(schema):
 
     assert len(challenges) == 5
     assert set(challenges) == {True}
+
+
+# --- No request makes the schema or the docs fail or write their headers --------------------
+
+DOCUMENTS = ["/api/schema/", "/api/schema/?format=json", "/api/docs/", "/api/docs/?script="]
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "\r\nX-Injected: 1",
+        "x\";filename*=UTF-8''evil.html;x=\"",
+        "1.0.0",
+        "é" * 300,
+    ],
+)
+@pytest.mark.parametrize("format_", ["json", "yaml"])
+def test_the_schema_file_name_never_holds_the_callers_text(client, version, format_):
+    response = client.get("/api/schema/", {"version": version, "format": format_, "lang": version})
+
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == f'inline; filename="usage-site-api.{format_}"'
+    assert "X-Injected" not in response
+    as_json = client.get("/api/schema/", {"version": version, "format": "json"})
+    assert json.loads(as_json.content)["info"]["version"] == "1.0.0"
+
+
+@pytest.mark.parametrize("url", DOCUMENTS)
+def test_options_on_the_schema_and_the_docs_says_what_they_allow(client, url):
+    response = client.options(url)
+
+    assert response.status_code == 200
+    assert response["Allow"] == "GET, HEAD, OPTIONS"
+    assert response.content == b""
+
+
+@pytest.mark.parametrize("url", DOCUMENTS)
+def test_head_on_the_schema_and_the_docs_is_their_get_without_a_body(client, url):
+    response = client.head(url)
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == client.get(url)["Content-Type"]
+    assert response.content == b""
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE", "BREW"])
+@pytest.mark.parametrize("url", DOCUMENTS)
+def test_other_methods_on_the_schema_and_the_docs_are_a_json_405(client, owner, url, method):
+    client.force_login(owner)  # a session without its CSRF token changes nothing either
+
+    response = client.generic(method, url, b'{"a": 1}', content_type="application/json")
+
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    assert response["Allow"] == "GET, HEAD, OPTIONS"
+
+
+@pytest.mark.parametrize("url", DOCUMENTS)
+def test_the_schema_and_the_docs_ignore_credentials(client, url):
+    stale = client.get(url, HTTP_AUTHORIZATION="Bearer usg_" + "A" * 51)
+    other_scheme = client.get(url, HTTP_AUTHORIZATION="Basic Zm9vOmJhcg==")
+
+    assert (stale.status_code, other_scheme.status_code) == (200, 200)

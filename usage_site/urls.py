@@ -3,10 +3,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from dashboard.signin import SignInView
 from dashboard.views import home
+from usage.api_docs import DocsView, SchemaView
 
 urlpatterns = [
     path("", home, name="home"),
@@ -24,10 +24,10 @@ urlpatterns = [
     ),
     path("dashboard/", include("dashboard.urls")),
     path("admin/", admin.site.urls),
-    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/schema/", SchemaView.as_view(), name="schema"),
     path(
         "api/docs/",
-        SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api-docs.html"),
+        DocsView.as_view(url_name="schema", template_name="api-docs.html"),
         name="api-docs",
     ),
     path("api/", include("usage.urls")),
