@@ -16,3 +16,10 @@ max_requests_jitter = 2000
 timeout = 60
 graceful_timeout = 20
 accesslog = os.environ.get("ACCESS_LOG", "-") or None
+# Which requests came over HTTPS is Django's to decide (TRUST_X_FORWARDED_PROTO, settings.py),
+# never gunicorn's: by default it believes X-Forwarded-Proto, -Ssl and -Protocol, and takes
+# SCRIPT_NAME and PATH_INFO from headers, from any loopback or Unix-socket peer, so a client
+# on the same machine, or one whose headers a proxy passed on, could claim HTTPS.
+secure_scheme_headers: dict[str, str] = {}
+forwarder_headers = ""
+forwarded_allow_ips = ""
