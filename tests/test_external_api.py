@@ -581,3 +581,141 @@ def test_health_is_unreachable_when_the_upstream_fails(upstream, settings, monke
         settings.EXTERNAL_API_URL = f"http://127.0.0.1:{free_port()}"
 
     assert external_api.health() == "unreachable"
+
+
+# --- Hostile answers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "9999-12-31T23:59:59-14:00",  # past year 9999 in UTC: Python cannot hold it
+        "0001-01-01T00:00:00+14:00",  # before year 1 in UTC
+        "1999-12-31T23:59:59Z",  # before the range
+        "2100-01-01T00:00:00Z",  # after it
+        "2026-11-21T17:18:20.605\ud800",  # not a time, and not Unicode
+    ],
+)
+def test_a_last_request_time_out_of_range_is_an_upstream_error(upstream, moment):
+    upstream.answer("token-usage", 200, {**FULL_ANSWER, "lastRequestAt": moment})
+
+    with pytest.raises(UpstreamError):
+        external_api.fetch_token_usage("alice")
+
+
+def test_the_range_of_times_and_days_is_inclusive_at_both_ends(upstream):
+    upstream.answer(
+        "token-usage",
+        200,
+        {
+            **FULL_ANSWER,
+            "lastRequestAt": "2000-01-01T00:00:00+00:00",
+            "dailyUsage": [{"date": "2099-12-31"}, {"date": "2000-01-01"}],
+            "monthlyUsage": [{"month": "2000-01"}, {"month": "2099-12"}],
+        },
+    )
+
+    usage = external_api.fetch_token_usage("alice")
+
+    assert usage["lastRequestAt"] == "2000-01-01T00:00:00.000Z"
+    assert [day["date"] for day in usage["dailyUsage"]] == ["2000-01-01", "2099-12-31"]
+    assert [month["month"] for month in usage["monthlyUsage"]] == ["2000-01", "2099-12"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"dailyUsage": [{"date": "1999-12-31"}]},
+        {"dailyUsage": [{"date": "2100-01-01"}]},
+        {"monthlyUsage": [{"month": "0001-01"}]},
+        {"monthlyUsage": [{"month": "9999-12"}]},
+        {"totalTokens": [[[[[[[[[[1]]]]]]]]]]},
+        {"userId": [[[[["alice"]]]]]},
+    ],
+)
+def test_days_months_and_values_out_of_range_are_an_upstream_error(upstream, answer):
+    upstream.answer("token-usage", 200, {**FULL_ANSWER, **answer})
+
+    with pytest.raises(UpstreamError):
+        external_api.fetch_token_usage("alice")
+
+
+def test_a_value_nested_deeper_than_the_parser_can_describe_is_still_an_upstream_error(upstream):
+    # Parsed (under the recursion limit) but too deep to print: the error message must not try.
+    deep = "[" * 900 + "]" * 900
+    upstream.answer("token-usage", 200, f'{{"totalTokens": {deep}}}')
+
+    with pytest.raises(UpstreamError):
+        external_api.fetch_token_usage("alice")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # JSON escapes that make strings Python holds but UTF-8 cannot encode.
+        b'{"result": {"name": "a \\ud800"}}',
+        b'{"result": {"\\udfff": 1}}',
+        # The same, as raw bytes (UTF-8 encoded surrogates), which json.loads lets through.
+        b'{"result": {"name": "a \xed\xa0\x80"}}',
+        # Finite in JSON's grammar, infinite as a double: not JSON a browser could hold.
+        b'{"result": {"size": 1e400}}',
+        b'{"result": {"size": -1e400}}',
+        # Integers beyond what JSON consumers hold exactly.
+        b'{"result": {"size": 9007199254740992}}',
+        b'{"result": {"size": -9007199254740992}}',
+        # Nesting the site would not pass on.
+        b'{"result": {"a": ' + b"[" * 100 + b"]" * 100 + b"}}",
+    ],
+)
+def test_a_generation_answer_that_cannot_be_passed_on_as_json_is_an_upstream_error(upstream, raw):
+    upstream.answer("generate", 200, raw)
+
+    with pytest.raises(UpstreamError) as raised:
+        external_api.generate_plugin("alice", {"prompt": "x"})
+
+    assert raised.value.reached is True
+
+
+def test_a_generation_answer_within_every_bound_is_passed_on_as_it_is(upstream):
+    result = {"name": "p", "n": [9007199254740991, -9007199254740991, 1.5e300], "deep": [[[[]]]]}
+    upstream.answer("generate", 200, {"result": result, "tokenUsage": None})
+
+    assert external_api.generate_plugin("alice", {"prompt": "x"}).result == result
+
+
+@pytest.mark.parametrize("status", [204, 205, 206])
+def test_a_2xx_that_cannot_carry_the_answer_is_an_upstream_error(upstream, status):
+    upstream.answer("generate", status, {"result": {}})
+
+    with pytest.raises(UpstreamError):
+        external_api.generate_plugin("alice", {"prompt": "x"})
+
+
+def test_a_rejection_message_with_a_lone_surrogate_is_valid_unicode(upstream):
+    upstream.answer("generate", 422, b'{"error": "bad \\ud800 prompt"}')
+
+    with pytest.raises(Rejected) as raised:
+        external_api.generate_plugin("alice", {"prompt": "x"})
+
+    assert raised.value.message.encode("utf-8").decode() == raised.value.message
+    assert raised.value.message.startswith("bad ")
+
+
+@pytest.mark.parametrize(
+    "request_body",
+    [
+        {"prompt": "x", "n": float("inf")},
+        {"prompt": "x", "n": float("nan")},
+        {"prompt": "a \ud800"},
+    ],
+)
+def test_a_request_that_is_not_strict_json_is_refused_and_never_sent(upstream, request_body):
+    with pytest.raises(external_api.InvalidRequest) as raised:
+        external_api.generate_plugin("alice", request_body)
+
+    assert (raised.value.status, raised.value.code, raised.value.reached) == (
+        400,
+        "invalid_body",
+        False,
+    )
+    assert upstream.received == []

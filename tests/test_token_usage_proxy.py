@@ -317,6 +317,48 @@ def test_a_rejected_request_passes_on_the_upstreams_4xx_and_message(upstream, ow
     }
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"prompt": "a \\ud800"}',  # a lone surrogate: JSON's grammar allows it, Unicode not
+        b'{"prompt": "x", "extra": {"\\udc00": 1}}',
+        b'{"prompt": "x", "n": 1e309}',  # read as infinity, which JSON cannot say
+        b'{"prompt": "x", "n": -1e309}',
+        b'{"prompt": "x", "n": 9007199254740992}',  # past what JSON readers hold exactly
+        b'{"prompt": "x", "deep": ' + b"[" * 40 + b"]" * 40 + b"}",
+    ],
+)
+@pytest.mark.parametrize("how", ["token", "session"])
+def test_a_body_that_cannot_be_forwarded_as_strict_json_is_refused_locally(
+    upstream, owner_api, owner_session, body, how
+):
+    if how == "token":
+        response = generate(owner_api, body)
+    else:
+        response = session_generate(owner_session, body)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_body"
+    assert upstream.received == []
+    assert PluginGeneration.objects.count() == 0
+
+
+def test_what_is_forwarded_is_strict_json(upstream, owner_api):
+    body = b'{"prompt": "x", "n": 1e308, "m": -9007199254740991, "s": "\\ud83d\\ude00"}'
+
+    assert generate(owner_api, body).status_code == 200
+
+    [sent] = upstream.received_for("generate")
+    forwarded = json.loads(sent.body, parse_constant=pytest.fail)
+    assert forwarded == {
+        "prompt": "x",
+        "n": 1e308,
+        "m": -(2**53 - 1),
+        "s": "\U0001f600",
+        "userId": "alice",
+    }
+
+
 # --- Failures of the upstream ----------------------------------------------------------------
 
 
@@ -345,6 +387,39 @@ def test_a_failing_upstream_is_a_json_5xx_without_its_body(
     assert set(response.json()) == {"error", "code"}
     assert "hunter2" not in response.content.decode()
     assert "Traceback" not in response.content.decode()
+
+
+@pytest.mark.parametrize(
+    "moment", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "1969-12-31T23:59:59Z"]
+)
+def test_a_time_out_of_range_is_a_502_or_the_stale_copy_never_a_500(upstream, owner_api, moment):
+    hostile = {"userId": "alice", "lastRequestAt": moment}
+    upstream.answer("token-usage", 200, hostile)
+    failed = owner_api.get(USAGE_URL)  # no copy to serve yet
+    upstream.reset()
+    has_used_tokens(upstream, "alice")
+    good = owner_api.get(USAGE_URL).json()
+    upstream.answer("token-usage", 200, hostile)
+
+    stale = owner_api.get(USAGE_URL, {"refresh": "1"})
+
+    assert failed.status_code == 502
+    assert failed.json()["code"] == "upstream_error"
+    assert stale.status_code == 200
+    assert stale.json() == {**good, "stale": True, "staleReason": "upstream_error"}
+
+
+def test_a_generation_whose_answer_cannot_be_sent_is_a_502_and_never_ok_in_the_ledger(
+    upstream, owner_api
+):
+    # The plugin the upstream made is valid JSON to Python, but not Unicode text.
+    upstream.answer("generate", 200, b'{"result": {"description": "a \\ud800"}}')
+
+    response = generate(owner_api)
+
+    assert response.status_code == 502
+    assert response.json()["code"] == "upstream_error"
+    assert ledger() == [("alice", "upstream_error", 200, None, None, None)]
 
 
 @pytest.mark.parametrize("url", [USAGE_URL, GENERATE_URL])

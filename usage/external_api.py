@@ -13,6 +13,7 @@ turns them into JSON answers. No exception from httpx leaves this module.
 
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 USER_ID_PATTERN = re.compile(r"[\w.@+-]{1,150}")
 # JavaScript's largest exact integer: the dashboard shows every digit of a count.
 MAX_COUNT = 2**53 - 1
+# The days, months and times the upstream may speak of. Anything outside is a broken or
+# hostile answer (and past year 9999 in UTC, a time Python cannot even hold).
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2099, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+# How deep the JSON passed on as it is (a generated plugin, a generation request) may nest.
+MAX_DEPTH = 32
 COUNTERS = ("totalTokens", "promptTokens", "completionTokens", "requestCount")
 PERIOD_COUNTERS = ("promptTokens", "completionTokens", "totalTokens", "requestCount")
 GENERATION_COUNTERS = ("promptTokens", "completionTokens", "totalTokens")
@@ -110,6 +117,21 @@ class UpstreamError(ExternalApiError):
     """A 5xx, a redirect, a refused key, an answer too large or not the expected JSON."""
 
 
+class InvalidRequest(ExternalApiError):
+    """A generation request this site will not forward: not strict JSON, or out of range.
+
+    Refused before any call, so it never reaches the upstream (and is not in the ledger).
+    """
+
+    status = 400
+    code = "invalid_body"
+    message = "The body cannot be passed on as JSON."
+
+    def __init__(self, message: str):
+        super().__init__(f"refused before sending: {message}")
+        self.message = message
+
+
 class UnknownUser(ExternalApiError):
     status = 404
     code = "unknown_user"
@@ -174,8 +196,18 @@ def fetch_token_usage(user_id: str) -> dict:
 
 
 def generate_plugin(user_id: str, request: dict) -> Generation:
-    """Forward the user's request, with ``userId`` set to theirs whatever the request says."""
-    body = json.dumps({**request, "userId": validate_user_id(user_id)}).encode()
+    """Forward the user's request, with ``userId`` set to theirs whatever the request says.
+
+    The request must be strict JSON within range (``InvalidRequest`` otherwise): no
+    infinite number, no integer past 2^53 - 1, no string that is not Unicode, no nesting
+    deeper than MAX_DEPTH. Python's own JSON reader and writer allow all of these.
+    """
+    request = {**request, "userId": validate_user_id(user_id)}
+    try:
+        check_json_value(request, "the body")
+    except _BadAnswer as exc:
+        raise InvalidRequest(str(exc)) from None
+    body = json.dumps(request, allow_nan=False).encode()
     # A generation may think for a long time before the first byte of its answer, so its
     # read timeout is its whole budget.
     overall = settings.EXTERNAL_API_GENERATE_TIMEOUT
@@ -184,7 +216,7 @@ def generate_plugin(user_id: str, request: dict) -> Generation:
     )
     if 400 <= answer.status < 500 and answer.status not in _NOT_THE_USERS_FAULT:
         raise Rejected(answer.status, rejection_message(answer.body))
-    if not 200 <= answer.status < 300:
+    if not 200 <= answer.status < 300 or answer.status in _NO_ANSWER_STATUSES:
         raise _unexpected_status(answer)
     return _normalised(answer, lambda payload: normalise_generation(payload, answer.status))
 
@@ -224,7 +256,7 @@ def normalise_token_usage(payload: Any, user_id: str) -> dict:
     echoed = usage.get("userId")
     if echoed is not None and echoed != user_id:
         # Another user's numbers must never be shown as this one's.
-        raise _BadAnswer(f"answered for userId {str(echoed)[:200]!r}")
+        raise _BadAnswer(f"answered for userId {_shown(echoed)}")
     return {
         "userId": user_id,
         **{name: _count(usage, name) for name in COUNTERS},
@@ -235,15 +267,64 @@ def normalise_token_usage(payload: Any, user_id: str) -> dict:
 
 
 def normalise_generation(payload: Any, status: int) -> Generation:
+    """The generation, checked so that it can be passed on: the ledger says "ok" only for
+    an answer the user can be sent (strict JSON, Unicode, within range and depth)."""
     answer = _object(payload, "the answer")
     result = answer.get("result")
     if not isinstance(result, dict):
         raise _BadAnswer("result is not an object")
+    check_json_value(result, "result")
     token_usage = answer.get("tokenUsage")
     if token_usage is not None:
         counts = _object(token_usage, "tokenUsage")
         token_usage = {name: _count(counts, name) for name in GENERATION_COUNTERS}
+    # What the view will send, encoded once here: whatever the checks above missed fails
+    # now, as the upstream's error, and not after the ledger has said "ok".
+    json.dumps({"result": result, "tokenUsage": token_usage}, allow_nan=False).encode()
     return Generation(status=status, result=result, token_usage=token_usage)
+
+
+def check_json_value(value: Any, what: str) -> None:
+    """``_BadAnswer`` unless ``value`` can be written as strict JSON that any reader holds
+    exactly: finite numbers, integers within +-MAX_COUNT, strings (keys included) that are
+    Unicode (no lone surrogate, which ``json.loads`` lets through), at most MAX_DEPTH deep.
+
+    Iterative, so that a deep value cannot exhaust the stack here either.
+    """
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise _BadAnswer(f"{what} is nested more than {MAX_DEPTH} deep")
+            if isinstance(item, dict):
+                for key in item:
+                    _check_text(key, what)
+                pending.extend((child, depth + 1) for child in item.values())
+            else:
+                pending.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            _check_text(item, what)
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not -MAX_COUNT <= item <= MAX_COUNT:
+                raise _BadAnswer(f"{what} has an integer out of range")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise _BadAnswer(f"{what} has a number out of range")
+        else:  # not from JSON at all
+            raise _BadAnswer(f"{what} has a {type(item).__name__}")
+
+
+def _check_text(text: Any, what: str) -> None:
+    if not isinstance(text, str):
+        raise _BadAnswer(f"{what} has a key that is not a string")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _BadAnswer(f"{what} has a string that is not Unicode text") from None
 
 
 def rejection_message(raw: bytes) -> str:
@@ -260,6 +341,8 @@ def rejection_message(raw: bytes) -> str:
         message = error if isinstance(error, str) else payload.get("message")
     if not isinstance(message, str) or not message.strip():
         return "The external API refused the request."
+    # Lone surrogates (which json.loads lets through) cannot be sent: each becomes "?".
+    message = message.encode("utf-8", "replace").decode()
     return _CONTROL_CHARS.sub(" ", message).strip()[:REJECTION_MESSAGE_MAX]
 
 
@@ -274,8 +357,20 @@ def _count(container: dict, name: str) -> int:
     if value is None:  # missing counters read as 0
         return 0
     if type(value) is not int or not 0 <= value <= MAX_COUNT:  # bool is not a count
-        raise _BadAnswer(f"{name} is not a count: {str(value)[:50]!r}")
+        raise _BadAnswer(f"{name} is not a count: {_shown(value)}")
     return value
+
+
+def _shown(value: Any) -> str:
+    """A short, printable description of a bad value, for the log: never its whole self
+    (a huge string, or a list nested too deep to print)."""
+    if isinstance(value, str):
+        return repr(value[:50])
+    if isinstance(value, bool | float) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value) if -(10**20) < value < 10**20 else "a huge integer"
+    return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
 
 
 def _periods(usage: dict, name: str, key: str, pattern: re.Pattern) -> list[dict]:
@@ -289,29 +384,35 @@ def _periods(usage: dict, name: str, key: str, pattern: re.Pattern) -> list[dict
         entry = _object(entry, f"an entry of {name}")
         period = entry.get(key)
         if not (isinstance(period, str) and pattern.fullmatch(period) and _is_date(period)):
-            raise _BadAnswer(f"{name} has a bad {key}: {str(period)[:50]!r}")
+            raise _BadAnswer(f"{name} has a bad {key}: {_shown(period)}")
         periods.append({key: period, **{name: _count(entry, name) for name in PERIOD_COUNTERS}})
     return sorted(periods, key=lambda period: period[key])
 
 
 def _is_date(period: str) -> bool:
+    """A real calendar day (or month) from EARLIEST to LATEST."""
     try:
-        date.fromisoformat(period if len(period) == 10 else f"{period}-01")
+        day = date.fromisoformat(period if len(period) == 10 else f"{period}-01")
     except ValueError:
         return False
-    return True
+    return EARLIEST.date() <= day <= LATEST.date()
 
 
 def _timestamp(value: Any) -> str | None:
     if value is None:
         return None
     try:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or len(value) > 64:
             raise ValueError
         moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise _BadAnswer(f"lastRequestAt is not ISO 8601: {str(value)[:50]!r}") from None
-    return iso_utc(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        # In UTC it may not exist (9999-12-31T23:59:59-14:00): OverflowError, not ValueError.
+        in_range = EARLIEST <= moment.astimezone(UTC) <= LATEST
+    except (ValueError, OverflowError):
+        raise _BadAnswer(f"lastRequestAt is not ISO 8601: {_shown(value)}") from None
+    if not in_range:
+        raise _BadAnswer(f"lastRequestAt is out of range: {_shown(value)}")
+    return iso_utc(moment)
 
 
 def iso_utc(moment: datetime) -> str:
@@ -333,6 +434,8 @@ def _normalised(answer: "_Answer", normalise):
 # A 4xx that says something about this site (its key refused, a wrong URL), not about
 # the user's request: a 502, not passed on.
 _NOT_THE_USERS_FAULT = {401, 403, 404, 407}
+# 2xx statuses that cannot carry a generation (no body, or part of one).
+_NO_ANSWER_STATUSES = {204, 205, 206}
 
 
 @dataclass(frozen=True)

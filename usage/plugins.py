@@ -16,7 +16,12 @@ log = logging.getLogger(__name__)
 
 
 def generate(user: AbstractBaseUser, request: dict) -> Generation:
-    """Generate a plugin for ``user``; record it in the ledger if it reached the upstream."""
+    """Generate a plugin for ``user``; record it in the ledger if it reached the upstream.
+
+    The ledger says ``ok`` only once the answer has been checked and encoded as the user
+    will get it (``external_api.normalise_generation``); a request that cannot be sent as
+    strict JSON is refused before any call.
+    """
     user_id = user.get_username()
     started = time.monotonic()
     try:
@@ -25,7 +30,8 @@ def generate(user: AbstractBaseUser, request: dict) -> Generation:
         if exc.reached:  # tokens may have been spent: keep a trace
             record(user, started, exc.upstream_status, exc.code, None)
         # A refused request is the user's; anything else is the upstream's, worth a warning.
-        level = logging.INFO if isinstance(exc, external_api.Rejected) else logging.WARNING
+        users = (external_api.Rejected, external_api.InvalidRequest)
+        level = logging.INFO if isinstance(exc, users) else logging.WARNING
         log.log(level, "generation user=%s failed (%s): %s", user_id, exc.code, exc.detail)
         raise
     record(user, started, generation.status, PluginGeneration.Outcome.OK, generation.token_usage)
