@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -189,6 +190,38 @@ def test_an_x_user_id_header_for_someone_else_is_forbidden_and_stores_nothing(
     response = post_usage(owner_api, [{"model": "SD", "count": 1}] * 3, HTTP_X_USER_ID="bob")
     assert response.status_code == 403
     assert "X-User-ID" in response.json()["error"]
+    assert stored() == []
+
+
+def as_wsgi_gives_it(header: bytes) -> str:
+    """A header's bytes as a WSGI server puts them in the environ: latin-1 text (PEP 3333)."""
+    return header.decode("latin-1")
+
+
+@pytest.mark.parametrize(
+    ("username", "header"),
+    [
+        ("Łukasz", "Łukasz".encode()),
+        ("José", "José".encode()),
+        ("José", "Jose\u0301".encode()),  # decomposed, as macOS spells file names
+        ("José", "José".encode("latin-1")),  # a client that sends latin-1
+    ],
+    ids=["utf-8", "utf-8-accent", "utf-8-nfd", "latin-1"],
+)
+def test_an_x_user_id_header_with_the_owners_non_ascii_name_is_accepted(db, username, header):
+    user = get_user_model().objects.create_user(username)
+    api = bearer(create_token(user, "laptop"))
+    response = post_usage(api, {"model": "SD", "count": 1}, HTTP_X_USER_ID=as_wsgi_gives_it(header))
+    assert response.status_code == 201
+    assert stored(user) == [("SD", 1)]
+
+
+def test_an_x_user_id_header_with_someone_elses_non_ascii_name_is_forbidden(db, owner_api):
+    get_user_model().objects.create_user("Łukasz")
+    response = post_usage(
+        owner_api, {"model": "SD", "count": 1}, HTTP_X_USER_ID=as_wsgi_gives_it("Łukasz".encode())
+    )
+    assert response.status_code == 403
     assert stored() == []
 
 

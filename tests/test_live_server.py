@@ -6,15 +6,19 @@ from dataclasses import dataclass
 
 import pytest
 
+from scripts.standin_upstream import StandIn
 from tests.live_server import Reply, Server, gunicorn, manage
 
 pytestmark = pytest.mark.slow
+
+UPSTREAM_KEY = "live-upstream-key"
 
 
 @dataclass(frozen=True)
 class Site:
     server: Server
     token: str
+    lukasz_token: str
 
     def post(self, body, **headers) -> Reply:
         headers = {
@@ -31,11 +35,14 @@ def site(tmp_path_factory) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("live")
     database_url = f"sqlite:///{folder / 'site.sqlite3'}"
     manage(database_url, "migrate", "--no-input", "--verbosity", "0")
-    create_user = "from django.contrib.auth.models import User; User.objects.create_user('dana')"
-    manage(database_url, "shell", "-c", create_user)
+    users = "from django.contrib.auth.models import User\nfor name in ('dana', 'Łukasz'):\n"
+    manage(database_url, "shell", "-c", users + "    User.objects.create_user(name)")
     token = manage(database_url, "create_api_token", "dana").strip().splitlines()[-1]
-    with gunicorn(database_url, folder / "gunicorn.log") as server:
-        yield Site(server, token)
+    lukasz_token = manage(database_url, "create_api_token", "Łukasz").strip().splitlines()[-1]
+    with StandIn(key=UPSTREAM_KEY) as standin:
+        upstream = {"EXTERNAL_API_URL": standin.url, "EXTERNAL_API_KEY": UPSTREAM_KEY}
+        with gunicorn(database_url, folder / "gunicorn.log", env=upstream) as server:
+            yield Site(server, token, lukasz_token)
 
 
 def chunked(payload: bytes, size: int = 65536):
@@ -83,3 +90,29 @@ def test_a_badly_framed_chunked_body_gets_a_json_400(site):
     reply = site.post(b"[" + b" " * 9000 + b"]", **headers)
     assert reply.status == 400
     assert "could not be read" in reply.json()["error"]
+
+
+def test_a_utf_8_x_user_id_naming_the_owner_is_accepted(site):
+    body = json.dumps({"modelName": "Flux", "imageCount": 1}).encode()
+    # The header's raw UTF-8 bytes on the wire, as a desktop app sends them.
+    headers = {"Authorization": f"Bearer {site.lukasz_token}", "X-User-ID": "Łukasz".encode()}
+    reply = site.server.request(
+        "POST", "/api/model-usage", body, {**headers, "Content-Type": "application/json"}
+    )
+    assert reply.status == 201, reply.body
+    assert reply.json()["accepted"] == 1
+    prompt = json.dumps({"prompt": "A plugin"}).encode()
+    generated = site.server.request(
+        "POST", "/api/plugin/generate", prompt, {**headers, "Content-Type": "application/json"}
+    )
+    assert generated.status == 200, generated.body
+    usage = site.server.request("GET", "/api/user/token-usage", headers=headers)
+    assert usage.status == 200, usage.body
+    assert usage.json()["userId"] == "Łukasz"
+
+
+def test_a_utf_8_x_user_id_naming_someone_else_is_refused(site):
+    body = json.dumps({"modelName": "Flux", "imageCount": 1}).encode()
+    reply = site.post(body, **{"X-User-ID": "Łukasz".encode()})  # dana's token
+    assert reply.status == 403
+    assert reply.json()["code"] == "forbidden"

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 from usage import audit, openapi, plugins, token_usage
 from usage.auth import BearerTokenAuthentication
 from usage.ingest import ingest, parse_body
-from usage.problems import DatabaseUnavailable, Forbidden
+from usage.problems import DatabaseUnavailable
 from usage.records import encode_cursor, list_records, parse_record_query, record_as_dict
 from usage.renderers import FastJSONRenderer
 from usage.request_body import json_object, read_body, require_json
@@ -23,6 +23,7 @@ from usage.routing import by_method
 from usage.summary import parse_granularity, parse_range, summarize
 from usage.throttles import IngestTokenThrottle, IngestUserThrottle, PluginUserThrottle
 from usage.upstream_health import upstream_health
+from usage.user_header import check_claimed_user
 
 log = logging.getLogger("usage.ingest")
 
@@ -51,9 +52,7 @@ class IngestView(APIView):
 
     @extend_schema(**openapi.INGEST)
     def post(self, request: Request) -> Response:
-        claimed = request.headers.get("X-User-ID")
-        if claimed is not None and claimed != request.user.get_username():
-            raise Forbidden("X-User-ID does not name the owner of the token.")
+        check_claimed_user(request, request.user)
         require_json(request)
         items = parse_body(read_body(request))
         result = ingest(request.user, request.auth, items, timezone.now())
