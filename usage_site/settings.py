@@ -58,6 +58,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "usage_site.security.ContentSecurityPolicyMiddleware",
+    # Last: no body over 1 MiB is read on any URL (413), before CSRF reads a form.
+    "usage.request_body.BodyLimitMiddleware",
 ]
 
 ROOT_URLCONF = "usage_site.urls"
@@ -182,9 +184,10 @@ STORAGES = {
     },
 }
 
-# The ingestion API's body limit. Django enforces it for request.body and forms; the
-# ingestion view reads the body itself with the same limit and answers 413.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+# Every request body is at most 1 MiB (usage.ingest.MAX_BODY_BYTES), refused with a 413 from
+# its Content-Length before it is read (usage.request_body.BodyLimitMiddleware). Django's own
+# limits say the same, so that a form or file within it is parsed in memory, never spooled.
+DATA_UPLOAD_MAX_MEMORY_SIZE = FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 # Cross-origin calls to /api/ from browser pages: none unless listed (docs/security.md says
 # how to allow an Electron renderer). Cookies never go with them: cross-origin callers
@@ -285,6 +288,8 @@ REST_FRAMEWORK = {
         "ingest": env_rate("THROTTLE_INGEST_RATE", "1200/min"),  # per user, all their apps
         "ingest_token": env_rate("THROTTLE_INGEST_TOKEN_RATE", "600/min"),  # per API token
         "plugin": env_rate("THROTTLE_PLUGIN_RATE", "10/min"),  # per user
+        # token usage's ?refresh=1, per user read; past it, the cached copy
+        "token_usage_refresh": env_rate("THROTTLE_TOKEN_REFRESH_RATE", "10/min"),
         "login": env_rate("THROTTLE_LOGIN_RATE", "10/hour"),  # failed sign-ins per account
         "login_address": env_rate("THROTTLE_LOGIN_ADDRESS_RATE", "50/hour"),  # ... per address
         "token_create": env_rate("THROTTLE_TOKEN_CREATE_RATE", "10/hour"),  # per user
