@@ -140,7 +140,7 @@ def test_a_40_mb_multipart_login_post_gets_413_before_its_body_is_sent(server):
     )
 
     part = (
-        b"--b\r\nContent-Disposition: form-data; name=\"f\"; filename=\"big.bin\"\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="f"; filename="big.bin"\r\n'
         b"Content-Type: application/octet-stream\r\n\r\n"
     )
 
