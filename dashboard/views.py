@@ -23,7 +23,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.html import format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from dashboard.forms import TimeZoneForm, TokenForm
 from dashboard.models import Profile
@@ -78,8 +79,9 @@ def query_of(request: HttpRequest, zone: str | None = None) -> DashboardQuery:
     return parse_query(request.GET, (saved_zone(request.user) if zone is None else zone) or "UTC")
 
 
+@never_cache
 @login_required
-@require_GET
+@require_safe
 def index(request: HttpRequest) -> HttpResponse:
     subject = subject_of(request)
     zone = saved_zone(request.user)
@@ -105,8 +107,9 @@ def index(request: HttpRequest) -> HttpResponse:
     return render(request, "dashboard/index.html", context, status=400 if problem else 200)
 
 
+@never_cache
 @login_required
-@require_GET
+@require_safe
 def data(request: HttpRequest) -> JsonResponse:
     """The numbers and regions that Refresh Data puts in place, for the page's own query."""
     subject = subject_of(request)
@@ -221,8 +224,9 @@ def with_zone(url: str, zone: str) -> str:
     return f"{path}?{params.urlencode()}"
 
 
+@never_cache
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def tokens(request: HttpRequest) -> HttpResponse:
     """The viewer's tokens; a POST creates one."""
     return create_token_page(request) if request.method == "POST" else tokens_page(request)
@@ -262,8 +266,9 @@ def tokens_page(
     return render(request, "dashboard/tokens.html", context, status=status)
 
 
+@never_cache
 @login_required
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """Confirm, then revoke. Another user's token is a 404: its existence is not shown."""
     token = get_object_or_404(ApiToken, pk=token_id, owner=request.user)
@@ -278,8 +283,9 @@ def revoke_token_now(request: HttpRequest, token: ApiToken) -> HttpResponse:
     return redirect("dashboard:tokens")
 
 
+@never_cache
 @login_required
-@require_GET
+@require_safe
 def export_csv(request: HttpRequest) -> HttpResponse:
     """Every record in the range, one row each."""
     return _export(
@@ -291,8 +297,9 @@ def export_csv(request: HttpRequest) -> HttpResponse:
     )
 
 
+@never_cache
 @login_required
-@require_GET
+@require_safe
 def export_totals_csv(request: HttpRequest) -> HttpResponse:
     """Images and generations per day and model, from the rollups: small at any volume."""
     return _export(

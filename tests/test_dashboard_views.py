@@ -13,6 +13,7 @@ from dashboard.models import Profile
 from dashboard.overview import Row
 from dashboard.templatetags.numbers import number_cells, thousands, usage_rows
 from tests.conftest import make_record
+from usage.tokens import create_token
 
 MARCH = {"start": "2026-03-01", "end": "2026-03-31"}
 
@@ -105,6 +106,42 @@ def test_a_user_can_change_their_password(owner):
     assert response["Location"] == "/accounts/password/done/"
     owner.refresh_from_db()
     assert owner.check_password("a-much-better-passphrase-9")
+
+
+PRIVATE_PAGES = [
+    "/dashboard/",
+    "/dashboard/data/",
+    "/dashboard/tokens/",
+    "/dashboard/export.csv",
+    "/dashboard/daily-totals.csv",
+]
+
+
+@pytest.mark.parametrize("path", PRIVATE_PAGES)
+def test_private_pages_and_exports_are_never_stored_by_a_cache(owner, path):
+    response = client_for(owner).get(path)
+
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    assert "private" in response["Cache-Control"]
+
+
+@pytest.mark.parametrize("path", PRIVATE_PAGES)
+def test_head_answers_wherever_get_does_with_the_same_headers_and_no_body(owner, path):
+    client = client_for(owner)
+    got, head = client.get(path), client.head(path)
+
+    assert head.status_code == got.status_code == 200
+    assert head["Content-Type"] == got["Content-Type"]
+    assert (b"".join(head.streaming_content) if head.streaming else head.content) == b""
+
+
+def test_head_on_a_token_revocation_page_answers_as_get_does(owner):
+    token = create_token(owner, "laptop").token
+    path = f"/dashboard/tokens/{token.pk}/revoke/"
+
+    assert client_for(owner).head(path).status_code == 200
+    assert "no-store" in client_for(owner).get(path)["Cache-Control"]
 
 
 def test_another_user_sees_only_their_own_numbers(other, march_records):

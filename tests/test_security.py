@@ -99,6 +99,25 @@ def test_every_answer_carries_the_browser_security_headers(client, path):
         assert response["X-Frame-Options"] == "DENY"
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/dashboard/index.css",
+        # drf-spectacular's page made to be opened by another: frame it nowhere all the same.
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/oauth2-redirect.html",
+    ],
+)
+def test_static_files_carry_the_policy_and_the_frame_denial_too(client, settings, path):
+    settings.WHITENOISE_USE_FINDERS = True  # serve from the sources: nothing collected here
+
+    response = client.get(path)
+
+    assert response.status_code == 200
+    assert response["Content-Security-Policy"] == content_security_policy(settings.CHARTJS_URL)
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
 def test_the_policy_allows_this_site_and_the_one_pinned_chartjs_file_only():
     url = "https://cdn.jsdelivr.net/npm/chart.js@4.6.1/dist/chart.umd.min.js"
     directives = dict(

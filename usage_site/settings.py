@@ -48,6 +48,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before whitenoise and everything that may answer early (a 413, a 503), so that every
+    # answer, static files included, carries the frame denial and the policy.
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "usage_site.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "usage.errors.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -56,8 +60,6 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "usage_site.security.ContentSecurityPolicyMiddleware",
     # Last: no body over 1 MiB is read on any URL (413), before CSRF reads a form.
     "usage.request_body.BodyLimitMiddleware",
 ]
