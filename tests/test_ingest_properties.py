@@ -20,6 +20,7 @@ from usage.ingest import (
     parse_body,
     validate_record,
 )
+from usage.model_names import normal_model_name
 from usage.models import UsageRecord
 from usage.problems import InvalidBody
 
@@ -62,7 +63,7 @@ def test_validation_of_any_json_value_either_cleans_it_or_names_the_bad_fields(i
         assert invalid.problems
         assert all(message for _field, message in invalid.problems)
         return
-    assert 1 <= len(record.model) <= 100 and record.model == record.model.strip()
+    assert 1 <= len(record.model) <= 100 and record.model == normal_model_name(record.model)
     assert type(record.image_count) is int and 1 <= record.image_count <= 10_000
     assert record.occurred_at.tzinfo is not None
     assert record.event_id is None or 1 <= len(record.event_id) <= 100

@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.functional import cached_property
 
 from usage.export import ADMIN_HEADER, admin_rows, csv_lines, csv_response
+from usage.model_names import normal_model_name
 from usage.models import ApiToken, AuditEvent, PluginGeneration, UsageRecord, UsageRollup
 from usage.rollups import delete_records
 from usage.tokens import revoke_token
@@ -32,7 +33,8 @@ class ModelNameFilter(admin.SimpleListFilter):
         return [(name, name) for name in names[:200]]
 
     def queryset(self, request, queryset):
-        return queryset.filter(model=self.value()) if self.value() else queryset
+        # Names are stored in their normal form: a fullwidth ?model=Flux finds Flux's records.
+        return queryset.filter(model=normal_model_name(self.value())) if self.value() else queryset
 
 
 @admin.register(UsageRecord)
@@ -71,6 +73,10 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         delete_records(queryset)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str):
+        # As the model filter: a name typed in another spelling finds the stored one.
+        return super().get_search_results(request, queryset, normal_model_name(search_term))
 
     @admin.action(description="Export selected records as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet) -> StreamingHttpResponse:

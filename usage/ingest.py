@@ -15,6 +15,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 
 from usage import dialects, strict_json
+from usage.model_names import normal_model_name
 from usage.models import (
     EVENT_ID_MAX_LENGTH,
     MAX_IMAGE_COUNT,
@@ -31,6 +32,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # C0 and C1 control characters, DEL, and lone surrogates (valid in JSON's \u escapes but
 # not storable as UTF-8 text).
 _FORBIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_MODEL_NAME_MAX_RAW = 4 * MODEL_NAME_MAX_LENGTH
 
 # Each meaning, with the keys a desktop app may send it under (first one is canonical).
 MODEL_KEYS = ("modelName", "model")
@@ -148,10 +150,16 @@ def _model_name(item: dict) -> str:
     if not isinstance(value, str):
         raise _Invalid(key, "must be a string.")
     value = value.strip()
-    if not 1 <= len(value) <= MODEL_NAME_MAX_LENGTH:
+    # The length is checked on the normal form (NFKC can lengthen a name, and removing
+    # invisible characters shorten it), after a bound on the raw text that keeps the
+    # work done for a hostile name small.
+    if len(value) > _MODEL_NAME_MAX_RAW:
         raise _Invalid(key, f"must be 1 to {MODEL_NAME_MAX_LENGTH} characters.")
     if _FORBIDDEN_CHARS.search(value):
         raise _Invalid(key, "must not contain control characters.")
+    value = normal_model_name(value)
+    if not 1 <= len(value) <= MODEL_NAME_MAX_LENGTH:
+        raise _Invalid(key, f"must be 1 to {MODEL_NAME_MAX_LENGTH} characters.")
     return value
 
 
