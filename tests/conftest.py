@@ -21,6 +21,7 @@ from tests.live_server import HOST, free_port, poll
 from usage import rollups
 from usage.models import UsageRecord
 from usage.tokens import NewToken, create_token
+from usage.upstream_health import forget_last_known
 from usage_site.cache import forget_failures
 
 UPSTREAM_KEY = "upstream-key-for-tests"
@@ -63,9 +64,11 @@ def _test_settings() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _fresh_cache() -> None:
     # Throttle counts and cached answers live in the cache: each test starts with none, and
-    # with a cache that is asked again at once, whatever failed in the test before.
+    # with a cache that is asked again at once, whatever failed in the test before (and no
+    # external API health remembered by this process).
     cache.clear()
     forget_failures()
+    forget_last_known()
 
 
 @pytest.fixture

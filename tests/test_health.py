@@ -1,6 +1,13 @@
 """Health checks, and the API's answers for URLs and methods it does not serve."""
 
+import threading
+
 import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test import Client
+
+from usage import external_api
 
 pytestmark = pytest.mark.django_db
 
@@ -39,6 +46,60 @@ def test_health_needs_no_credentials_and_takes_a_trailing_slash(client):
     response = client.get("/api/health/")
     assert response.status_code == 200
     assert response.json()["database"] == "ok"
+
+
+# --- The external API's health --------------------------------------------------------------
+
+
+def check_health_at_once(checks: int) -> list[tuple[int, str]]:
+    """``checks`` GET /api/health at the same moment, each in its own thread."""
+    start = threading.Barrier(checks)
+    answers = []
+
+    def check() -> None:
+        client = Client()
+        start.wait()
+        try:
+            response = client.get("/api/health")
+            answers.append((response.status_code, response.json()["externalApi"]))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=check) for _ in range(checks)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    return answers
+
+
+def test_thirty_checks_at_once_ask_a_hung_upstream_once(upstream, monkeypatch):
+    monkeypatch.setattr(external_api, "HEALTH_TIMEOUT", 0.3)
+    upstream.hang("health")
+
+    answers = check_health_at_once(30)
+
+    assert len(upstream.received_for("health")) == 1
+    assert len(answers) == 30
+    assert {status for status, _ in answers} == {200}
+    # The one that asked waited out the timeout; the others had its answer or, having
+    # waited as long, "unknown": never a second call.
+    assert {state for _, state in answers} <= {"unreachable", "unknown"}
+    assert ("unreachable" in {state for _, state in answers}) is True
+
+
+def test_while_one_check_asks_the_others_get_the_last_known_state_at_once(upstream, monkeypatch):
+    assert Client().get("/api/health").json()["externalApi"] == "ok"
+    cache.clear()  # the 5 seconds are over
+    monkeypatch.setattr(external_api, "HEALTH_TIMEOUT", 0.3)
+    upstream.hang("health")
+
+    answers = check_health_at_once(10)
+
+    assert len(upstream.received_for("health")) == 2
+    assert sorted(answers) == [(200, "ok")] * 9 + [(200, "unreachable")]
+    assert Client().get("/api/health").json()["externalApi"] == "unreachable"  # now cached
+    assert len(upstream.received_for("health")) == 2
 
 
 # --- Unknown URLs ----------------------------------------------------------------------------

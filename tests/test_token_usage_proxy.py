@@ -10,6 +10,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+from django.db import connection
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -613,6 +614,119 @@ def test_generations_are_rate_limited_per_user(upstream, owner_api, other_api, t
     assert limited.json()["error"]
     assert generate(other_api).status_code == 200
     assert len(upstream.received_for("generate")) == 3
+
+
+def test_refreshes_past_the_limit_get_the_cached_copy_marked_and_ask_nothing(
+    upstream, owner_api, other_api, throttle_rates
+):
+    throttle_rates(token_usage_refresh="3/min")
+    has_used_tokens(upstream, "alice")
+    has_used_tokens(upstream, "bob")
+
+    answers = [owner_api.get(USAGE_URL, {"refresh": "1"}) for _ in range(8)]
+
+    assert [answer.status_code for answer in answers] == [200] * 8
+    bodies = [answer.json() for answer in answers]
+    assert ["refreshLimited" in body for body in bodies] == [False] * 3 + [True] * 5
+    assert {body["fetchedAt"] for body in bodies[3:]} == {bodies[2]["fetchedAt"]}
+    assert all(body["stale"] is False for body in bodies)
+    assert usage_requests(upstream) == ["/user/alice/token-usage"] * 3
+    # Another user's refreshes are their own.
+    assert "refreshLimited" not in other_api.get(USAGE_URL, {"refresh": "1"}).json()
+    assert len(usage_requests(upstream)) == 4
+
+
+def test_past_the_refresh_limit_a_generation_still_shows_in_the_next_refresh(
+    upstream, owner_api, throttle_rates
+):
+    # The dashboard refreshes the panel after each generation: its tokens must show.
+    throttle_rates(token_usage_refresh="1/min")
+    has_used_tokens(upstream, "alice")
+    assert owner_api.get(USAGE_URL, {"refresh": "1"}).json()["requestCount"] == 1
+
+    generate(owner_api)
+    refreshed = owner_api.get(USAGE_URL, {"refresh": "1"}).json()
+
+    assert refreshed["requestCount"] == 2
+    assert "refreshLimited" not in refreshed
+    assert len(usage_requests(upstream)) == 2
+
+
+@pytest.mark.django_db(transaction=True)  # the requests' own threads read the token
+def test_concurrent_refreshes_for_one_user_make_one_upstream_call_and_share_its_answer(
+    upstream, owner_token, throttle_rates
+):
+    throttle_rates(token_usage_refresh="1000/min")  # the single flight alone
+    has_used_tokens(upstream, "alice")
+    upstream.hang("token-usage")
+    readers = 20
+    start = threading.Barrier(readers)
+    answers = []
+
+    def refresh() -> None:
+        client = bearer(owner_token)
+        start.wait()
+        try:
+            answers.append(client.get(USAGE_URL, {"refresh": "1"}))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=refresh) for _ in range(readers)]
+    for thread in threads:
+        thread.start()
+    try:
+        poll(
+            lambda: (
+                len(usage_requests(upstream)) == 1
+                and token_usage.waiting_for("alice") == readers - 1
+            ),
+            10,
+            "one call under way, every other read waiting for it",
+        )
+    finally:
+        upstream.release()
+        for thread in threads:
+            thread.join(10)
+
+    assert len(usage_requests(upstream)) == 1
+    assert [answer.status_code for answer in answers] == [200] * readers
+    assert len({answer.json()["fetchedAt"] for answer in answers}) == 1
+    assert {answer.json()["requestCount"] for answer in answers} == {1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_reads_waiting_on_a_hung_call_give_up_busy_and_ask_nothing(
+    upstream, owner_token, settings, monkeypatch, throttle_rates
+):
+    throttle_rates(token_usage_refresh="1000/min")
+    settings.EXTERNAL_API_TIMEOUT = 1.0
+    monkeypatch.setattr(token_usage, "FLIGHT_WAIT_SECONDS", 0.2)
+    upstream.hang("token-usage")
+    readers = 10
+    start = threading.Barrier(readers)
+    answers = []
+
+    def refresh() -> None:
+        client = bearer(owner_token)
+        start.wait()
+        try:
+            answers.append(client.get(USAGE_URL, {"refresh": "1"}))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=refresh) for _ in range(readers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    upstream.release()
+
+    assert len(usage_requests(upstream)) == 1
+    codes = sorted((answer.status_code, answer.json()["code"]) for answer in answers)
+    # The call itself times out; whoever waited past the bound was told to retry.
+    assert codes[-1] == (504, "upstream_timeout")
+    assert set(codes[:-1]) <= {(503, "busy"), (504, "upstream_timeout")}
+    assert all(int(a["Retry-After"]) > 0 for a in answers if a.status_code == 503)
 
 
 # --- The ledger ------------------------------------------------------------------------------

@@ -310,9 +310,10 @@ HEALTH_SIMPLE = {
 
 _external_api_state = {
     "type": "string",
-    "enum": ["ok", "unreachable", "not configured"],
-    "description": "The external API's /health, asked at most every 5 seconds. Never a "
-    "reason for a 503 by itself.",
+    "enum": ["ok", "unreachable", "not configured", "unknown"],
+    "description": "The external API's /health, asked at most every 5 seconds, by one "
+    "check at a time per server process (`unknown`: a new process whose first check is "
+    "still under way). Never a reason for a 503 by itself.",
 }
 
 HEALTH = {
@@ -406,6 +407,13 @@ TOKEN_USAGE_OUT = {
             "type": "string",
             "description": "Only when stale: the error code the request would have had.",
         },
+        "refreshLimited": {
+            "type": "boolean",
+            "enum": [True],
+            "description": "Only when `refresh=1` was past the user's refresh limit "
+            "(`THROTTLE_TOKEN_REFRESH_RATE`): this is the copy cached in the last "
+            "`TOKEN_USAGE_CACHE_SECONDS`, as `fetchedAt` says.",
+        },
     },
 }
 
@@ -429,7 +437,13 @@ TOKEN_USAGE = {
             },
             description="A username (not only dots); default: the caller's.",
         ),
-        OpenApiParameter("refresh", str, enum=["1"], description="Skip the cache."),
+        OpenApiParameter(
+            "refresh",
+            str,
+            enum=["1"],
+            description="Skip the cache, up to `THROTTLE_TOKEN_REFRESH_RATE` times per user "
+            '(then the cached copy, with `"refreshLimited": true`).',
+        ),
         _WWW_AUTHENTICATE,
         # Not when the external API is not configured: retrying will not help.
         _retry_after(503, required=False),

@@ -2,24 +2,34 @@
 and the per-user cache in front of the upstream (fresh for TOKEN_USAGE_CACHE_SECONDS, and
 the last good copy kept an hour to serve, marked stale, while the upstream fails).
 
+Two things bound the calls one user's reads make: ``?refresh=1`` is honoured at most
+``THROTTLE_TOKEN_REFRESH_RATE`` times (past that, a refresh is read like a plain read, from
+the cache when it can), and in each server process one call at a time asks for a user's
+usage: reads that find one under way take its answer instead of asking again.
+
 Plugin generation is in ``usage.plugins``, the upstream's health in ``usage.upstream_health``,
 and the HTTP client of the upstream itself in ``usage.external_api``.
 """
 
 import hashlib
 import logging
+import threading
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
-from usage import external_api
+from usage import external_api, throttles
 from usage.problems import Forbidden
 from usage_site.cache import cache_call
 
 log = logging.getLogger(__name__)
 
 STALE_SECONDS = 3600
+# How long a read waits for the call already under way for its user before it gives up
+# (the stale copy, or 503 busy): short, because a waiting request holds a server thread.
+FLIGHT_WAIT_SECONDS = 2.0
+REFRESH_SCOPE = "token_usage_refresh"
 # Failures that say nothing about the data itself: a recent copy is still worth showing.
 STALE_SERVABLE = (
     external_api.Busy,
@@ -53,28 +63,95 @@ def _keys(user_id: str) -> tuple[str, str]:
 def usage_for(user_id: str, *, refresh: bool = False) -> dict:
     """The user's analytics with ``fetchedAt`` and ``stale``, from the cache or the upstream.
 
-    ``refresh`` skips the fresh cache. When the upstream fails for a reason in
-    STALE_SERVABLE and a copy under an hour old exists, that copy is served, marked stale.
+    ``refresh`` skips the fresh cache, within the user's refresh limit; past it, a copy
+    still fresh is served with ``"refreshLimited": true``. When the upstream fails for a
+    reason in STALE_SERVABLE and a copy under an hour old exists, that copy is served,
+    marked stale.
     """
     fresh_key, last_key = _keys(user_id)
-    if not refresh:
+    limited = refresh and not throttles.hit(REFRESH_SCOPE, user_id).allowed
+    if not refresh or limited:
         cached = _cache("get_many", [fresh_key, last_key], fallback={})
         if fresh_key in cached and last_key in cached:
-            return {**cached[last_key], "stale": False}
+            marker = {"refreshLimited": True} if limited else {}
+            return {**cached[last_key], "stale": False, **marker}
     try:
-        usage = external_api.fetch_token_usage(user_id)
+        fetched = _fetch_once(user_id)
     except STALE_SERVABLE as exc:
         last = _cache("get", last_key)
         log.warning("token usage user=%s failed (%s): %s", user_id, exc.code, exc.detail)
         if last is None:
             raise
         return {**last, "stale": True, "staleReason": exc.code}
-    copy = {**usage, "fetchedAt": external_api.iso_utc(datetime.now(UTC))}
-    _cache("set", last_key, copy, STALE_SECONDS)
-    # Only a marker: "the copy is fresh". A generation deletes it and keeps the copy.
-    _cache("set", fresh_key, True, settings.TOKEN_USAGE_CACHE_SECONDS)
-    return {**copy, "stale": False}
+    return {**fetched, "stale": False}
 
 
 def forget_fresh_usage(user_id: str) -> None:
     _cache("delete", _keys(user_id)[0])
+
+
+class _Flight:
+    """One call to the upstream for one user, and the reads waiting for its outcome."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.waiting = 0
+        self.copy: dict | None = None
+        self.error: Exception | None = None
+
+
+_flights: dict[str, _Flight] = {}
+_flights_lock = threading.Lock()
+
+
+def _fetch_once(user_id: str) -> dict:
+    """A copy just fetched from the upstream (and cached), by one call at a time per user.
+
+    The first read makes the call; reads that come while it is under way wait for its
+    outcome (its copy, or its error) for at most FLIGHT_WAIT_SECONDS, then give up as busy.
+    Per process: each server process makes its own call.
+    """
+    with _flights_lock:
+        flight = _flights.get(user_id)
+        leading = flight is None
+        if leading:
+            flight = _flights[user_id] = _Flight()
+        else:
+            flight.waiting += 1
+    if leading:
+        return _lead(user_id, flight)
+    if not flight.done.wait(FLIGHT_WAIT_SECONDS):
+        raise external_api.Busy(f"waited {FLIGHT_WAIT_SECONDS} s for the call under way")
+    if flight.error is not None:
+        raise flight.error
+    return flight.copy
+
+
+def _lead(user_id: str, flight: _Flight) -> dict:
+    try:
+        flight.copy = _fetch_and_keep(user_id)
+        return flight.copy
+    except Exception as exc:
+        flight.error = exc
+        raise
+    finally:
+        with _flights_lock:
+            del _flights[user_id]
+        flight.done.set()
+
+
+def _fetch_and_keep(user_id: str) -> dict:
+    fresh_key, last_key = _keys(user_id)
+    usage = external_api.fetch_token_usage(user_id)
+    fetched = {**usage, "fetchedAt": external_api.iso_utc(datetime.now(UTC))}
+    _cache("set", last_key, fetched, STALE_SECONDS)
+    # Only a marker: "the copy is fresh". A generation deletes it and keeps the copy.
+    _cache("set", fresh_key, True, settings.TOKEN_USAGE_CACHE_SECONDS)
+    return fetched
+
+
+def waiting_for(user_id: str) -> int:
+    """How many reads of this process wait for the call under way for ``user_id``."""
+    with _flights_lock:
+        flight = _flights.get(user_id)
+        return flight.waiting if flight else 0
