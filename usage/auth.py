@@ -2,6 +2,8 @@
 
 - ``BearerTokenAuthentication``: ``Authorization: Bearer usg_...`` on the API (the tokens
   themselves are made and checked in ``usage.tokens``).
+- ``CsrfSessionAuthentication``: a signed-in browser's session on the API, its CSRF token
+  checked from the ``X-CSRFToken`` header without parsing the body.
 - ``ThrottledModelBackend``: Django's password sign-in, with guessing throttled on every
   sign-in form (the site's and the admin's). The limit is in the authentication backend so
   that no login path can bypass it: each attempt counts against the account's name
@@ -44,6 +46,16 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request) -> str:
         return self.keyword
+
+
+class CsrfSessionAuthentication(authentication.SessionAuthentication):
+    """REST framework's session authentication, with Django's CSRF check run on Django's own
+    request. On REST framework's, the check reads ``request.POST``, which parses a JSON body
+    with REST framework's parser (a deeply nested one was a 500, a bad one answered in REST
+    framework's words); Django's reads no JSON body, and finds the token in the header."""
+
+    def enforce_csrf(self, request) -> None:
+        super().enforce_csrf(request._request)
 
 
 class ThrottledModelBackend(ModelBackend):

@@ -37,7 +37,11 @@ STATUS_CODES = {
     415: "unsupported_media_type",
     500: "server_error",
 }
-DRF_CODES = {"permission_denied": "forbidden", "error": "bad_request"}
+DRF_CODES = {
+    "permission_denied": "forbidden",
+    "error": "bad_request",
+    "parse_error": "invalid_body",
+}
 
 
 def is_database_down(exc: BaseException | None) -> bool:

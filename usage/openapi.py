@@ -6,6 +6,7 @@ one-object-or-array bodies included.
 """
 
 from drf_spectacular import generators
+from drf_spectacular.authentication import SessionScheme
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -26,6 +27,12 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "description": "An API token, `usg_` followed by 51 characters.",
         }
+
+
+class CsrfSessionScheme(SessionScheme):
+    """The session cookie, as drf-spectacular describes REST framework's own session class."""
+
+    target_class = "usage.auth.CsrfSessionAuthentication"
 
 
 _ERROR_PROPERTIES = {

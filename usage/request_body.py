@@ -13,9 +13,9 @@ from django.http import HttpRequest, HttpResponse
 from django.template import loader
 from rest_framework.request import Request
 
-from usage import strict_json
 from usage.errors import API_PREFIX, problem_response, with_headers
 from usage.ingest import MAX_BODY_BYTES, body_too_large
+from usage.parsers import parsed
 from usage.problems import InvalidBody, Problem
 
 log = logging.getLogger("usage.ingest")
@@ -102,13 +102,7 @@ def read_body(request: Request) -> bytes:
 def json_object(request: Request) -> dict:
     """The body as one JSON object, read with the same size limit as ingestion."""
     require_json(request)
-    raw = read_body(request)
-    if len(raw) > MAX_BODY_BYTES:
-        raise body_too_large()
-    try:
-        body = strict_json.loads(raw)
-    except ValueError:
-        raise InvalidBody("The body is not valid JSON.") from None
+    body = parsed(read_body(request))
     if not isinstance(body, dict):
         raise InvalidBody("The body must be a JSON object.")
     return body

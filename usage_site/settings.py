@@ -277,11 +277,11 @@ CHARTJS_URL = CHARTJS_URL or CHARTJS_CDN_URL
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "usage.auth.BearerTokenAuthentication",
-        "rest_framework.authentication.SessionAuthentication",
+        "usage.auth.CsrfSessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["usage.parsers.StrictJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "usage.errors.api_exception_handler",
     "UNAUTHENTICATED_USER": None,
