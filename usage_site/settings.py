@@ -292,8 +292,6 @@ REST_FRAMEWORK = {
         "plugin": env_rate("THROTTLE_PLUGIN_RATE", "10/min"),  # per user
         # token usage's ?refresh=1, per user read; past it, the cached copy
         "token_usage_refresh": env_rate("THROTTLE_TOKEN_REFRESH_RATE", "10/min"),
-        # token usage's ?refresh=1, per user read; past it, the cached copy
-        "token_usage_refresh": env_rate("THROTTLE_TOKEN_REFRESH_RATE", "10/min"),
         "login": env_rate("THROTTLE_LOGIN_RATE", "10/hour"),  # failed sign-ins per account
         "login_address": env_rate("THROTTLE_LOGIN_ADDRESS_RATE", "50/hour"),  # ... per address
         "token_create": env_rate("THROTTLE_TOKEN_CREATE_RATE", "10/hour"),  # per user
