@@ -3,7 +3,7 @@
 
     ./dev.py run     set up, then run the site on SQLite at http://127.0.0.1:8000
     ./dev.py test    set up, then run every check and test (SQLite, then PostgreSQL)
-    ./dev.py serve   run the production server (gunicorn + whitenoise)
+    ./dev.py serve   run the production server (nginx in front of gunicorn + whitenoise)
     ./dev.py bench   measure the performance targets, write docs/performance.md
     ./dev.py upstream  run the development stand-in of the external API on 127.0.0.1:3001
 
@@ -103,11 +103,20 @@ def run(args: list[str]) -> int:
 
 
 def serve(args: list[str]) -> int:
+    """nginx on BIND in front of gunicorn (deploy/front.py); ``args`` go to gunicorn."""
     ensure_venv("requirements.txt")
+    ensure_packages({"nginx": nginx_present()}, "The production server needs")
     sh(PY, "manage.py", "collectstatic", "--no-input", "--verbosity", "0")
     sh(PY, "manage.py", "migrate", "--no-input")
-    sh(BIN / "gunicorn", "--config", "gunicorn.conf.py", "usage_site.wsgi", *args)
-    return 0
+    # exec, so that a signal to this process (Ctrl-C, SIGTERM) reaches the front's own.
+    argv = [str(PY), "-m", "deploy.front", "--", *args]
+    print("+", " ".join(argv), flush=True)
+    os.execv(str(PY), argv)
+    return 0  # not reached
+
+
+def nginx_present() -> bool:
+    return shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
 
 
 def bench(args: list[str]) -> int:
@@ -160,18 +169,25 @@ def test(args: list[str]) -> int:
 
 
 def ensure_test_tools() -> None:
-    """Install what the browser, desktop-client and Redis tests need and a bare machine lacks."""
+    """Install what the browser, desktop-client, Redis and front tests need and a bare machine
+    lacks."""
     wanted = {
         "chromium": Path(CHROMIUM).exists(),
         "redis-server": shutil.which("redis-server") is not None,  # the shared-cache tests
         "nodejs": shutil.which("node") is not None,
         "npm": shutil.which("npm") is not None,  # Node builds from NodeSource include npm
+        "nginx": nginx_present(),  # the production front (tests/test_front.py)
     }
+    ensure_packages(wanted, "The tests need")
+
+
+def ensure_packages(wanted: dict[str, bool], who: str) -> None:
+    """apt-get install the Debian packages of ``wanted`` that are not present."""
     missing = [package for package, present in wanted.items() if not present]
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        print(f"The tests need these packages: {' '.join(missing)}.", file=sys.stderr)
+        print(f"{who} these packages: {' '.join(missing)}.", file=sys.stderr)
         raise SystemExit(2)
     sh("apt-get", "update", "-qq")
     sh("apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing)

@@ -1,0 +1,153 @@
+"""The production server: nginx (deploy/nginx.conf) in front of gunicorn on a Unix socket.
+
+    python -m deploy.front [--listen 127.0.0.1:8000] [-- gunicorn options]
+
+``./dev.py serve`` runs this after collectstatic and migrate; the tests run it through
+``./dev.py serve`` too. It fills in the nginx template from the site's settings (the body
+limit, whether a TLS proxy's X-Forwarded-Proto is trusted, the security headers of nginx's
+own answers), starts gunicorn with gunicorn.conf.py on a socket in a fresh run folder, then
+nginx on the public address, and stops both when either stops or on SIGTERM or Ctrl-C.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = Path(__file__).with_name("nginx.conf")
+NGINX = "/usr/sbin/nginx"  # Debian's package
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+START_SECONDS = 60
+
+
+def render(*, listen: str, upstream: str) -> str:
+    """deploy/nginx.conf with the site's settings filled in (Django must be set up)."""
+    from django.conf import settings
+
+    from usage.errors import problem_response
+    from usage.ingest import MAX_BODY_BYTES, body_too_large
+    from usage_site.security import content_security_policy
+
+    headers = {
+        "Content-Security-Policy": content_security_policy(settings.CHARTJS_URL),
+        "X-Frame-Options": settings.X_FRAME_OPTIONS,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": settings.SECURE_REFERRER_POLICY,
+        "Cross-Origin-Opener-Policy": settings.SECURE_CROSS_ORIGIN_OPENER_POLICY,
+    }
+    values = {
+        "LISTEN": listen,
+        "UPSTREAM": upstream,
+        "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        # Behind a TLS proxy that the site trusts, its header goes on; else nginx says what
+        # the client used to reach it, whatever the client wrote.
+        "FORWARDED_PROTO": "$http_x_forwarded_proto"
+        if settings.TRUST_X_FORWARDED_PROTO
+        else "$scheme",
+        "SECURITY_HEADERS": "\n".join(
+            f"            add_header {name} {quoted(value)} always;"
+            for name, value in headers.items()
+        ),
+        "API_TOO_LARGE": literal(problem_response(body_too_large()).content.decode()),
+        "PAGE_TOO_LARGE": literal(f"The request body is larger than {MAX_BODY_BYTES} bytes.\n"),
+    }
+    config = TEMPLATE.read_text()
+    for name, value in values.items():
+        config = config.replace(f"@{name}@", value)
+    return config
+
+
+def quoted(value: str) -> str:
+    return f"'{literal(value)}'"
+
+
+def literal(text: str) -> str:
+    """``text`` inside an nginx single-quoted string, where ``$`` would name a variable."""
+    if "$" in text:
+        raise ValueError(f"no $ in a literal nginx answer: {text!r}")
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or (NGINX if Path(NGINX).exists() else None)
+    if found is None:
+        raise SystemExit("nginx is missing: ./dev.py serve installs Debian's nginx package")
+    return found
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--listen", default=os.environ.get("BIND", "127.0.0.1:8000"))
+    parser.add_argument("gunicorn_options", nargs="*")
+    options = parser.parse_args(argv)
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "usage_site.settings")
+    import django
+
+    django.setup()
+    run_dir = Path(tempfile.mkdtemp(prefix="usage-front-"))
+    run_dir.chmod(0o755)  # nginx's workers run as another user when started as root
+    try:
+        return serve(options.listen, options.gunicorn_options, run_dir)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def serve(listen: str, gunicorn_options: list[str], run_dir: Path) -> int:
+    socket = run_dir / "gunicorn.sock"
+    config = run_dir / "nginx.conf"
+    config.write_text(render(listen=listen, upstream=f"unix:{socket}"))
+    # nginx is the one proxy in front of the site: its X-Forwarded-For entry is the client.
+    env = {**os.environ, "NUM_PROXIES": os.environ.get("NUM_PROXIES", "1")}
+    argv = [str(GUNICORN), "--config", "gunicorn.conf.py", *gunicorn_options]
+    argv += ["--bind", f"unix:{socket}", "usage_site.wsgi"]
+    children = [subprocess.Popen(argv, cwd=ROOT, env=env)]
+    stop = Stop(children)
+    deadline = time.monotonic() + START_SECONDS
+    while not socket.exists():
+        if children[0].poll() is not None or time.monotonic() > deadline or stop.asked:
+            return stop.all() or 1
+        time.sleep(0.05)
+    nginx = [nginx_binary(), "-p", str(run_dir), "-c", str(config), "-e", "stderr"]
+    children.append(subprocess.Popen([*nginx, "-g", "daemon off;"], cwd=run_dir))
+    print(f"Serving http://{listen} (nginx, in front of gunicorn on {socket})", flush=True)
+    while not stop.asked and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    return stop.all()
+
+
+class Stop:
+    """Stops every child on SIGTERM, SIGINT or SIGHUP, or when one of them has exited."""
+
+    def __init__(self, children: list[subprocess.Popen]):
+        self.children = children
+        self.asked = False
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self.ask)
+
+    def ask(self, signum, frame) -> None:
+        self.asked = True
+
+    def all(self) -> int:
+        """Stop the children (gunicorn gracefully); the first non-zero exit code, or 0."""
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        codes = []
+        for child in self.children:
+            try:
+                codes.append(child.wait(timeout=30))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                codes.append(child.wait())
+        return next((code for code in codes if code not in (0, -signal.SIGTERM)), 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
