@@ -31,7 +31,7 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "dashboard.apps.AdminConfig",  # Django's admin, its password change limited
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -295,6 +295,8 @@ REST_FRAMEWORK = {
         "login": env_rate("THROTTLE_LOGIN_RATE", "10/hour"),  # failed sign-ins per account
         "login_address": env_rate("THROTTLE_LOGIN_ADDRESS_RATE", "50/hour"),  # ... per address
         "token_create": env_rate("THROTTLE_TOKEN_CREATE_RATE", "10/hour"),  # per user
+        # wrong current passwords on the password-change forms, per user
+        "password_change": env_rate("THROTTLE_PASSWORD_CHANGE_RATE", "5/hour"),
     },
     # Client addresses come only from REMOTE_ADDR unless a trusted proxy count is configured
     # (usage.client_address).
