@@ -1,12 +1,15 @@
 """API tokens: format, hashed storage, lookup, revocation and last-used tracking."""
 
 import re
+import threading
 from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from usage import tokens
@@ -146,3 +149,34 @@ def test_unknown_tokens_are_not_remembered(owner):
 
     assert checked_token(forged) is None
     assert hash_token(forged) not in tokens._checked
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SQLite writes one transaction at a time, so the race cannot happen there",
+)
+def test_ten_concurrent_creations_past_18_active_tokens_leave_exactly_20(owner, throttle_rates):
+    throttle_rates(token_create="100/hour")
+    for number in range(MAX_ACTIVE_TOKENS - 2):
+        create_token(owner, f"token {number}")
+    start = threading.Barrier(10)
+    statuses = []
+
+    def create(n: int) -> None:
+        client = Client()
+        client.force_login(owner)
+        start.wait()
+        try:
+            statuses.append(client.post("/dashboard/tokens/", {"name": f"race {n}"}).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=create, args=(n,)) for n in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [201] * 2 + [400] * 8
+    assert ApiToken.objects.filter(owner=owner, revoked_at__isnull=True).count() == 20
