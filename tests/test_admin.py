@@ -5,6 +5,9 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib import admin
+from django.db import transaction
+from django.test import Client
 from django.utils import timezone
 
 from tests.conftest import make_record, post_usage
@@ -301,3 +304,131 @@ def test_the_ledger_is_read_only(staff_client, generations):
     row.refresh_from_db()
     assert row.total_tokens == 40
     assert PluginGeneration.objects.count() == 3
+
+
+# --- Hostile query strings on every change list ----------------------------------------------
+
+# Lookups on each field a change list filters by; {f} is the field. Values that PostgreSQL
+# refuses (NUL), that no datetime holds (a year past 9999), that cannot be written as SQL
+# (a range of one value), and patterns the database would run.
+HOSTILE_LOOKUPS = [
+    ("{f}", "\x00"),
+    ("{f}__in", "1,\x00"),
+    ("{f}__startswith", "%\x00"),
+    ("{f}__regex", "("),
+    ("{f}__iregex", "a{99999}"),
+    ("{f}__year", "99999999999"),
+    ("{f}__year", "-5"),
+    ("{f}__year__gt", "99999999999"),
+    ("{f}__day", "99999999999"),
+    ("{f}__gte", "99999-01-01"),
+    ("{f}__isnull", "maybe"),
+    ("{f}__range", "a"),
+    ("{f}__gt", "9" * 30),
+]
+# The same on any change list, filtered or not.
+HOSTILE_PARAMETERS = [
+    ("q", "\x00"),
+    ("q", "a " * 1500),
+    ("o", "\x00"),
+    ("o", "99.-99.x"),
+    ("p", "9" * 30),
+    ("e", "\x00"),
+    ("all", "\x00"),
+    ("_to_field", "\x00"),
+    ("pk", "\x00"),
+    ("pk__gt", "9" * 30),
+    ("pk__in", "1,x"),
+    ("no_such_field", "1"),
+    ("_facets", "1\x00"),
+    ("owner__password__startswith", "a"),
+]
+
+
+def changelists() -> list:
+    return [
+        pytest.param(
+            f"/admin/{model._meta.app_label}/{model._meta.model_name}/",
+            model_admin,
+            id=model._meta.label,
+        )
+        for model, model_admin in admin.site._registry.items()
+    ]
+
+
+def filtered_fields(model_admin: admin.ModelAdmin) -> list[str]:
+    fields = {getattr(f, "parameter_name", f) for f in model_admin.list_filter}
+    return sorted(fields | ({model_admin.date_hierarchy} - {None}))
+
+
+def is_clear(response) -> bool:
+    """A page (200), Django's redirect for lookups it cannot use (?e=1), or a 400."""
+    if response.status_code == 302:
+        return response["Location"].endswith("?e=1")
+    return response.status_code in (200, 400)
+
+
+@pytest.mark.parametrize(("url", "model_admin"), changelists())
+def test_every_change_list_answers_any_hostile_query_string_clearly(
+    url, model_admin, staff, records, generations
+):
+    client = Client(raise_request_exception=False)
+    client.force_login(staff)
+    queries = list(HOSTILE_PARAMETERS)
+    for field in filtered_fields(model_admin):
+        queries += [(key.format(f=field), value) for key, value in HOSTILE_LOOKUPS]
+    unclear = []
+    for key, value in queries:
+        # Each in its own savepoint, so that one failure shows as itself, not as every
+        # later query failing in an aborted transaction on PostgreSQL.
+        savepoint = transaction.savepoint()
+        response = client.get(url, {key: value})
+        transaction.savepoint_rollback(savepoint)
+        if not is_clear(response):
+            unclear.append((key, value[:20], response.status_code))
+    assert unclear == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {"model": "\x00"},
+        {"model": "Flux", "q": "alice\x00"},
+        {"occurred_at__year": "99999999999"},
+        {"occurred_at__year": "2026", "occurred_at__month": "99999999999"},
+        {"occurred_at__year__gt": "99999999999"},
+        {"model__range": "a"},
+    ],
+    ids=["nul", "nul-in-search", "year", "month", "year-gt", "range"],
+)
+def test_a_lookup_the_database_cannot_take_goes_to_the_invalid_lookup_page(
+    staff_client, records, query
+):
+    response = staff_client.get(RECORDS_URL, query)
+    assert response.status_code == 302
+    assert response["Location"] == f"{RECORDS_URL}?e=1"
+
+
+def test_a_regular_expression_lookup_is_not_allowed(staff_client, records):
+    assert staff_client.get(RECORDS_URL, {"model__regex": "^Fl"}).status_code == 400
+
+
+def test_a_search_of_too_many_words_says_so_and_lists_everything(staff_client, records):
+    response = staff_client.get(RECORDS_URL, {"q": "alice " * 21})
+    assert response.status_code == 200
+    assert "Search for at most 20 words." in response.content.decode()
+    assert listed(response) == pks(records["alice"] + records["bob"])
+
+
+def test_a_search_of_twenty_words_is_still_a_search(staff_client, records):
+    response = staff_client.get(RECORDS_URL, {"q": "alice " * 20})
+    assert listed(response) == pks(records["alice"])
+
+
+def test_the_owner_autocomplete_finds_nobody_for_a_nul(staff_client, owner):
+    query = {"app_label": "usage", "model_name": "usagerecord", "field_name": "owner"}
+    found = staff_client.get("/admin/autocomplete/", {**query, "term": "ali"})
+    assert [user["text"] for user in found.json()["results"]] == ["alice"]
+    response = staff_client.get("/admin/autocomplete/", {**query, "term": "ali\x00"})
+    assert response.status_code == 200
+    assert response.json()["results"] == []

@@ -1,11 +1,17 @@
-"""Admin for usage records and API tokens: browse, filter, export, revoke. Never a secret."""
+"""Admin for usage records and API tokens: browse, filter, export, revoke. Never a secret.
+
+Every change list, Django's users and groups too, is checked (``usage.admin_changelist``)."""
 
 from django.contrib import admin
+from django.contrib.auth import admin as auth_admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
 from django.core.paginator import Paginator
 from django.db.models import Count, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.functional import cached_property
 
+from usage.admin_changelist import CheckedChangeListAdmin
 from usage.export import ADMIN_HEADER, admin_rows, csv_lines, csv_response
 from usage.model_names import normal_model_name
 from usage.models import ApiToken, AuditEvent, PluginGeneration, UsageRecord, UsageRollup
@@ -38,7 +44,7 @@ class ModelNameFilter(admin.SimpleListFilter):
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(CheckedChangeListAdmin):
     list_display = (
         "occurred_at",
         "owner",
@@ -84,7 +90,7 @@ class UsageRecordAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(CheckedChangeListAdmin):
     fields = (
         "display_prefix",
         "name",
@@ -119,7 +125,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
         self.message_user(request, f"Revoked {len(tokens)} token(s).")
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(CheckedChangeListAdmin):
     """A record of what happened: listed and viewed, never added, changed or deleted."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -180,3 +186,18 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_fields = ("actor_name", "subject_name", "detail", "address")
     date_hierarchy = "at"
     list_select_related = False
+
+
+# Django's own admins of users and groups, with the same checked change list as the rest.
+admin.site.unregister(get_user_model())
+admin.site.unregister(Group)
+
+
+@admin.register(get_user_model())
+class UserAdmin(CheckedChangeListAdmin, auth_admin.UserAdmin):
+    pass
+
+
+@admin.register(Group)
+class GroupAdmin(CheckedChangeListAdmin, auth_admin.GroupAdmin):
+    pass
