@@ -67,6 +67,7 @@ class Fault:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     declare_length: bool = True
+    content_type: str | None = "application/json"
     seconds_per_byte: float = 0.0
     released: threading.Event = field(default_factory=threading.Event)
 
@@ -143,9 +144,21 @@ class StandIn:
 
     # --- Faults, for tests: each stays until reset() ---------------------------------------
 
-    def answer(self, route: str, status: int, body=b"", headers=None, *, declare_length=True):
-        """Answer ``route`` with this instead (a dict or list is sent as JSON)."""
-        self._set(route, Fault("answer", status, _bytes(body), headers or {}, declare_length))
+    def answer(
+        self,
+        route: str,
+        status: int,
+        body=b"",
+        headers=None,
+        *,
+        declare_length=True,
+        content_type: str | None = "application/json",
+    ):
+        """Answer ``route`` with this instead (a dict or list is sent as JSON, bytes as they
+        are: any bytes at all, for the tests that fuzz the site with hostile answers).
+        ``content_type`` None sends no Content-Type."""
+        fault = Fault("answer", status, _bytes(body), headers or {}, declare_length, content_type)
+        self._set(route, fault)
 
     def hang(self, route: str) -> None:
         """Hold ``route``'s answers until release(); then answer as usual."""
@@ -292,7 +305,13 @@ class _Handler(BaseHTTPRequestHandler):
             fault.released.wait()
             fault = None
         if fault and fault.kind in ("answer", "oversized"):
-            self._send(fault.status, fault.body, fault.headers, length=fault.declare_length)
+            self._send(
+                fault.status,
+                fault.body,
+                fault.headers,
+                length=fault.declare_length,
+                content_type=fault.content_type,
+            )
             return
         status, answer = self._normal(route, path, headers, body)
         if fault and fault.kind == "trickle":
@@ -312,10 +331,13 @@ class _Handler(BaseHTTPRequestHandler):
             return standin.generate(body)
         return standin.token_usage(unquote(_TOKEN_USAGE_PATH.fullmatch(path).group(1)))
 
-    def _send(self, status: int, body, headers=None, *, length=True) -> None:
+    def _send(
+        self, status: int, body, headers=None, *, length=True, content_type="application/json"
+    ) -> None:
         raw = _bytes(body)
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        if content_type is not None:
+            self.send_header("Content-Type", content_type)
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         if length:
