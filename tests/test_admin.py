@@ -13,7 +13,7 @@ from django.utils import timezone
 from tests.conftest import make_record, post_usage
 from usage import admin as usage_admin
 from usage.ingest import ingest
-from usage.models import ApiToken, PluginGeneration, UsageRecord
+from usage.models import ApiToken, PluginGeneration, UsageRecord, UsageRollup
 
 RECORDS_URL = "/admin/usage/usagerecord/"
 TOKENS_URL = "/admin/usage/apitoken/"
@@ -78,6 +78,14 @@ def test_model_filter_shows_only_that_model(staff_client, records):
     response = staff_client.get(RECORDS_URL, {"model": "Flux"})
 
     assert response.status_code == 200
+    assert listed(response) == {r.pk for r in records["alice"] if r.model == "Flux"}
+
+
+def test_model_filter_applies_when_the_rollups_name_no_model_yet(staff_client, records):
+    UsageRollup.objects.all().delete()  # as when records are stored but not yet counted
+
+    response = staff_client.get(RECORDS_URL, {"model": "Flux"})
+
     assert listed(response) == {r.pk for r in records["alice"] if r.model == "Flux"}
 
 

@@ -38,6 +38,12 @@ class ModelNameFilter(admin.SimpleListFilter):
         names = UsageRollup.objects.order_by("model").values_list("model", flat=True).distinct()
         return [(name, name) for name in names[:200]]
 
+    def has_output(self) -> bool:
+        # The admin drops a filter without choices, and with it ?model=: the list would
+        # show every record while the address says one model. The rollups can lag the
+        # records, so they may name no model yet.
+        return True
+
     def queryset(self, request, queryset):
         # Names are stored in their normal form: a fullwidth ?model=Flux finds Flux's records.
         return queryset.filter(model=normal_model_name(self.value())) if self.value() else queryset
