@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
@@ -10,8 +11,9 @@ import pytest
 import redis
 from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
-from django.db import transaction
+from django.core.cache import cache, caches
+from django.core.cache.backends.db import BaseDatabaseCache
+from django.db import connections, transaction
 from django.test import override_settings
 from rest_framework.test import APIClient
 
@@ -57,18 +59,43 @@ def _test_settings() -> Iterator[None]:
         # developer's environment says.
         EXTERNAL_API_URL="",
         EXTERNAL_API_KEY="",
+        # No folding thread in the test process: it would hold a connection to the test
+        # database past the run. Tests fold when they mean to (usage.folding.fold_all); the
+        # servers the tests start fold by themselves, as in production.
+        ROLLUP_FOLD_SECONDS=0,
     ):
         yield
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache() -> None:
+def _fresh_cache(django_db_blocker) -> None:
     # Throttle counts and cached answers live in the cache: each test starts with none, and
     # with a cache that is asked again at once, whatever failed in the test before (and no
-    # external API health remembered by this process).
-    cache.clear()
+    # external API health remembered by this process). On PostgreSQL the cache is a table,
+    # emptied for tests that do not use the database too.
+    with django_db_blocker.unblock():
+        empty_cache()
     forget_failures()
     forget_last_known()
+
+
+def empty_cache() -> None:
+    """Empty the cache. A database cache (PostgreSQL) is emptied on a connection of its own,
+    committed at once, so that the test's transaction holds no lock on its rows: a thread of
+    the test writing the same key would wait for that lock until the test ended."""
+    if not isinstance(caches["default"], BaseDatabaseCache):
+        cache.clear()
+        return
+
+    def clear_and_close() -> None:
+        try:
+            cache.clear()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=clear_and_close)
+    thread.start()
+    thread.join()
 
 
 @pytest.fixture

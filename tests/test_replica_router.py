@@ -28,7 +28,11 @@ MIDDLEWARE = "usage_site.routers.PrimaryPinMiddleware"
 
 @pytest.fixture(autouse=True)
 def replica_router(settings):
-    """The settings that DATABASE_REPLICA_URL turns on, with an empty cache around each test."""
+    """The settings that DATABASE_REPLICA_URL turns on, with an empty cache around each test.
+
+    The cache is this process's memory, whose entries expire on the clock that the tests
+    move (production's Redis, which the replica needs, is shared: tests/test_two_servers.py).
+    """
     settings.DATABASE_ROUTERS = [ROUTER]
     middleware = list(settings.MIDDLEWARE)
     middleware.insert(
@@ -37,6 +41,7 @@ def replica_router(settings):
     )
     settings.MIDDLEWARE = middleware
     settings.DATABASE_REPLICA_PIN_SECONDS = 30
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     cache.clear()
     yield
     cache.clear()

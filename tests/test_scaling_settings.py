@@ -47,7 +47,7 @@ def load_settings(**env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", SHOW_SETTINGS],
         cwd=PROJECT,
-        env=env_without_scaling(DATABASE_URL=PRIMARY_URL, **env),
+        env=env_without_scaling(**{"DATABASE_URL": PRIMARY_URL, **env}),
         capture_output=True,
         text=True,
         timeout=60,
@@ -71,8 +71,20 @@ def refused(**env: str) -> str:
 # REDIS_URL
 
 
-def test_without_redis_url_each_process_keeps_its_own_memory_cache():
-    caches = settings_with()["CACHES"]
+def test_without_redis_url_every_process_shares_a_table_in_postgresql():
+    caches = settings_with()["CACHES"]  # DATABASE_URL is PostgreSQL
+
+    assert caches == {
+        "default": {
+            "BACKEND": "usage_site.database_cache.DatabaseCache",
+            "LOCATION": "usage_cache",
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
+
+
+def test_without_redis_url_on_sqlite_the_one_process_keeps_a_memory_cache():
+    caches = settings_with(DATABASE_URL="sqlite:///dev.sqlite3")["CACHES"]
 
     assert caches == {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

@@ -70,11 +70,12 @@ def redis_cache(url: str) -> dict:
     }
 
 
-@pytest.fixture(params=["locmem", "redis"])
+@pytest.fixture(params=["default", "redis"])
 def counting_cache(request) -> Iterator[str]:
-    """The development server's memory cache, and a real Redis as production uses."""
-    if request.param == "locmem":
-        yield "locmem"
+    """The default cache (a table on PostgreSQL, whose incr is atomic; this process's memory
+    on SQLite), and a real Redis."""
+    if request.param == "default":
+        yield "default"
         return
     with override_settings(CACHES=redis_cache(request.getfixturevalue("redis_url"))):
         cache.clear()

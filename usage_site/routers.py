@@ -58,7 +58,9 @@ class ReplicaRouter:
     """Rollup reads to the replica when that cannot hide a write; all else to the primary."""
 
     def db_for_read(self, model: type[models.Model], **hints) -> str:
-        if model._meta.label_lower in REPLICA_MODELS and replica_is_fresh_enough():
+        # getattr: the database cache asks too, for a stand-in model without label_lower.
+        label = getattr(model._meta, "label_lower", "")
+        if label in REPLICA_MODELS and replica_is_fresh_enough():
             return REPLICA
         # Said outright, not left to Django: its fallback would read a related object (a
         # rollup's owner) from the database its parent came from, the replica.

@@ -103,21 +103,32 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # parameters on the client, which psycopg never prepares.
     DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
 
-# A shared cache: DRF's throttle counts and cached upstream answers live here. Without
-# REDIS_URL each server process has its own, so a throttle limit holds per process.
+# The cache every server process shares: rate-limit counts, cached token usage, the
+# external API's health and the replica pins. REDIS_URL: that Redis. Else, on PostgreSQL, a
+# table in the database (usage_site.database_cache, whose incr is atomic), made by migrate.
+# On SQLite, the single-process development server, each process's own memory.
 REDIS_URL = env_redis_url("REDIS_URL")
-CACHES = {
-    "default": (
-        {
+if REDIS_URL:
+    CACHES = {
+        "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
             # A Redis that stops answering costs a request one second, not a hung worker.
             "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
         }
-        if REDIS_URL
-        else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
-    )
-}
+    }
+elif DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    CACHES = {
+        "default": {
+            "BACKEND": "usage_site.database_cache.DatabaseCache",
+            "LOCATION": "usage_cache",
+            # Django culls a third of the entries past MAX_ENTRIES (300 by default), counters
+            # included; expired entries go first.
+            "OPTIONS": {"MAX_ENTRIES": 100_000},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # A read replica for the dashboards' aggregates (docs/scaling.md): with DATABASE_REPLICA_URL,
 # usage_site.routers sends rollup reads there and everything else to the primary. Without
