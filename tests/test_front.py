@@ -269,3 +269,18 @@ def test_a_body_over_the_limit_gets_the_sites_own_413_from_the_front(front):
     for answer in (api, page):
         assert answer.headers["Content-Security-Policy"] == content_security_policy(CHARTJS_URL)
         assert answer.headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/dashboard/index.css",
+        "/static/drf_spectacular_sidecar/swagger-ui-dist/oauth2-redirect.html",
+    ],
+)
+def test_static_files_through_the_front_carry_the_policy_and_the_frame_denial(front, path):
+    reply = front.get(path)
+
+    assert reply.status == 200
+    assert reply.headers["Content-Security-Policy"] == content_security_policy(CHARTJS_URL)
+    assert reply.headers["X-Frame-Options"] == "DENY"
