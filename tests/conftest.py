@@ -116,15 +116,13 @@ def throttle_rates(settings):
 def upstream(settings) -> Iterator[StandIn]:
     """The development stand-in upstream on a free loopback port, with the site using it.
 
-    It requires UPSTREAM_KEY, which the site sends. The cache starts empty, so that no
-    token usage or health state from another test is served.
+    It requires UPSTREAM_KEY, which the site sends. The cache starts empty (_fresh_cache,
+    before every test), so that no token usage or health state from another test is served.
     """
-    cache.clear()
     with quick_to_stop(StandIn(key=UPSTREAM_KEY)) as standin:
         settings.EXTERNAL_API_URL = standin.url
         settings.EXTERNAL_API_KEY = UPSTREAM_KEY
         yield standin
-    cache.clear()
 
 
 def quick_to_stop(standin: StandIn) -> StandIn:

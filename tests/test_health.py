@@ -3,10 +3,10 @@
 import threading
 
 import pytest
-from django.core.cache import cache
 from django.db import connection
 from django.test import Client
 
+from tests.conftest import empty_cache
 from usage import external_api
 
 pytestmark = pytest.mark.django_db
@@ -73,6 +73,7 @@ def check_health_at_once(checks: int) -> list[tuple[int, str]]:
     return answers
 
 
+@pytest.mark.django_db(transaction=True)  # the checks' threads share the cache's rows
 def test_thirty_checks_at_once_ask_a_hung_upstream_once(upstream, monkeypatch):
     monkeypatch.setattr(external_api, "HEALTH_TIMEOUT", 0.3)
     upstream.hang("health")
@@ -88,9 +89,10 @@ def test_thirty_checks_at_once_ask_a_hung_upstream_once(upstream, monkeypatch):
     assert ("unreachable" in {state for _, state in answers}) is True
 
 
+@pytest.mark.django_db(transaction=True)
 def test_while_one_check_asks_the_others_get_the_last_known_state_at_once(upstream, monkeypatch):
     assert Client().get("/api/health").json()["externalApi"] == "ok"
-    cache.clear()  # the 5 seconds are over
+    empty_cache()  # the 5 seconds are over
     monkeypatch.setattr(external_api, "HEALTH_TIMEOUT", 0.3)
     upstream.hang("health")
 
