@@ -103,8 +103,10 @@ def serve(listen: str, gunicorn_options: list[str], run_dir: Path) -> int:
     socket = run_dir / "gunicorn.sock"
     config = run_dir / "nginx.conf"
     config.write_text(render(listen=listen, upstream=f"unix:{socket}"))
-    # nginx is the one proxy in front of the site: its X-Forwarded-For entry is the client.
-    env = {**os.environ, "NUM_PROXIES": os.environ.get("NUM_PROXIES", "1")}
+    # NUM_PROXIES counts the proxies in front of this server (a load balancer); nginx, which
+    # appends the address it saw to X-Forwarded-For, is one more.
+    proxies = int(os.environ.get("NUM_PROXIES") or "0") + 1
+    env = {**os.environ, "NUM_PROXIES": str(proxies)}
     argv = [str(GUNICORN), "--config", "gunicorn.conf.py", *gunicorn_options]
     argv += ["--bind", f"unix:{socket}", "usage_site.wsgi"]
     children = [subprocess.Popen(argv, cwd=ROOT, env=env)]
