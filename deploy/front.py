@@ -100,6 +100,7 @@ def main(argv: list[str]) -> int:
 
 
 def serve(listen: str, gunicorn_options: list[str], run_dir: Path) -> int:
+    warn_if_each_process_has_its_own_cache()
     socket = run_dir / "gunicorn.sock"
     config = run_dir / "nginx.conf"
     config.write_text(render(listen=listen, upstream=f"unix:{socket}"))
@@ -122,6 +123,20 @@ def serve(listen: str, gunicorn_options: list[str], run_dir: Path) -> int:
     while not stop.asked and all(child.poll() is None for child in children):
         time.sleep(0.2)
     return stop.all()
+
+
+def warn_if_each_process_has_its_own_cache() -> None:
+    from django.conf import settings
+
+    backend = settings.CACHES["default"]["BACKEND"]
+    if backend.endswith("LocMemCache") and os.environ.get("WEB_CONCURRENCY", "2") != "1":
+        print(
+            "Warning: on SQLite without REDIS_URL each server process has its own cache, so "
+            "every rate limit holds per process. Use PostgreSQL, set REDIS_URL, or set "
+            "WEB_CONCURRENCY=1.",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class Stop:
