@@ -120,10 +120,15 @@ def _fetch_once(user_id: str) -> dict:
             flight.waiting += 1
     if leading:
         return _lead(user_id, flight)
-    if not flight.done.wait(FLIGHT_WAIT_SECONDS):
-        raise external_api.Busy(f"waited {FLIGHT_WAIT_SECONDS} s for the call under way")
+    try:
+        answered = flight.done.wait(FLIGHT_WAIT_SECONDS)
+    finally:
+        with _flights_lock:
+            flight.waiting -= 1
     if flight.error is not None:
         raise flight.error
+    if not answered or flight.copy is None:
+        raise external_api.Busy(f"waited {FLIGHT_WAIT_SECONDS} s for the call under way")
     return flight.copy
 
 
