@@ -42,8 +42,9 @@ class BodyLimitMiddleware:
         if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
             return refused(request, body_too_large())
         if not declared and _chunked(request):
-            # Django reads a body without Content-Length as empty; the API reads the
-            # server's stream itself. Read it here, within the limit, for both.
+            # Django reads a body without Content-Length as empty, but the API reads the
+            # server's stream itself (read_body): read it here, within the limit, and
+            # leave the API what was read.
             try:
                 body = request.META["wsgi.input"].read(MAX_BODY_BYTES + 1)
             except Exception as exc:  # the server's own types for a cut or badly framed body
