@@ -68,15 +68,25 @@ def _test_settings() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _fresh_cache(django_db_blocker) -> None:
+def _fresh_cache(request) -> None:
     # Throttle counts and cached answers live in the cache: each test starts with none, and
     # with a cache that is asked again at once, whatever failed in the test before (and no
-    # external API health remembered by this process). On PostgreSQL the cache is a table,
-    # emptied for tests that do not use the database too.
-    with django_db_blocker.unblock():
-        empty_cache()
+    # external API health remembered by this process). On PostgreSQL the cache is a table of
+    # the test database, emptied for the tests that use it (the others cannot reach it, and
+    # must not touch the database the settings name before the test database exists).
+    if not isinstance(caches["default"], BaseDatabaseCache):
+        cache.clear()
+    elif uses_database(request):
+        request.getfixturevalue("django_db_setup")  # the test database, created first
+        with request.getfixturevalue("django_db_blocker").unblock():
+            empty_cache()
     forget_failures()
     forget_last_known()
+
+
+def uses_database(request: pytest.FixtureRequest) -> bool:
+    marked = request.node.get_closest_marker("django_db") is not None
+    return marked or "django_db_setup" in request.fixturenames
 
 
 def empty_cache() -> None:

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 import redis
 from django.core.cache import cache
+from django.db import connections
 from django.test import Client, RequestFactory, override_settings
 
 from tests.conftest import bearer, post_usage
@@ -176,7 +177,10 @@ def test_threads_hammering_one_key_get_exactly_the_limit(counting_cache, throttl
 
     def hammer() -> None:
         start.wait()
-        mine = [hit("ingest", "7", now=T0).allowed for _ in range(each)]
+        try:
+            mine = [hit("ingest", "7", now=T0).allowed for _ in range(each)]
+        finally:
+            connections.close_all()  # the cache table's connection of this thread
         with lock:
             verdicts.extend(mine)
 
