@@ -15,7 +15,6 @@ from time import monotonic
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.core.cache import cache
 from django.utils import timezone
 from playwright.sync_api import Page, Route, expect
 
@@ -30,6 +29,7 @@ from tests.browser.dashboard_page import (
     store,
     table,
 )
+from tests.conftest import empty_cache
 from tests.live_server import free_port
 
 pytestmark = pytest.mark.slow
@@ -42,11 +42,14 @@ PROMPT_LABEL = "What should the plugin do?"
 
 
 @pytest.fixture(autouse=True)
-def _empty_cache() -> Iterator[None]:
-    # Cached analytics and throttle counts live in the cache, which the live server shares.
-    cache.clear()
+def _empty_cache(django_db_setup, django_db_blocker) -> Iterator[None]:
+    # Cached analytics and throttle counts live in the cache, which the live server shares
+    # (on PostgreSQL a table of the test database, emptied on a connection of its own).
+    with django_db_blocker.unblock():
+        empty_cache()
     yield
-    cache.clear()
+    with django_db_blocker.unblock():
+        empty_cache()
 
 
 @pytest.fixture
