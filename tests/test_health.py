@@ -53,7 +53,7 @@ def test_health_needs_no_credentials_and_takes_a_trailing_slash(client):
 
 def check_health_at_once(checks: int) -> list[tuple[int, str]]:
     """``checks`` GET /api/health at the same moment, each in its own thread."""
-    start = threading.Barrier(checks)
+    start = threading.Barrier(checks, timeout=10)
     answers = []
 
     def check() -> None:
