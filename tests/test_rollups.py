@@ -1,4 +1,5 @@
-"""The hourly rollups always equal what the raw records say, whatever the zone and writers."""
+"""The rollups, with the records not yet counted into them, always equal what the raw records
+say, whatever the zone, the writers, and when the fold runs."""
 
 import threading
 from collections import Counter
@@ -13,8 +14,10 @@ from hypothesis import strategies as st
 
 from tests.conftest import make_record
 from tests.example_counts import examples
+from usage.dialects import current
+from usage.folding import fold_all
 from usage.ingest import CleanRecord, store
-from usage.models import DailyUsageRollup, UsageRecord, UsageRollup
+from usage.models import DailyUsageRollup, UncountedRecord, UsageRecord, UsageRollup
 from usage.rollups import EVENTS_BY, IMAGES_BY, delete_records, rebuild
 from usage.summary import DateRange, daily_totals, summarize
 
@@ -70,10 +73,13 @@ def recount(owner_id: int, date_range: DateRange) -> dict[tuple[date, str], list
 
 
 def rollup_rows() -> list[tuple]:
+    """The hourly rollup rows, once every stored record is counted into them."""
+    fold_all()
     return sorted(UsageRollup.objects.values_list("owner_id", "hour", "model", *COUNTER_FIELDS))
 
 
 def daily_rows() -> list[tuple]:
+    fold_all()
     return sorted(
         DailyUsageRollup.objects.values_list("owner_id", "day", "model", *IMAGES_BY, *EVENTS_BY)
     )
@@ -131,6 +137,82 @@ def test_a_rebuild_gives_the_rollups_that_ingestion_kept(owner, other, batches):
     assert (rollup_rows(), daily_rows()) == (kept, kept_daily)
 
 
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("store"), st.lists(clean_records, min_size=1, max_size=12)),
+        st.tuples(st.just("fold"), st.integers(1, 8)),  # a fold of at most this many
+        st.tuples(st.just("delete"), st.integers(0, 10)),  # records with this many images
+        st.tuples(st.just("rebuild"), st.none()),
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(steps=steps, date_range=ranges)
+def test_reads_are_exact_whenever_the_fold_runs(owner, other, steps, date_range):
+    """Single records and small batches wait uncounted (on PostgreSQL) until a fold; stores,
+    partial folds, deletes and rebuilds in any order, and every read in between exact."""
+    UsageRecord.objects.all().delete()
+    UsageRollup.objects.all().delete()
+    DailyUsageRollup.objects.all().delete()
+    for action, argument in steps:
+        if action == "store":
+            for record in _unique_ids(argument):  # as desktop apps send: one at a time
+                store(owner, None, [record], NOW)
+            store(other, None, _unique_ids(argument)[:2], NOW)
+        elif action == "fold":
+            current().fold(argument)
+        elif action == "delete":
+            delete_records(UsageRecord.objects.filter(image_count__lte=argument * 1000))
+        else:
+            rebuild(owner.pk)
+        assert dict(daily_totals(owner.pk, date_range)) == recount(owner.pk, date_range)
+        assert dict(daily_totals(other.pk, date_range)) == recount(other.pk, date_range)
+    counted = rollup_rows(), daily_rows()  # everything folded
+    assert UncountedRecord.objects.count() == 0
+    rebuild()
+    assert (rollup_rows(), daily_rows()) == counted
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="only PostgreSQL leaves single records uncounted"
+)
+def test_a_single_record_waits_uncounted_and_a_large_batch_is_counted_at_once(owner):
+    one = CleanRecord("SD", 2, datetime(2026, 3, 10, 9, tzinfo=UTC), None)
+    store(owner, None, [one], NOW)
+    assert UncountedRecord.objects.count() == 1
+    assert not UsageRollup.objects.exists()
+    batch = [CleanRecord("SD", 1, one.occurred_at, f"e{n}") for n in range(25)]
+    store(owner, None, batch, NOW)
+    assert UncountedRecord.objects.count() == 1
+    assert UsageRollup.objects.get().images == 25
+    assert fold_all() == 1
+    assert UsageRollup.objects.get().images == 27
+    assert not UncountedRecord.objects.exists()
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="only PostgreSQL leaves single records uncounted"
+)
+def test_a_fold_drops_the_mark_of_a_record_deleted_without_the_orm(owner):
+    for minute, images in ((0, 2), (5, 3)):
+        moment = datetime(2026, 3, 10, 9, minute, tzinfo=UTC)
+        store(owner, None, [CleanRecord("SD", images, moment, None)], NOW)
+    UsageRecord.objects.filter(image_count=2)._raw_delete(UsageRecord.objects.db)  # bulk SQL
+    assert UncountedRecord.objects.count() == 2
+    assert fold_all() == 2
+    assert rollup_rows() == [
+        (owner.pk, datetime(2026, 3, 10, 9, tzinfo=UTC), "SD", 3, 0, 0, 0, 1, 0, 0, 0)
+    ]
+
+
 def test_a_half_hour_zone_splits_the_hour_that_midnight_cuts(owner):
     # Kolkata is UTC+05:30: 18:20 UTC is 23:50 on the 10th, 18:40 UTC is 00:10 on the 11th.
     make_record(owner, datetime(2026, 3, 10, 18, 20, tzinfo=UTC), images=3)
@@ -148,14 +230,26 @@ def test_a_duplicate_is_counted_once(owner):
     record = CleanRecord("SDXL", 4, datetime(2026, 3, 10, 9, tzinfo=UTC), "evt-1")
     assert store(owner, None, [record], NOW) == 1
     assert store(owner, None, [record], NOW) == 0
+    fold_all()
     rollup = UsageRollup.objects.get()
     assert (rollup.images, rollup.events) == (4, 1)
 
 
-def test_deleting_records_takes_them_out_of_the_rollups(owner, other):
+@pytest.mark.parametrize("folded_first", [True, False], ids=["counted", "not yet counted"])
+def test_deleting_records_takes_them_out_of_the_rollups(owner, other, folded_first):
+    def single(user, minute, images):  # as a desktop app sends it: left for the fold
+        store(
+            user,
+            None,
+            [CleanRecord("SD", images, datetime(2026, 3, 10, 9, minute, tzinfo=UTC), None)],
+            NOW,
+        )
+
     for minute in (5, 20, 50):
-        make_record(owner, datetime(2026, 3, 10, 9, minute, tzinfo=UTC), images=minute)
-    make_record(other, datetime(2026, 3, 10, 9, 5, tzinfo=UTC), images=7)
+        single(owner, minute, minute)
+    single(other, 5, 7)
+    if folded_first:
+        fold_all()
     assert delete_records(UsageRecord.objects.filter(owner=owner, image_count__gte=20)) == 2
     assert rollup_rows() == sorted(
         [
@@ -177,6 +271,7 @@ def test_the_admin_delete_action_updates_the_rollups(client, staff, owner):
         {"action": "delete_selected", "_selected_action": [record.pk], "post": "yes"},
     )
     assert response.status_code == 302
+    fold_all()
     rollup = UsageRollup.objects.get()
     assert (rollup.images, rollup.events) == (3, 1)
 
@@ -244,3 +339,70 @@ def _unique_ids(batch: list[CleanRecord]) -> list[CleanRecord]:
             unique.append(record)
             seen.add(record.event_id or "")
     return unique
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="SQLite serialises writers, and counts every record at once",
+)
+@pytest.mark.django_db(transaction=True)
+def test_folds_in_many_processes_count_each_record_once_while_records_arrive(owner, other):
+    """Four writers post single records while three folders fold in small bites at once and
+    an admin deletes some: each record is counted once, and reads stay exact throughout."""
+    UsageRecord.objects.all().delete()
+    UsageRollup.objects.all().delete()
+    DailyUsageRollup.objects.all().delete()
+    start = threading.Barrier(8)
+    writing = threading.Event()
+    writing.set()
+    errors = []
+
+    def in_thread(work):
+        def run():
+            try:
+                start.wait()
+                work()
+            except Exception as error:  # reported below; a thread's exception is otherwise lost
+                errors.append(error)
+            finally:
+                connection.close()
+
+        return threading.Thread(target=run)
+
+    def write(n):
+        def work():
+            for i in range(60):
+                moment = WINDOW_START + timedelta(minutes=97 * i + 13 * n)
+                store(
+                    owner if i % 3 else other,
+                    None,
+                    [CleanRecord("SD", 1 + i % 5, moment, f"w{n}-{i}")],
+                    NOW,
+                )
+
+        return work
+
+    def fold():
+        while writing.is_set():
+            current().fold(7)
+
+    def delete():
+        for _ in range(5):
+            delete_records(UsageRecord.objects.filter(image_count=5)[:3])
+
+    writers = [in_thread(write(n)) for n in range(4)]
+    others = [in_thread(fold) for _ in range(3)] + [in_thread(delete)]
+    for thread in writers + others:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    writing.clear()
+    for thread in others:
+        thread.join()
+    assert errors == []
+    whole = DateRange(date(2026, 3, 1), date(2026, 4, 10), ZoneInfo("Asia/Kathmandu"))
+    for user in (owner, other):
+        assert dict(daily_totals(user.pk, whole)) == recount(user.pk, whole)
+    counted = rollup_rows(), daily_rows()
+    rebuild()
+    assert (rollup_rows(), daily_rows()) == counted

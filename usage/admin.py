@@ -14,7 +14,14 @@ from django.utils.functional import cached_property
 from usage.admin_changelist import CheckedChangeListAdmin
 from usage.export import ADMIN_HEADER, admin_rows, csv_lines, csv_response
 from usage.model_names import normal_model_name
-from usage.models import ApiToken, AuditEvent, PluginGeneration, UsageRecord, UsageRollup
+from usage.models import (
+    ApiToken,
+    AuditEvent,
+    PluginGeneration,
+    UncountedRecord,
+    UsageRecord,
+    UsageRollup,
+)
 from usage.rollups import delete_records
 from usage.tokens import revoke_token
 
@@ -34,8 +41,13 @@ class ModelNameFilter(admin.SimpleListFilter):
     parameter_name = "model"
 
     def lookups(self, request, model_admin):
-        # From the rollups: far fewer rows than the records to find the distinct names in.
-        names = UsageRollup.objects.order_by("model").values_list("model", flat=True).distinct()
+        # From the rollups, far fewer rows than the records to find the distinct names in,
+        # and the few records not counted into them yet.
+        counted = UsageRollup.objects.order_by("model").values_list("model", flat=True).distinct()
+        uncounted = UsageRecord.objects.filter(
+            pk__in=UncountedRecord.objects.values("record")
+        ).values_list("model", flat=True)
+        names = sorted(set(counted[:200]) | set(uncounted.distinct()[:200]))
         return [(name, name) for name in names[:200]]
 
     def has_output(self) -> bool:

@@ -1,5 +1,6 @@
 """What the site stores: usage records posted by desktop apps, the API tokens they use,
-rollups of the records, the plugin-generation ledger and the audit log."""
+rollups of the records (and the records not counted into them yet), the plugin-generation
+ledger and the audit log."""
 
 from django.conf import settings
 from django.db import models
@@ -208,6 +209,33 @@ class DailyUsageRollup(models.Model):
 for _kind in ("images", "events"):
     for _hour in range(1, 25):
         DailyUsageRollup.add_to_class(f"{_kind}_by_{_hour:02d}", models.BigIntegerField(default=0))
+
+
+class UncountedRecord(models.Model):
+    """A stored record not yet counted into the rollups.
+
+    Single records and small batches are only inserted, with one of these beside each; a
+    thread in each server process counts them into the rollups in bulk about once a second
+    and deletes them (``usage.rollups.fold``). Every read of the rollups adds what is still
+    uncounted in the same statement (``usage.summary``), so figures are exact at any moment.
+    A record deleted some other way leaves its row behind, which the next fold drops.
+    """
+
+    record = models.OneToOneField(
+        UsageRecord,
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="+",
+        # No foreign key in the database: the insert stays one index entry, and a record
+        # deleted without the ORM (bulk SQL, retention) leaves a row that folding drops.
+        db_constraint=False,
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_constraint=False
+    )
+
+    def __str__(self) -> str:
+        return f"record {self.record_id} (not counted yet)"
 
 
 class AuditEvent(models.Model):

@@ -1,4 +1,4 @@
-"""Rollups of usage records: kept in step on every insert and delete, rebuilt on demand.
+"""Rollups of usage records: kept in step with every insert and delete, rebuilt on demand.
 
 Two tables, so that summaries cost what their date range costs, not what the table holds:
 
@@ -11,6 +11,11 @@ Two tables, so that summaries cost what their date range costs, not what the tab
 ``usage.summary.daily_totals`` reads the daily rows and, in zones whose midnight is not on
 a whole hour, the hourly rows of the hours a midnight cuts.
 
+A record is in the rollups, or marked uncounted (``UncountedRecord``: single records on
+PostgreSQL, until ``usage.folding`` counts them in bulk), never both and never neither:
+deleting one takes it out of whichever it is in, and a rebuild counts every record and
+clears the marks, in one transaction.
+
 The SQL here serves PostgreSQL and SQLite alike; what they write differently (a record's
 buckets, the rebuild's lock, ingestion) is in ``usage.dialects``.
 """
@@ -21,7 +26,7 @@ from django.db import connection, models, transaction
 from django.db.models import QuerySet
 
 from usage import dialects
-from usage.models import DailyUsageRollup, UsageRecord, UsageRollup
+from usage.models import DailyUsageRollup, UncountedRecord, UsageRecord, UsageRollup
 
 QUARTER = timedelta(minutes=15)
 HOUR = timedelta(hours=1)
@@ -44,18 +49,20 @@ def count_records(ids: list[int], sign: int = 1) -> None:
 
     Call it in the transaction that inserted (or is about to delete) them, with only the
     rows really inserted, so that a duplicate never counts twice. It uses the same SQL as
-    ``rebuild``, so that the rollups are counted one way only.
+    ``rebuild`` (``count_in_sql``), so that the rollups are counted one way only; how it
+    is sent is the database's (``usage.dialects``).
     """
+    for start in range(0, len(ids), CHUNK):
+        dialects.current().count_records(ids[start : start + CHUNK], sign)
+
+
+def records_by_id(count: int) -> str:
+    """A subquery of the records with ``count`` ids (parameters), as ``count_in_sql`` reads."""
     records = connection.ops.quote_name(UsageRecord._meta.db_table)
-    with connection.cursor() as cursor:
-        for start in range(0, len(ids), CHUNK):
-            chunk = ids[start : start + CHUNK]
-            source = (
-                "(SELECT owner_id, model, image_count, occurred_at "
-                f"FROM {records} WHERE id IN ({', '.join(['%s'] * len(chunk))})) AS counted"
-            )
-            for statement in count_in_sql(source, sign=sign):
-                cursor.execute(statement, chunk)
+    return (
+        "(SELECT owner_id, model, image_count, occurred_at "
+        f"FROM {records} WHERE id IN ({', '.join(['%s'] * count)})) AS counted"
+    )
 
 
 def delete_records(records: QuerySet) -> int:
@@ -65,14 +72,56 @@ def delete_records(records: QuerySet) -> int:
         # that matches the same filter was not counted out, so it must stay.
         rows = list(records.select_for_update().values_list("pk", "owner_id"))
         pks = [pk for pk, _ in rows]
-        count_records(pks, sign=-1)
+        uncounted = _unmark(pks)  # waits for a fold that has taken them, then finds them gone
+        counted = [pk for pk in pks if pk not in uncounted]
+        count_records(counted, sign=-1)
+        _delete_emptied_rows(counted)
         for start in range(0, len(pks), CHUNK):
             UsageRecord.objects.filter(pk__in=pks[start : start + CHUNK]).delete()
-        owners = sorted({owner_id for _, owner_id in rows})
-        empty = {column: 0 for column in EVENT_COLUMNS}
-        UsageRollup.objects.filter(owner_id__in=owners, **empty).delete()
-        DailyUsageRollup.objects.filter(owner_id__in=owners, events_by_24=0).delete()
     return len(rows)
+
+
+def _delete_emptied_rows(ids: list[int]) -> None:
+    """Delete the rollup rows of these records that counting them out left at zero.
+
+    Only rows this transaction has just updated, and so holds locks on already: taking
+    another row's lock now, out of key order, could deadlock with a fold or an insert.
+    """
+    buckets = dialects.current().BUCKETS
+    records = connection.ops.quote_name(UsageRecord._meta.db_table)
+    hourly = connection.ops.quote_name(UsageRollup._meta.db_table)
+    daily = connection.ops.quote_name(DailyUsageRollup._meta.db_table)
+    no_events = " AND ".join(f"{column} = 0" for column in EVENT_COLUMNS)
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            of_records = f"FROM {records} WHERE id IN ({', '.join(['%s'] * len(chunk))})"
+            cursor.execute(
+                f"DELETE FROM {hourly} WHERE (owner_id, hour, model) IN "
+                f"(SELECT owner_id, {buckets.hour}, model {of_records}) AND {no_events}",
+                chunk,
+            )
+            cursor.execute(
+                f"DELETE FROM {daily} WHERE (owner_id, day, model) IN "
+                f"(SELECT owner_id, {buckets.day}, model {of_records}) AND events_by_24 = 0",
+                chunk,
+            )
+
+
+def _unmark(ids: list[int]) -> set[int]:
+    """Delete the uncounted marks of these records; returns the ids that had one."""
+    table = connection.ops.quote_name(UncountedRecord._meta.db_table)
+    unmarked: set[int] = set()
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            cursor.execute(
+                f"DELETE FROM {table} WHERE record_id IN ({', '.join(['%s'] * len(chunk))}) "
+                "RETURNING record_id",
+                chunk,
+            )
+            unmarked.update(row[0] for row in cursor.fetchall())
+    return unmarked
 
 
 def count_in_sql(source: str, where: str = "WHERE true", sign: int = 1) -> tuple[str, str]:
@@ -131,7 +180,9 @@ def rebuild(owner_id: int | None = None) -> int:
     written = 0
     with transaction.atomic(), connection.cursor() as cursor:
         dialects.current().lock_records_for_rebuild(cursor)
-        for rollup in (UsageRollup, DailyUsageRollup):
+        # The recount counts the marked records too. Deleting their marks waits for a fold
+        # that has taken some; what it counted is then deleted below with the rest.
+        for rollup in (UncountedRecord, UsageRollup, DailyUsageRollup):
             cursor.execute(
                 f"DELETE FROM {connection.ops.quote_name(rollup._meta.db_table)} {where}", params
             )

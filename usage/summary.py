@@ -16,11 +16,11 @@ from itertools import pairwise
 from zoneinfo import ZoneInfo, available_timezones
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connections, router
+from django.db import connections, models, router
 from django.utils import timezone
 
-from usage import rollups
-from usage.models import DailyUsageRollup, UsageRollup
+from usage import dialects, rollups
+from usage.models import DailyUsageRollup, UncountedRecord, UsageRecord, UsageRollup
 from usage.problems import InvalidQuery
 
 GRANULARITIES = ("day", "week", "month")
@@ -162,6 +162,8 @@ def bucket_totals(
         params += [owner_id, day(plan.days[0]), day(plan.days[-1])]
     if plan.hours:  # each cut hour once, looked up in the index like the days
         params += [owner_id, *(moment(value) for value in dict.fromkeys(plan.hours))]
+    # Then the records not yet counted into the rollups, cut by the same pieces.
+    params += [owner_id] * (bool(plan.days) + bool(plan.hours))
     with connection.cursor() as cursor:
         cursor.execute(plan.sql, params)
         return cursor.fetchall()
@@ -176,7 +178,9 @@ class _Plan:
     a UTC hour (zones with a half- or quarter-hour offset), that hour's quarters from the
     hourly rollups. The pieces go to the database as two lists of ``VALUES``, joined to
     the rollup rows they cut and summed per bucket and model there: one row per bucket and
-    model comes back, whatever the number of records.
+    model comes back, whatever the number of records. The records not yet counted into the
+    rollups (``UncountedRecord``: at most a few seconds' worth) are added piece by piece in
+    the same statement, so that the answer is exact whenever the fold runs.
     """
 
     sql: str
@@ -200,7 +204,25 @@ def _plan(date_range: DateRange, granularity: str) -> _Plan:
     if not parts:
         return _Plan("", (), ())
     ctes = ", ".join(cte for cte, _ in parts)
-    selects = " UNION ALL ".join(select for _, select in parts)
+    buckets = dialects.current().BUCKETS
+    uncounted = [select for _, select in parts]
+    if daily:
+        day, hour = buckets.day, buckets.hour_of_day
+        uncounted.append(
+            _uncounted_sql(
+                "daily_piece p",
+                f"{day} = p.utc_day AND {hour} >= p.from_hour AND {hour} < p.to_hour",
+            )
+        )
+    if hourly:
+        hour, quarter = buckets.hour, buckets.quarter
+        uncounted.append(
+            _uncounted_sql(
+                "hourly_piece p",
+                f"{hour} = p.utc_hour AND {quarter} >= p.from_quarter AND {quarter} < p.to_quarter",
+            )
+        )
+    selects = " UNION ALL ".join(uncounted)
     sql = (
         f"WITH {ctes} "
         "SELECT bucket, model, CAST(SUM(images) AS BIGINT), CAST(SUM(events) AS BIGINT) "
@@ -331,7 +353,17 @@ def _hourly_sql(pieces: list[tuple[datetime, int, int, int]]) -> tuple[str, str]
     return cte, select
 
 
-def _quoted_table(model: type[DailyUsageRollup] | type[UsageRollup]) -> str:
+def _uncounted_sql(pieces: str, inside: str) -> str:
+    """The owner's uncounted records, each in the one piece (``p``) it falls ``inside``."""
+    return (
+        "SELECT p.bucket, r.model, r.image_count AS images, 1 AS events "
+        f"FROM {_quoted_table(UncountedRecord)} u "
+        f"JOIN {_quoted_table(UsageRecord)} r ON r.id = u.record_id "
+        f"JOIN {pieces} ON {inside} WHERE u.owner_id = %s"
+    )
+
+
+def _quoted_table(model: type[models.Model]) -> str:
     # PostgreSQL and SQLite quote names alike.
     return f'"{model._meta.db_table}"'
 

@@ -166,6 +166,10 @@ DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 # the replica's worst lag, so that Refresh Data right after a post shows that post.
 DATABASE_REPLICA_PIN_SECONDS = env_int("DATABASE_REPLICA_PIN_SECONDS", 30, minimum=1)
 
+# Seconds between folds of uncounted records into the rollups, in each server process
+# (usage.folding); 0 turns the folding thread off (then run manage.py fold_rollups).
+ROLLUP_FOLD_SECONDS = env_float("ROLLUP_FOLD_SECONDS", 1.0, minimum=0.0)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Django's own, with failed sign-ins throttled on every login form (usage.auth).

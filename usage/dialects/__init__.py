@@ -53,8 +53,18 @@ class Dialect(Protocol):
         self, owner_id: int, token_id: int | None, records: Sequence[CleanRecord], now: datetime
     ) -> int:
         """Insert ``records``, skipping event ids the owner already has, and count the rows
-        really inserted into both rollups; returns how many. All or nothing: in the
-        caller's transaction if there is one, else in its own."""
+        really inserted into both rollups, or mark them uncounted for ``fold``; returns how
+        many. All or nothing: in the caller's transaction if there is one, else in its own."""
+        ...
+
+    def count_records(self, ids: list[int], sign: int) -> None:
+        """Count these records into both rollups (``sign=-1``: out of them), in the
+        caller's transaction."""
+        ...
+
+    def fold(self, limit: int) -> int:
+        """Count up to ``limit`` uncounted records into the rollups and unmark them, all or
+        nothing; returns how many were taken. Safe to run in many processes at once."""
         ...
 
     def lock_records_for_rebuild(self, cursor: CursorWrapper) -> None:

@@ -1,8 +1,16 @@
 """PostgreSQL, what production runs: ingestion in one statement, buckets by its date functions.
 
-Ingestion is the hot path. A request's batch is inserted and the rows really inserted are
-counted into both rollups by one statement, the same whatever the batch size: a round trip
-costs more than the work it carries.
+Ingestion is the hot path, and most requests carry one record. A request's records are
+inserted by one statement, the same whatever the batch size (a round trip costs more than
+the work it carries), and the rows really inserted are, in the same statement:
+
+- for a single record or a small batch, marked uncounted (``UncountedRecord``), for the
+  next fold to count in bulk: two wide rollup rows rewritten per record cost three times
+  the write of the record itself;
+- for a larger batch, counted into both rollups at once, where the upserts are shared by
+  the batch's records.
+
+``fold`` counts uncounted records into the rollups, many at a time, in one statement.
 """
 
 from __future__ import annotations
@@ -16,9 +24,9 @@ import psycopg
 from django.db import connection
 from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
-from usage import rollups
+from usage import folding, rollups
 from usage.dialects import RECORD_COLUMNS, Buckets
-from usage.models import UsageRecord
+from usage.models import UncountedRecord, UsageRecord
 
 if TYPE_CHECKING:
     from usage.ingest import CleanRecord
@@ -32,16 +40,21 @@ BUCKETS = Buckets(
 )
 
 
+# Batches up to this size are left for the fold; larger ones are counted at once.
+DEFER_UP_TO = 10
+
+
 def insert_and_count(
     owner_id: int, token_id: int | None, records: Sequence[CleanRecord], now: datetime
 ) -> int:
-    """Insert the batch and count the inserted rows into both rollups, in one statement.
+    """Insert the batch and count the inserted rows, or mark them uncounted, in one statement.
 
     The batch travels as four arrays, so that the statement is the same for any batch size,
-    and so it is prepared once per connection: parsing and planning its ~12 000 characters
-    cost five times what executing it does. Outside a transaction (a request) the statement
-    is its own: no BEGIN and COMMIT round trips around it.
+    and so it is prepared once per connection: parsing and planning the counting one's
+    ~12 000 characters cost five times what executing it does. Outside a transaction (a
+    request) the statement is its own: no BEGIN and COMMIT round trips around it.
     """
+    deferred = len(records) <= DEFER_UP_TO
     params = [
         owner_id,
         now,
@@ -52,7 +65,32 @@ def insert_and_count(
         [r.event_id for r in records],
     ]
     with _prepared_cursor() as cursor:
-        cursor.execute(_insert_and_count_sql(), params)
+        cursor.execute(_insert_and_defer_sql() if deferred else _insert_and_count_sql(), params)
+        inserted = cursor.fetchone()[0]
+    if deferred:
+        folding.keep_folding()
+    return inserted
+
+
+def count_records(ids: list[int], sign: int) -> None:
+    """Both upserts in one statement, shaped as ingestion's and the fold's, so that every
+    writer of the rollups locks their rows in the same order. (As two statements, hourly
+    then daily, it deadlocked with folds, which PostgreSQL runs daily first.)"""
+    hourly, daily = rollups.count_in_sql(rollups.records_by_id(len(ids)), sign=sign)
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH hourly AS ({hourly}), daily AS ({daily}) SELECT 1", ids * 2)
+
+
+def fold(limit: int) -> int:
+    """Count up to ``limit`` uncounted records into both rollups and forget them, in one
+    statement; returns how many were taken.
+
+    Rows another fold has taken are skipped, not waited for, so folds in several processes
+    share the work; each row is taken by one of them, and its counts and its deletion
+    commit together. A row whose record is gone is dropped without counting.
+    """
+    with _prepared_cursor() as cursor:
+        cursor.execute(_fold_sql(), [limit])
         return cursor.fetchone()[0]
 
 
@@ -88,20 +126,54 @@ def _prepared_cursor() -> CursorWrapper:
     return connection.make_cursor(cursor)
 
 
-@lru_cache(maxsize=1)
-def _insert_and_count_sql() -> str:
-    """Built once per process, not per request: it is the same for every batch."""
-    hourly, daily = rollups.count_in_sql("batch")
+def _insert_sql(returning: str) -> str:
+    """The insert of a batch (as arrays), skipping event ids the owner already has."""
     table = connection.ops.quote_name(UsageRecord._meta.db_table)
     return (
-        f"WITH batch AS (INSERT INTO {table} ({', '.join(RECORD_COLUMNS)}) "
+        f"INSERT INTO {table} ({', '.join(RECORD_COLUMNS)}) "
         "SELECT %s::integer, model, image_count, occurred_at, %s::timestamptz, event_id, "
         "%s::bigint FROM unnest(%s::varchar[], %s::int[], %s::timestamptz[], %s::varchar[]) "
         "AS given(model, image_count, occurred_at, event_id) "
-        "ON CONFLICT (owner_id, event_id) DO NOTHING "
-        "RETURNING owner_id, model, image_count, occurred_at), "
+        f"ON CONFLICT (owner_id, event_id) DO NOTHING RETURNING {returning}"
+    )
+
+
+# Each statement is built once per process, not per request: it is the same every time.
+@lru_cache(maxsize=1)
+def _insert_and_count_sql() -> str:
+    hourly, daily = rollups.count_in_sql("batch")
+    return (
+        f"WITH batch AS ({_insert_sql('owner_id, model, image_count, occurred_at')}), "
         f"hourly AS ({hourly}), daily AS ({daily}) "
         "SELECT count(*) FROM batch"
+    )
+
+
+@lru_cache(maxsize=1)
+def _insert_and_defer_sql() -> str:
+    uncounted = connection.ops.quote_name(UncountedRecord._meta.db_table)
+    return (
+        f"WITH batch AS ({_insert_sql('id, owner_id')}), "
+        f"marked AS (INSERT INTO {uncounted} (record_id, owner_id) "
+        "SELECT id, owner_id FROM batch) "
+        "SELECT count(*) FROM batch"
+    )
+
+
+@lru_cache(maxsize=1)
+def _fold_sql() -> str:
+    quote = connection.ops.quote_name
+    uncounted = quote(UncountedRecord._meta.db_table)
+    records = quote(UsageRecord._meta.db_table)
+    hourly, daily = rollups.count_in_sql("counted")
+    return (
+        f"WITH taken AS (DELETE FROM {uncounted} WHERE record_id IN ("
+        f"SELECT record_id FROM {uncounted} ORDER BY record_id LIMIT %s "
+        "FOR UPDATE SKIP LOCKED) RETURNING record_id), "
+        "counted AS (SELECT r.owner_id, r.model, r.image_count, r.occurred_at "
+        f"FROM {records} r JOIN taken ON r.id = taken.record_id), "
+        f"hourly AS ({hourly}), daily AS ({daily}) "
+        "SELECT count(*) FROM taken"
     )
 
 

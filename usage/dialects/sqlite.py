@@ -61,6 +61,19 @@ def _insert(
         return [row[0] for row in cursor.fetchall()]
 
 
+def count_records(ids: list[int], sign: int) -> None:
+    """The two upserts, one after the other: SQLite has no data-modifying CTE, and one
+    writer at a time, so the order they take does not matter."""
+    with connection.cursor() as cursor:
+        for statement in rollups.count_in_sql(rollups.records_by_id(len(ids)), sign=sign):
+            cursor.execute(statement, ids)
+
+
+def fold(limit: int) -> int:
+    """Nothing is ever left uncounted here: each insert counts its records at once."""
+    return 0
+
+
 def lock_records_for_rebuild(cursor: CursorWrapper) -> None:
     """Nothing to take: SQLite lets one connection write at a time, and the rebuild's first
     DELETE makes it that writer until it commits, so new records wait anyway."""

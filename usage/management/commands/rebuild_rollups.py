@@ -1,4 +1,4 @@
-"""Recount the hourly rollups from the raw records: for recovery, or after a bulk load."""
+"""Recount the rollups from the raw records: for recovery, or after a bulk load."""
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
