@@ -32,6 +32,7 @@ from tests.production_site import (
     PASSWORD,
     UNTHROTTLED,
     Gunicorn,
+    connect,
     own_database,
     prepare_site,
     require_cluster,
@@ -369,3 +370,43 @@ def report(calls: list[Call], elapsed: float) -> None:
             f"median {statistics.median(times):.0f} ms, p95 {p95:.0f} ms  "
             f"(servers {per_server[0]}/{per_server[1]})"
         )
+
+
+# --- Folding: single records counted into the rollups by the servers themselves -----------
+
+
+def test_the_servers_fold_every_single_record_into_the_rollups_within_seconds(site, servers):
+    """Single records are stored uncounted; each server's folding thread counts them (about
+    once a second), sharing the work. After the mixed load above, none is left, and the
+    rollups equal a recount from the raw records, row for row."""
+    rng = random.Random(7)
+    for n in range(40):  # a few more, to both servers
+        server = servers[n % 2]
+        token = site.tokens["noah"][0]
+        assert server.post_usage(token, new_record(rng)).status == 201
+    dbname = site.database_url.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 15
+    with connect(dbname) as conn:
+        while conn.execute("SELECT count(*) FROM usage_uncountedrecord").fetchone()[0]:
+            assert time.monotonic() < deadline, "records still uncounted after 15 s"
+            time.sleep(0.2)
+        recount = conn.execute(
+            "SELECT owner_id, date_trunc('hour', occurred_at, 'UTC'), model, "
+            "sum(image_count), count(*) FROM usage_usagerecord GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ).fetchall()
+        hourly = conn.execute(
+            "SELECT owner_id, hour, model, images_q0 + images_q1 + images_q2 + images_q3, "
+            "events_q0 + events_q1 + events_q2 + events_q3 FROM usage_usagerollup "
+            "ORDER BY 1, 2, 3"
+        ).fetchall()
+        daily = conn.execute(
+            "SELECT owner_id, day, model, images_by_24, events_by_24 "
+            "FROM usage_dailyusagerollup ORDER BY 1, 2, 3"
+        ).fetchall()
+        by_day = conn.execute(
+            "SELECT owner_id, (occurred_at AT TIME ZONE 'UTC')::date, model, "
+            "sum(image_count), count(*) FROM usage_usagerecord GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        ).fetchall()
+    assert len(recount) > 40
+    assert hourly == recount
+    assert daily == by_day
