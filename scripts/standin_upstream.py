@@ -345,7 +345,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:  # the body ends where the connection does
             self.send_header("Connection", "close")
             self.close_connection = True
-        self.end_headers()
+        try:
+            self.end_headers()
+        except OSError:  # the client gave up while the answer was held (hang, release)
+            self.close_connection = True
+            return
         self._write(raw)
 
     def _trickle(self, status: int, raw: bytes, seconds_per_byte: float) -> None:
