@@ -4,8 +4,10 @@ Everything the site asks the upstream goes through here, as described in
 docs/external-api.md: ``fetch_token_usage``, ``generate_plugin`` and ``health``. Each call
 has a connect timeout, a read timeout and an overall deadline, follows no redirect, reads
 at most ``EXTERNAL_API_MAX_BYTES`` of answer, and sends nothing of the caller's request
-but the JSON this module builds (never a cookie or the caller's ``Authorization``). The
-upstream's answers are validated and normalised before anyone else sees them.
+but the JSON this module builds (never a cookie or the caller's ``Authorization``), and
+that JSON is strict (``check_json_value``). The upstream is treated as hostile: its
+answers are validated, range-checked and normalised before anyone else sees them, and a
+generation is encoded as the user will get it before it is returned.
 
 Failures are this module's own exceptions, each with a stable ``code``; ``usage.errors``
 turns them into JSON answers. No exception from httpx leaves this module.
