@@ -124,6 +124,9 @@ def bench(args: list[str]) -> int:
     started = str(time.time())  # the bench reports how long the whole command took
     ensure_venv("requirements-bench.txt")
     ensure_wrk()
+    ensure_packages(
+        {"redis-server": shutil.which("redis-server") is not None}, "The bench (the cache) needs"
+    )
     env = {"BENCH_STARTED_AT": started}
     # Durability on, as in production: the test suite's cluster runs with fsync off.
     env["PG_EXTRA_OPTIONS"] = "-c fsync=on -c full_page_writes=on -c max_wal_size=4GB"

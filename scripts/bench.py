@@ -16,6 +16,7 @@ table of targets and figures, and writes them between the markers of
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -510,7 +511,7 @@ class Dropped:
     is_constraint: bool
 
 
-def drop_secondary_indexes() -> list[Dropped]:
+def drop_secondary_indexes(table: str = SITE_TABLE) -> list[Dropped]:
     """Drop every index and constraint on the records but the primary key and checks.
 
     Building an index once from sorted data is several times faster than keeping it up to
@@ -521,16 +522,18 @@ def drop_secondary_indexes() -> list[Dropped]:
     with connect() as connection:
         constraints = connection.execute(
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE conrelid = 'usage_usagerecord'::regclass AND contype IN ('u', 'f')"
+            "WHERE conrelid = %s::regclass AND contype IN ('u', 'f')",
+            [table],
         ).fetchall()
         indexes = connection.execute(
             "SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index "
-            "WHERE indrelid = 'usage_usagerecord'::regclass AND NOT indisprimary "
+            "WHERE indrelid = %s::regclass AND NOT indisprimary "
             "AND indexrelid NOT IN (SELECT conindid FROM pg_constraint "
-            "WHERE conrelid = 'usage_usagerecord'::regclass)"
+            "WHERE conrelid = %s::regclass)",
+            [table, table],
         ).fetchall()
         for name, definition in constraints:
-            connection.execute(f'ALTER TABLE usage_usagerecord DROP CONSTRAINT "{name}"')
+            connection.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
             dropped.append(Dropped(name, definition, True))
         for name, definition in indexes:
             connection.execute(f"DROP INDEX {name}")
@@ -538,14 +541,14 @@ def drop_secondary_indexes() -> list[Dropped]:
     return dropped
 
 
-def recreate_indexes(dropped: list[Dropped]) -> None:
+def recreate_indexes(dropped: list[Dropped], table: str = SITE_TABLE) -> None:
     progress = Progress("indexes and constraints", len(dropped), "built")
     with connect() as connection:
         connection.execute("SET maintenance_work_mem = '1GB'")
         for item in dropped:
             if item.is_constraint:
                 connection.execute(
-                    f'ALTER TABLE usage_usagerecord ADD CONSTRAINT "{item.name}" {item.definition}'
+                    f'ALTER TABLE {table} ADD CONSTRAINT "{item.name}" {item.definition}'
                 )
             else:
                 connection.execute(item.definition)
@@ -578,6 +581,25 @@ def rollup_rows_in_range(owner_id: int) -> int:
             [owner_id, since],
         ).fetchone()
     return row[0]
+
+
+def fill_peer_table() -> int:
+    """Give the peer's table a copy of every record in the site's, so that both insert into
+    a table of the same size, with its indexes as deep: the same database, not an empty
+    table beside a full one. Returns the rows copied."""
+    dropped = drop_secondary_indexes(PEER_TABLE)
+    with connect() as connection:
+        connection.execute(f"TRUNCATE {PEER_TABLE}")
+        copied = connection.execute(
+            f"INSERT INTO {PEER_TABLE} (owner_id, model, image_count, occurred_at, "
+            "received_at, event_id) SELECT owner_id, model, image_count, occurred_at, "
+            f"received_at, event_id FROM {SITE_TABLE}"
+        ).rowcount
+    recreate_indexes(dropped, PEER_TABLE)
+    with connect() as connection:
+        connection.execute(f"VACUUM (ANALYZE) {PEER_TABLE}")
+        connection.execute("CHECKPOINT")
+    return copied
 
 
 def vacuum_analyze() -> None:
@@ -706,7 +728,7 @@ class Scenario:
     headers: dict[str, str] = field(default_factory=dict)
     batch: int = 0  # records per POST; 0 for a GET
     tokens: tuple[str, ...] = ()  # when given, each request posts with the next of them
-    server: str = "site"  # or "peer"
+    server: str = "site"  # or "peer", or "site-table-cache" (the site without Redis)
     table: str = SITE_TABLE  # where its records land, for ingestion
 
     def env(self, run: str) -> dict[str, str]:
@@ -752,7 +774,7 @@ class Round:
 
 @dataclass
 class Bench:
-    servers: dict[str, Server]  # "site" and "peer"
+    servers: dict[str, Server]  # "site", "peer" and "site-table-cache"
     warmup: float
     duration: float
     runs: int = 0
@@ -990,6 +1012,16 @@ def scenarios(accounts: Accounts, options: argparse.Namespace) -> dict[str, Scen
         "ingest-single": Scenario(
             "ingest-single", "/api/model-usage", 16, batch=1, tokens=accounts.app_tokens
         ),
+        # The same as ingest-single, on a second site server without Redis: its rate limits
+        # count in the database's cache table (usage_site/database_cache.py).
+        "ingest-single-table-cache": Scenario(
+            "ingest-single-table-cache",
+            "/api/model-usage",
+            16,
+            batch=1,
+            tokens=accounts.app_tokens,
+            server="site-table-cache",
+        ),
         # The same requests without a token: the peer has no authentication.
         "peer-ingest-single": Scenario(
             "peer-ingest-single", "/api/model-usage", 16, batch=1, server="peer", table=PEER_TABLE
@@ -1023,6 +1055,9 @@ def grow_and_measure(
                 f"vacuum {vacuum_seconds:.1f} s"
             )
             rollup_rows_read = rollup_rows_in_range(loader.accounts.measured_id)
+        if top:
+            with results.phases.phase(f"the peer's table filled with the same {records:,} records"):
+                say(f"   the peer's table: {fill_peer_table():,} records copied")
         what = "ingest-single (the site's and the peer's, in turns)" if top else "ingest-single"
         with results.phases.phase(f"summary, dashboard, {what} at {records:,} records"):
             # The top step's runs are the scenarios themselves, measured for the full time.
@@ -1049,8 +1084,9 @@ def measure_step(
     peer's single records too, in turns with the site's (``Bench.compare``)."""
     measured = {name: bench.measure(plan[name], duration) for name in ("summary", "dashboard")}
     if top:
-        pair = bench.compare([plan["ingest-single"], plan["peer-ingest-single"]], ROUNDS)
-        measured.update((m.scenario.name, m) for m in pair)
+        names = ("ingest-single", "peer-ingest-single", "ingest-single-table-cache")
+        trio = bench.compare([plan[name] for name in names], ROUNDS)
+        measured.update((m.scenario.name, m) for m in trio)
     else:
         before = max_record_id()
         measured["ingest-single"] = bench.measure(plan["ingest-single"], duration)
@@ -1058,19 +1094,58 @@ def measure_step(
     return measured
 
 
-def run(options: argparse.Namespace, results: Results) -> None:
-    phases = results.phases
+@contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A throwaway redis-server on a loopback port, as production's shared cache; its URL."""
     port = free_port()
-    peer_port = next(p for p in iter(free_port, None) if p != port)
-    os.environ.update(server_env(port))
+    log = open(workdir / "redis.log", "ab")  # noqa: SIM115 (closed below)
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=log, stderr=log, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(f"redis-server did not start; see {workdir / 'redis.log'}")
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(10)
+        log.close()
+
+
+def run(options: argparse.Namespace, results: Results) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    site = Server(port, workdir / "gunicorn.log")
+    with redis_server(workdir) as redis_url:
+        serve_and_measure(options, results, workdir, redis_url)
+
+
+def serve_and_measure(
+    options: argparse.Namespace, results: Results, workdir: Path, redis_url: str
+) -> None:
+    phases = results.phases
+    port, peer_port, plain_port = distinct_free_ports(3)
+    os.environ.update(server_env(port))
+    # The site as production runs it: its cache (rate limits, cached answers) in Redis.
+    site = Server(port, workdir / "gunicorn.log", env={"REDIS_URL": redis_url})
     peer = Server(
         peer_port,
         workdir / "gunicorn-peer.log",
         app="scripts.bench_peer.wsgi",
         health_path="/api/health/plain",
     )
+    # And without Redis, as ./dev.py serve runs it by default: the cache in a table.
+    table_cache = Server(
+        plain_port,
+        workdir / "gunicorn-table-cache.log",
+        env={"REDIS_URL": "", "BIND": f"127.0.0.1:{plain_port}"},
+    )
+    servers = {"site": site, "peer": peer, "site-table-cache": table_cache}
     try:
         with phases.phase("migrate and collect static files"):
             manage("collectstatic", "--no-input", "--verbosity", "0")
@@ -1083,12 +1158,11 @@ def run(options: argparse.Namespace, results: Results) -> None:
         results.machine = machine(results.load_before)
         accounts = create_accounts()
         peer.env = peer_env(peer_port, accounts.measured_id)
-        with phases.phase("start gunicorn: the site, then the peer"):
-            site.start()
-            say(f"   the site on 127.0.0.1:{port}, log in {site.log_path}")
-            peer.start()
-            say(f"   the peer on 127.0.0.1:{peer_port}, log in {peer.log_path}")
-        bench = Bench({"site": site, "peer": peer}, options.warmup, options.duration)
+        with phases.phase("start gunicorn: the site, the peer, the site without Redis"):
+            for name, server in servers.items():
+                server.start()
+                say(f"   {name} on 127.0.0.1:{server.port}, log in {server.log_path}")
+        bench = Bench(servers, options.warmup, options.duration)
         plan = scenarios(accounts, options)
         loader = Loader(accounts, workers=options.loaders)
         grow_and_measure(results, bench, loader, plan, options)
@@ -1102,14 +1176,23 @@ def run(options: argparse.Namespace, results: Results) -> None:
             results.copy_rate = copy_rate(accounts, stored)
             say(f"   COPY: {results.copy_rate:,.0f} records/s ({max(stored, 1000):,} records)")
     except BenchError:
-        for server in (peer, site):
+        for server in servers.values():
             server.stop()
         say(f"bench: the server logs are kept in {workdir}")
         raise
     finally:
-        for server in (peer, site):
+        for server in servers.values():
             server.stop()
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
 
 
 # --- verdicts -----------------------------------------------------------------------------
@@ -1207,7 +1290,23 @@ def verdicts(results: Results) -> list[Verdict]:
             floor >= t["health_vs_bare_drf"],
         ),
         wal_verdict(single, peer_single),
+        table_cache_verdict(single, s["ingest-single-table-cache"], peer_single),
     ]
+
+
+def table_cache_verdict(single: Measured, table_cache: Measured, peer: Measured) -> Verdict:
+    """What the site's single records cost without Redis: two more statements per post."""
+    rate = table_cache.load.rate
+    return Verdict(
+        "single-record ingestion without Redis (rate limits counted in a database table)",
+        "reported (against the site with Redis, and the peer)",
+        f"{rate:,.0f}/s vs {single.load.rate:,.0f}/s with Redis; "
+        f"p99 {table_cache.load.p99_ms:.1f} ms",
+        f"{share(rate, single.load.rate):.2f}x with Redis, {share(rate, peer.load.rate):.2f}x "
+        "the peer",
+        True,
+        informational=True,
+    )
 
 
 def flatness_verdicts(results: Results) -> list[Verdict]:
@@ -1310,7 +1409,7 @@ def scenario_rows(results: Results) -> list[list[str]]:
 def ordered(results: Results) -> dict[str, Measured]:
     """The scenarios in the report's order (scenarios()), whatever order they ran in."""
     names = ("health", "peer-bare-drf", "peer-plain", "summary", "dashboard", "ingest-single",
-             "peer-ingest-single", "ingest-batch")  # fmt: skip
+             "peer-ingest-single", "ingest-single-table-cache", "ingest-batch")  # fmt: skip
     return {name: results.scenarios[name] for name in names if name in results.scenarios}
 
 
