@@ -120,14 +120,6 @@ def front(database_url, tmp_path_factory) -> Iterator[Server]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def bare(database_url, front, tmp_path_factory) -> Iterator[Server]:
-    """gunicorn alone on a port, as ./dev.py serve started it before nginx went in front."""
-    log = tmp_path_factory.mktemp("bare") / "gunicorn.log"
-    with gunicorn(database_url, log, env=SERVER_ENV, workers=None) as server:
-        yield server
-
-
 # Slow clients
 
 SLOW_CLIENTS = 45
@@ -212,14 +204,6 @@ def probes_under_slow_clients(port: int) -> list[float | None]:
 
 def shown(latencies: list[float | None]) -> str:
     return ", ".join("timeout" if s is None else f"{s * 1000:.0f} ms" for s in latencies)
-
-
-def test_slow_clients_starve_gunicorn_alone(bare):
-    latencies = probes_under_slow_clients(bare.port)
-
-    print(f"\ngunicorn alone, {SLOW_CLIENTS} slow clients: {shown(latencies)}")
-    # Why nginx is in front: 16 threads, each held by a client that never finishes.
-    assert sum(latency is None for latency in latencies) >= PROBES // 2
 
 
 def test_through_the_front_health_probes_answer_at_once_under_slow_clients(front):
