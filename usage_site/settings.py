@@ -86,10 +86,9 @@ DATABASES = {
     "default": database_from_url(env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"))
 }
 # Reuse connections between requests, without Django's check (a `SELECT 1` round trip)
-# before each request's first query: after a database restart each server thread's dead
-# connection fails one request with a 503 and `Retry-After` (which clients wait out), and
-# Django closes it as that request ends. A check on every request would cost the
-# single-record post one round trip in five to save those few retried requests.
+# before each request's first query, which cost the single-record post as much as storing
+# the record. A connection the database closed (a restart) is noticed without a round trip
+# and dropped before a request uses it (usage_site/db_connections.py).
 DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
