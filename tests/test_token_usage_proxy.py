@@ -668,19 +668,11 @@ def signed_in(cookie: str) -> Client:
     return client
 
 
-@pytest.mark.django_db(transaction=True)  # the requests' own threads read the session
-def test_concurrent_refreshes_for_one_user_make_one_upstream_call_and_share_its_answer(
-    upstream, owner, throttle_rates, monkeypatch
-):
-    throttle_rates(token_usage_refresh="1000/min")  # the single flight alone
-    cookie = session_cookie(owner)
-    # Long enough for all twenty to arrive on a busy machine: the test releases the call.
-    monkeypatch.setattr(token_usage, "FLIGHT_WAIT_SECONDS", 30.0)
-    has_used_tokens(upstream, "alice")
-    upstream.hang("token-usage")
-    readers = 20
+def refreshing_at_once(cookie: str, readers: int) -> tuple[list[threading.Thread], list]:
+    """``readers`` threads, released together, each asking for a refresh with the session;
+    the threads (started) and the list their answers arrive in."""
     start = threading.Barrier(readers, timeout=10)
-    answers = []
+    answers: list = []
 
     def refresh() -> None:
         client = signed_in(cookie)
@@ -693,6 +685,21 @@ def test_concurrent_refreshes_for_one_user_make_one_upstream_call_and_share_its_
     threads = [threading.Thread(target=refresh) for _ in range(readers)]
     for thread in threads:
         thread.start()
+    return threads, answers
+
+
+@pytest.mark.django_db(transaction=True)  # the requests' own threads read the session
+def test_concurrent_refreshes_for_one_user_make_one_upstream_call_and_share_its_answer(
+    upstream, owner, throttle_rates, monkeypatch
+):
+    throttle_rates(token_usage_refresh="1000/min")  # the single flight alone
+    cookie = session_cookie(owner)
+    # Long enough for all twenty to arrive on a busy machine: the test releases the call.
+    monkeypatch.setattr(token_usage, "FLIGHT_WAIT_SECONDS", 30.0)
+    has_used_tokens(upstream, "alice")
+    upstream.hang("token-usage")
+    readers = 20
+    threads, answers = refreshing_at_once(cookie, readers)
     try:
         poll(
             lambda: (
@@ -724,20 +731,7 @@ def test_reads_waiting_on_a_hung_call_give_up_busy_within_the_bound_and_ask_noth
     monkeypatch.setattr(token_usage, "FLIGHT_WAIT_SECONDS", 0.2)
     upstream.hang("token-usage")  # until the test releases it, far past the bound
     readers = 10
-    start = threading.Barrier(readers, timeout=10)
-    answers = []
-
-    def refresh() -> None:
-        client = signed_in(cookie)
-        start.wait()
-        try:
-            answers.append(client.get(USAGE_URL, {"refresh": "1"}))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=refresh) for _ in range(readers)]
-    for thread in threads:
-        thread.start()
+    threads, answers = refreshing_at_once(cookie, readers)
     try:
         poll(lambda: len(answers) == readers - 1, 10, "every waiting read answered")
         waited = list(answers)
