@@ -92,6 +92,19 @@ def test_requests_up_to_the_limit_are_allowed_and_the_next_is_not(counting_cache
     assert verdicts == [Verdict(True, 0)] * 3 + [Verdict(False, 30)]
 
 
+def test_a_counter_in_redis_expires_a_little_after_its_window(redis_url, throttle_rates):
+    throttle_rates(ingest="3/min")
+    with override_settings(CACHES=redis_cache(redis_url)):
+        cache.clear()
+        hit("ingest", "7")
+        hit("ingest", "7")
+        client = redis.Redis.from_url(redis_url)
+        [name] = client.keys("*throttle:ingest:*")
+        assert int(client.get(name)) == 2  # a plain integer, as Django stores one
+        assert 60 <= client.ttl(name) <= 65
+        cache.clear()
+
+
 @pytest.mark.parametrize(
     ("offset", "retry_after"),
     [(0, 60), (0.2, 60), (30, 30), (59, 1), (59.5, 1), (59.999, 1)],
