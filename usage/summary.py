@@ -203,26 +203,11 @@ def _plan(date_range: DateRange, granularity: str) -> _Plan:
         parts.append(_hourly_sql(hourly))
     if not parts:
         return _Plan("", (), ())
-    ctes = ", ".join(cte for cte, _ in parts)
-    buckets = dialects.current().BUCKETS
-    uncounted = [select for _, select in parts]
-    if daily:
-        day, hour = buckets.day, buckets.hour_of_day
-        uncounted.append(
-            _uncounted_sql(
-                "daily_piece p",
-                f"{day} = p.utc_day AND {hour} >= p.from_hour AND {hour} < p.to_hour",
-            )
-        )
-    if hourly:
-        hour, quarter = buckets.hour, buckets.quarter
-        uncounted.append(
-            _uncounted_sql(
-                "hourly_piece p",
-                f"{hour} = p.utc_hour AND {quarter} >= p.from_quarter AND {quarter} < p.to_quarter",
-            )
-        )
-    selects = " UNION ALL ".join(uncounted)
+    ctes = ", ".join(cte for cte, _, _ in parts)
+    # The rollups' pieces, then the uncounted records' (the order of the parameters).
+    selects = " UNION ALL ".join(
+        [rollup for _, rollup, _ in parts] + [uncounted for _, _, uncounted in parts]
+    )
     sql = (
         f"WITH {ctes} "
         "SELECT bucket, model, CAST(SUM(images) AS BIGINT), CAST(SUM(events) AS BIGINT) "
@@ -294,8 +279,9 @@ def _hourly_pieces(
     return pieces
 
 
-def _daily_sql(pieces: list[tuple[date, int, int, int]]) -> tuple[str, str]:
-    """The CTE of the daily pieces, and the SELECT of each piece's images and events."""
+def _daily_sql(pieces: list[tuple[date, int, int, int]]) -> tuple[str, str, str]:
+    """The CTE of the daily pieces, the SELECT of each piece's images and events in the
+    rollups, and the SELECT of the uncounted records in each piece."""
     table = _quoted_table(DailyUsageRollup)
     # Written into the statement, not passed as parameters: our own dates and numbers, and
     # 180 parameters for 90 days cost the driver more than the query costs the database.
@@ -322,7 +308,9 @@ def _daily_sql(pieces: list[tuple[date, int, int, int]]) -> tuple[str, str]:
         f"FROM {table} r JOIN daily_piece p ON r.day = p.utc_day "
         "WHERE r.owner_id = %s AND r.day BETWEEN %s AND %s"
     )
-    return cte, select
+    day, hour = dialects.current().BUCKETS.day, dialects.current().BUCKETS.hour_of_day
+    inside = f"{day} = p.utc_day AND {hour} >= p.from_hour AND {hour} < p.to_hour"
+    return cte, select, _uncounted_sql("daily_piece p", inside)
 
 
 def _running(names: tuple[str, ...], column: str, hours: list[int]) -> str:
@@ -331,8 +319,9 @@ def _running(names: tuple[str, ...], column: str, hours: list[int]) -> str:
     return f"(CASE p.{column} {cases} ELSE 0 END)"
 
 
-def _hourly_sql(pieces: list[tuple[datetime, int, int, int]]) -> tuple[str, str]:
-    """The CTE of the quarters of cut hours, and the SELECT of their images and events."""
+def _hourly_sql(pieces: list[tuple[datetime, int, int, int]]) -> tuple[str, str, str]:
+    """The CTE of the quarters of cut hours, the SELECT of their images and events in the
+    rollups, and the SELECT of the uncounted records in them."""
     table = _quoted_table(UsageRollup)
     values = ", ".join(f"(%s, {a}, {b}, {bucket})" for _, a, b, bucket in pieces)
     cte = f"hourly_piece (utc_hour, from_quarter, to_quarter, bucket) AS (VALUES {values})"
@@ -350,7 +339,9 @@ def _hourly_sql(pieces: list[tuple[datetime, int, int, int]]) -> tuple[str, str]
         f"FROM {table} h JOIN hourly_piece q ON h.hour = q.utc_hour "
         f"WHERE h.owner_id = %s AND h.hour IN ({hours})"
     )
-    return cte, select
+    hour, quarter = dialects.current().BUCKETS.hour, dialects.current().BUCKETS.quarter
+    inside = f"{hour} = p.utc_hour AND {quarter} >= p.from_quarter AND {quarter} < p.to_quarter"
+    return cte, select, _uncounted_sql("hourly_piece p", inside)
 
 
 def _uncounted_sql(pieces: str, inside: str) -> str:
