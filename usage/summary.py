@@ -308,7 +308,8 @@ def _daily_sql(pieces: list[tuple[date, int, int, int]]) -> tuple[str, str, str]
         f"FROM {table} r JOIN daily_piece p ON r.day = p.utc_day "
         "WHERE r.owner_id = %s AND r.day BETWEEN %s AND %s"
     )
-    day, hour = dialects.current().BUCKETS.day, dialects.current().BUCKETS.hour_of_day
+    buckets = dialects.current().BUCKETS
+    day, hour = buckets.day, buckets.hour_of_day
     inside = f"{day} = p.utc_day AND {hour} >= p.from_hour AND {hour} < p.to_hour"
     return cte, select, _uncounted_sql("daily_piece p", inside)
 
@@ -339,7 +340,8 @@ def _hourly_sql(pieces: list[tuple[datetime, int, int, int]]) -> tuple[str, str,
         f"FROM {table} h JOIN hourly_piece q ON h.hour = q.utc_hour "
         f"WHERE h.owner_id = %s AND h.hour IN ({hours})"
     )
-    hour, quarter = dialects.current().BUCKETS.hour, dialects.current().BUCKETS.quarter
+    buckets = dialects.current().BUCKETS
+    hour, quarter = buckets.hour, buckets.quarter
     inside = f"{hour} = p.utc_hour AND {quarter} >= p.from_quarter AND {quarter} < p.to_quarter"
     return cte, select, _uncounted_sql("hourly_piece p", inside)
 
