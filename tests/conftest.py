@@ -20,6 +20,7 @@ from rest_framework.test import APIClient
 from scripts.standin_upstream import StandIn
 from tests.example_counts import QUICK_SHARE, use_quick_counts
 from tests.live_server import HOST, free_port, poll
+from tests.mail_server import mail_server  # noqa: F401 - the fixture, for every test module
 from usage import rollups
 from usage.models import UsageRecord
 from usage.tokens import NewToken, create_token

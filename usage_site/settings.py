@@ -274,6 +274,24 @@ EXTERNAL_API_MAX_BYTES = env_int("EXTERNAL_API_MAX_BYTES", 1024 * 1024, minimum=
 EXTERNAL_API_MAX_CONCURRENT = env_int("EXTERNAL_API_MAX_CONCURRENT", 4, minimum=1)
 TOKEN_USAGE_CACHE_SECONDS = env_int("TOKEN_USAGE_CACHE_SECONDS", 15, minimum=0)
 
+# Mail (account verification and password reset, budget alerts) goes through Django's
+# SMTP backend to EMAIL_HOST. Without EMAIL_HOST it is printed to the console, which is what
+# `./dev.py run` wants; a production server sets EMAIL_HOST.
+EMAIL_HOST = env_str("EMAIL_HOST", "")
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Usage site <noreply@localhost>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:index"
 LOGOUT_REDIRECT_URL = "login"
