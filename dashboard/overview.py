@@ -10,6 +10,8 @@ from datetime import date, datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 
+from dashboard.comparison import Change, period_words, previous_range
+from dashboard.model_colours import OTHER, chart_slots
 from usage.models import UsageRecord
 from usage.problems import InvalidQuery
 from usage.records import RecordQuery, list_records
@@ -47,6 +49,7 @@ class Row:
     label: str
     values: list[int]
     total: int
+    period: str = ""  # the first day, ISO: the page writes the label in the reader's locale
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Overview:
     last_activity: datetime | None
     columns: list[str]  # the charts' series: models, the smallest grouped as one
     rows: list[Row]  # images per period, one value per column
+    previous: dict  # the summary of the days just before, as many as the range has
+    previous_range: DateRange
 
     @property
     def top_model(self) -> str | None:
@@ -70,30 +75,84 @@ class Overview:
         return [sum(row.values[index] for row in self.rows) for index in range(len(self.columns))]
 
     @property
+    def column_colours(self) -> list[int | str]:
+        """Each column's colour (see ``dashboard.model_colours``): by name, grey for the rest."""
+        named = self.columns[:-1] if self.grouped else self.columns
+        slots = chart_slots(named)
+        return [slots[name] for name in named] + ([OTHER] if self.grouped else [])
+
+    @property
+    def legend(self) -> list[dict]:
+        """The charts' series with their colours, for the usage table's header."""
+        return [
+            {"label": name, "colour": colour}
+            for name, colour in zip(self.columns, self.column_colours, strict=True)
+        ]
+
+    @property
     def shares(self) -> list[dict]:
         """Every model with its share of the images, and its colour in the charts."""
         total = self.summary["totals"]["images"] or 1
         coloured = len(self.columns) - 1 if self.grouped else len(self.columns)
+        colours = self.column_colours
         return [
             {
                 **entry,
                 "percent": f"{100 * entry['images'] / total:.1f}",
-                "series": position if position < coloured else "other",
+                "colour": colours[position] if position < coloured else OTHER,
             }
             for position, entry in enumerate(self.summary["models"])
         ]
 
+    @property
+    def changes(self) -> dict[str, Change]:
+        """The cards' figures against the days just before: images, generations, top model."""
+        period = period_words(self.previous_range.days)
+        now, before = self.summary["totals"], self.previous["totals"]
+        changes = {
+            "images": Change(now["images"], before["images"], "images", period),
+            "generations": Change(now["events"], before["events"], "generations", period),
+        }
+        if self.top_model is not None:
+            earlier = {entry["model"]: entry["images"] for entry in self.previous["models"]}
+            top = self.summary["models"][0]
+            changes["top_model"] = Change(
+                top["images"], earlier.get(top["model"], 0), f"{top['model']} images", period
+            )
+        return changes
+
+    def previous_per_period(self) -> list[int | None]:
+        """The days before, bucket by bucket, lined up with the range's buckets (the first
+        day of each against the first day of the other); None where the range has more."""
+        totals = dict.fromkeys(self.previous["periods"], 0)
+        for point in self.previous["series"]:
+            totals[point["period"]] += point["images"]
+        values: list[int | None] = list(totals.values())[: len(self.rows)]
+        return values + [None] * (len(self.rows) - len(values))
+
     def chart(self) -> dict:
         """What the two charts draw, for ``json_script`` and the refresh JSON alike."""
+        colours = self.column_colours
         return {
             "labels": [row.label for row in self.rows],
+            "periods": self.summary["periods"],
             "datasets": [
-                {"label": name, "data": [row.values[index] for row in self.rows]}
+                {
+                    "label": name,
+                    "data": [row.values[index] for row in self.rows],
+                    "colour": colours[index],
+                }
                 for index, name in enumerate(self.columns)
             ],
             "share": {
                 "labels": self.columns,
                 "data": self.column_totals,
+                "colours": colours,
+            },
+            "previous": {
+                "label": period_words(self.previous_range.days).capitalize(),
+                "data": self.previous_per_period(),
+                "periods": self.previous["periods"][: len(self.rows)],
             },
             "grouped": self.grouped,
             "granularity": self.summary["granularity"],
@@ -101,7 +160,11 @@ class Overview:
 
 
 def build_overview(owner: AbstractBaseUser, date_range: DateRange) -> Overview:
-    summary = summarize(owner, date_range, parse_granularity(None, date_range.days))
+    granularity = parse_granularity(None, date_range.days)
+    summary = summarize(owner, date_range, granularity)
+    # The same query again for the days before: the cost of the comparison is one rollup read.
+    before = previous_range(date_range)
+    previous = summarize(owner, before, granularity)
     lo, hi = date_range.utc_bounds()
     recent, _ = list_records(owner, RecordQuery(lo, hi, RECENT_LIMIT, after=None))
     last_activity = (
@@ -110,7 +173,7 @@ def build_overview(owner: AbstractBaseUser, date_range: DateRange) -> Overview:
         .values_list("occurred_at", flat=True)
         .first()
     )
-    return Overview(summary, recent, last_activity, *_table(summary))
+    return Overview(summary, recent, last_activity, *_table(summary), previous, before)
 
 
 def _table(summary: dict) -> tuple[list[str], list[Row]]:
@@ -129,6 +192,7 @@ def _table(summary: dict) -> tuple[list[str], list[Row]]:
             period_label(date.fromisoformat(period), summary["granularity"], spans_years),
             values,
             sum(values),
+            period,
         )
         for period, values in cells.items()
     ]

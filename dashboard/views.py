@@ -175,7 +175,7 @@ def range_links(request: HttpRequest, query: DashboardQuery) -> list[dict]:
     base = {key: request.GET[key] for key in ("tz", "user") if request.GET.get(key)}
     return [
         {
-            "label": f"Last {days} days",
+            "label": f"{days} days",
             "url": "?" + urlencode({"days": days, **base}),
             "current": query.days == days,
         }

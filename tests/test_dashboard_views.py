@@ -16,6 +16,7 @@ from tests.conftest import make_record
 from usage.tokens import create_token
 
 MARCH = {"start": "2026-03-01", "end": "2026-03-31"}
+MINUS, DASH = "\N{MINUS SIGN}", "\N{EN DASH}"
 
 
 def client_for(user) -> Client:
@@ -301,14 +302,16 @@ def test_the_first_paint_holds_every_number(owner, march_records):
     by_model = {dataset["label"]: dataset["data"] for dataset in data["datasets"]}
     assert by_model["SDXL"][1] == 6 and sum(by_model["SDXL"]) == 6
     assert by_model["DALL-E 3"][9] == 3
-    assert data["share"] == {"labels": ["SDXL", "DALL-E 3"], "data": [6, 3]}
+    assert (data["share"]["labels"], data["share"]["data"]) == (["SDXL", "DALL-E 3"], [6, 3])
 
 
 def test_the_tables_hold_the_same_numbers_as_the_charts(owner, march_records):
     response = client_for(owner).get("/dashboard/", {**MARCH, "tz": "UTC"})
     html = response.content.decode()
     assert 'data-testid="usage-table"' in html and 'data-testid="share-table"' in html
-    second_of_march = re.search(r'<th scope="row">2 Mar</th>(.*?)</tr>', html, re.S).group(1)
+    second_of_march = re.search(
+        r'<th scope="row"><time datetime="2026-03-02">2 Mar</time></th>(.*?)</tr>', html, re.S
+    ).group(1)
     assert re.findall(r">(\d+)</td>", second_of_march) == ["6", "0", "6"]
     assert "66.7&#8239;%" in html  # SDXL's share
     assert html.count("<time datetime=") >= 3  # recent records and last activity
@@ -404,11 +407,12 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(
     owner, march_records, django_assert_max_num_queries
 ):
     client = client_for(owner)
-    with django_assert_max_num_queries(6):  # session, user, profile, summary, recent, last
+    # session, user, profile, summary, the summary of the days before, recent, last activity
+    with django_assert_max_num_queries(7):
         client.get("/dashboard/", MARCH)
     for day in range(1, 28):
         make_record(owner, at(f"2026-03-{day:02d}T08:00:00"), model=f"m{day % 12}")
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(7):
         client.get("/dashboard/", MARCH)
 
 
@@ -416,7 +420,7 @@ def test_a_half_hour_zone_costs_one_query_more_for_the_hours_that_midnight_cuts(
     owner, march_records, django_assert_max_num_queries
 ):
     client = client_for(owner)
-    with django_assert_max_num_queries(7):
+    with django_assert_max_num_queries(9):  # one more for each of the two summaries
         response = client.get("/dashboard/", {**MARCH, "tz": "Asia/Kolkata"})
     assert response.status_code == 200
 
@@ -455,9 +459,20 @@ def test_the_usage_table_body_is_a_row_per_period_with_its_total():
     rows = [Row("1 Mar", [2, 1000], 1002), Row("<b>2 Mar</b>", [0, 0], 0)]
     assert usage_rows(rows) == (
         '<tr><th scope="row">1 Mar</th><td class="number">2</td>'
-        '<td class="number">1,000</td><td class="number">1,002</td></tr>'
+        '<td class="number">1,000</td>'
+        '<td class="number row-total" data-label="Total">1,002</td></tr>'
         '<tr><th scope="row">&lt;b&gt;2 Mar&lt;/b&gt;</th><td class="number">0</td>'
-        '<td class="number">0</td><td class="number">0</td></tr>'
+        '<td class="number">0</td><td class="number row-total" data-label="Total">0</td></tr>'
+    )
+
+
+def test_usage_rows_with_columns_name_each_cell_and_mark_the_empty_ones():
+    rows = [Row("1 Mar", [2, 0], 2, "2026-03-01")]
+    assert usage_rows(rows, ["SDXL", '<i>"x"</i>']) == (
+        '<tr><th scope="row"><time datetime="2026-03-01">1 Mar</time></th>'
+        '<td class="number" data-label="SDXL">2</td>'
+        '<td class="number zero" data-label="&lt;i&gt;&quot;x&quot;&lt;/i&gt;">0</td>'
+        '<td class="number row-total" data-label="Total">2</td></tr>'
     )
 
 
@@ -475,3 +490,163 @@ def test_recent_records_are_the_newest_ten_of_the_range_newest_first(owner):
     )
     shown = re.findall(r'<td class="model-name">([^<]+)</td>', table)
     assert shown == [f"March {day}" for day in range(12, 2, -1)]
+
+
+# Compared with the days before
+
+
+def change_on(html: str, test_id: str) -> tuple[str, str]:
+    """The figure a card shows ("↑ +125%") and its tooltip."""
+    match = re.search(
+        rf'<p class="change"[^>]*data-testid="{test_id}"[^>]*title="([^"]*)">\s*'
+        r'<span class="change-figure" aria-hidden="true">(.*?)</span>\s*<span',
+        html,
+        re.S,
+    )
+    assert match, f"no {test_id} in the page"
+    figure = re.sub(r"<[^>]+>", "", match.group(2))
+    return " ".join(figure.split()), match.group(1)
+
+
+@pytest.fixture
+def february_records(owner, other):
+    """The 31 days before March are 29 January to 28 February."""
+    make_record(owner, at("2026-02-10T12:00:00"), model="SDXL", images=4)
+    make_record(owner, at("2026-01-29T00:30:00"), model="Flux", images=2)  # the first day
+    make_record(owner, at("2026-01-28T23:00:00"), model="SDXL", images=50)  # a day too early
+    make_record(other, at("2026-02-10T12:00:00"), model="SDXL", images=100)
+
+
+def test_each_card_compares_with_the_same_number_of_days_before(
+    owner, march_records, february_records
+):
+    html = client_for(owner).get("/dashboard/", {**MARCH, "tz": "UTC"}).content.decode()
+    assert change_on(html, "images-change") == (
+        "↑ +50%",  # 9 images against 6
+        f"50% more images than the 31 days before (29 Jan 2026 {DASH} 28 Feb 2026)",
+    )
+    assert change_on(html, "generations-change") == (
+        "↑ +50%",  # 3 against 2
+        f"50% more generations than the 31 days before (29 Jan 2026 {DASH} 28 Feb 2026)",
+    )
+    assert change_on(html, "top-model-change") == (
+        "↑ +50%",  # SDXL: 6 against 4
+        f"50% more SDXL images than the 31 days before (29 Jan 2026 {DASH} 28 Feb 2026)",
+    )
+
+
+def test_the_comparison_counts_the_days_before_in_the_pages_zone(owner, march_records):
+    # 28 Jan 23:30 UTC is 29 Jan in Tokyo: inside the days before March there, not in UTC.
+    make_record(owner, at("2026-01-28T23:30:00"), model="SDXL", images=3)
+    client = client_for(owner)
+    utc = client.get("/dashboard/", {**MARCH, "tz": "UTC"}).content.decode()
+    tokyo = client.get("/dashboard/", {**MARCH, "tz": "Asia/Tokyo"}).content.decode()
+    assert change_on(utc, "images-change")[0] == "↑ new"
+    assert change_on(tokyo, "images-change")[0] == "↑ +200%"  # 9 against 3
+
+
+def test_fewer_images_than_before_show_a_falling_percent(owner):
+    make_record(owner, at("2026-03-05T12:00:00"), model="Flux", images=1)
+    make_record(owner, at("2026-02-05T12:00:00"), model="Flux", images=3)
+    html = client_for(owner).get("/dashboard/", MARCH).content.decode()
+    assert change_on(html, "images-change") == (
+        f"↓ {MINUS}67%",
+        f"67% fewer images than the 31 days before (29 Jan 2026 {DASH} 28 Feb 2026)",
+    )
+
+
+def test_nothing_before_is_new_and_nothing_at_all_is_a_dash(owner, march_records):
+    client = client_for(owner)
+    html = client.get("/dashboard/", MARCH).content.decode()
+    assert change_on(html, "images-change")[0] == "↑ new"
+    assert "9 images, none in the 31 days before" in change_on(html, "images-change")[1]
+    empty = client.get("/dashboard/", {"start": "2025-03-01", "end": "2025-03-31"})
+    assert change_on(empty.content.decode(), "images-change")[0] == DASH
+
+
+def test_the_cards_agree_with_the_summary_api_for_both_ranges(
+    owner, owner_api, march_records, february_records
+):
+    query = {**MARCH, "tz": "Europe/Berlin"}
+    before = {"start": "2026-01-29", "end": "2026-02-28", "tz": "Europe/Berlin"}
+    now = owner_api.get("/api/model-usage/summary", query).json()["totals"]
+    then = owner_api.get("/api/model-usage/summary", before).json()["totals"]
+    html = client_for(owner).get("/dashboard/", query).content.decode()
+    # In Berlin the 50 images of 28 January 23:00 UTC fall on 29 January: fewer images now,
+    # and as many generations as before.
+    assert (now["images"], then["images"], now["events"], then["events"]) == (9, 56, 3, 3)
+    for test_id, key in (("images-change", "images"), ("generations-change", "events")):
+        percent = round(100 * (now[key] - then[key]) / then[key])
+        shown = f"↓ {MINUS}{-percent}%" if percent < 0 else f"↑ +{percent}%" if percent else "→ 0%"
+        assert change_on(html, test_id)[0] == shown
+
+
+def test_another_users_records_never_count_in_the_comparison(other, march_records):
+    make_record(other, at("2026-02-10T12:00:00"), model="SDXL", images=1)
+    html = client_for(other).get("/dashboard/", MARCH).content.decode()
+    assert change_on(html, "images-change") == (
+        "↑ +9900%",  # their own 100 against their own 1; alice's numbers are in neither
+        f"9900% more images than the 31 days before (29 Jan 2026 {DASH} 28 Feb 2026)",
+    )
+
+
+def test_refresh_data_brings_the_comparison_and_the_days_before_for_the_chart(
+    owner, march_records, february_records
+):
+    client = client_for(owner)
+    make_record(owner, at("2026-03-20T12:00:00"), model="Flux", images=3)  # now 12 against 6
+    data = client.get("/dashboard/data/", {**MARCH, "tz": "UTC"}).json()
+    assert change_on(data["html"]["cards"], "images-change")[0] == "↑ +100%"
+    previous = data["chart"]["previous"]
+    assert previous["label"] == "The 31 days before"
+    assert len(previous["data"]) == len(data["chart"]["labels"]) == 31
+    assert previous["periods"][0] == "2026-01-29" and previous["periods"][-1] == "2026-02-28"
+    assert previous["data"][0] == 2 and previous["data"][12] == 4  # 29 Jan, 10 Feb
+    assert sum(previous["data"]) == 6
+
+
+def test_weeks_before_are_lined_up_with_the_ranges_weeks(owner):
+    # 100 days from a Sunday touch 16 weeks; the 100 days before, from a Friday, touch 15.
+    make_record(owner, at("2025-09-26T12:00:00"), model="SDXL", images=5)  # the first day before
+    query = {"start": "2026-01-04", "end": "2026-04-13", "tz": "UTC"}
+    chart = chart_data(client_for(owner).get("/dashboard/", query))
+    assert chart["granularity"] == "week"
+    previous = chart["previous"]
+    assert len(previous["data"]) == len(chart["labels"])
+    assert previous["data"][0] == 5
+    assert previous["periods"][0] == "2025-09-22"  # the Monday of that week
+    assert previous["data"][-1] is None  # the range has one week more than the days before
+
+
+def test_model_colours_follow_the_name_not_the_rank(owner):
+    make_record(owner, at("2026-03-05T12:00:00"), model="SDXL", images=9)
+    make_record(owner, at("2026-03-06T12:00:00"), model="Flux", images=1)
+    make_record(owner, at("2026-04-05T12:00:00"), model="SDXL", images=1)
+    make_record(owner, at("2026-04-06T12:00:00"), model="Flux", images=9)
+    client = client_for(owner)
+
+    def colours(query: dict) -> dict[str, object]:
+        chart = chart_data(client.get("/dashboard/", query))
+        by_dataset = {d["label"]: d["colour"] for d in chart["datasets"]}
+        by_share = dict(zip(chart["share"]["labels"], chart["share"]["colours"], strict=True))
+        assert by_dataset == by_share
+        return by_dataset
+
+    march, april = colours(MARCH), colours({"start": "2026-04-01", "end": "2026-04-30"})
+    assert march == april
+    assert march["SDXL"] != march["Flux"]
+
+
+def test_other_models_are_grey_and_the_share_table_swatches_match_the_charts(owner):
+    for rank in range(10):
+        make_record(owner, at("2026-03-05T12:00:00"), model=f"model-{rank}", images=20 - rank)
+    response = client_for(owner).get("/dashboard/", MARCH)
+    chart = chart_data(response)
+    assert chart["datasets"][-1]["colour"] == "other"
+    assert all(isinstance(d["colour"], int) for d in chart["datasets"][:-1])
+    html = response.content.decode()
+    pattern = r'data-colour="(\w+)" aria-hidden="true"></span><span class="model-name">([^<]+)<'
+    swatch_of = {model: colour for colour, model in re.findall(pattern, html)}
+    for dataset in chart["datasets"][:-1]:
+        assert swatch_of[dataset["label"]] == str(dataset["colour"])
+    assert {swatch_of[f"model-{rank}"] for rank in (7, 8, 9)} == {"other"}

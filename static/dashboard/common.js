@@ -1,6 +1,7 @@
 // What the dashboard's page scripts share, on one global, window.UsageSite: numbers from the
 // API, the wordings of what went wrong (upstream and on the way), the site's JSON error
-// from a failed answer, times in the page's zone, and the charts' colours and look.
+// from a failed answer, times in the page's zone, dates in the reader's locale, and the
+// charts' colours and look.
 //
 // A plain deferred script, loaded before the page scripts that use it: no build step, and
 // nothing the Content-Security-Policy (scripts from this site only) would stop.
@@ -85,6 +86,75 @@ window.UsageSite = (function () {
     return inZone(zone, date, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
   }
 
+  // ---- dates ----
+
+  // The page writes its dates in the browser's own locale, the one Chromium and the others
+  // also use for the date inputs' "11/04/2026": month first beside month first ("Nov 4,
+  // 2026"), day first beside day first ("4 Nov 2026"), the month as a word either way. The
+  // server writes "4 Nov 2026" for readers without JavaScript. Times keep the 24-hour clock.
+  const LOCALE = undefined; // the runtime's default locale: the browser's
+
+  function dayOf(iso) { // "2026-11-04" as a Date, formatted in UTC so the day never moves
+    return new Date(`${iso.slice(0, 10)}T00:00:00Z`);
+  }
+
+  const DAY_FORMATS = {
+    date: { dateStyle: "medium" },
+    day: { day: "numeric", month: "short" },
+    dayYear: { day: "numeric", month: "short", year: "numeric" },
+    month: { month: "short", year: "numeric" },
+  };
+
+  function formatDay(iso, style) {
+    return new Intl.DateTimeFormat(LOCALE, { timeZone: "UTC", ...DAY_FORMATS[style] }).format(dayOf(iso));
+  }
+
+  // A bucket's label, as the server's period_label: "Nov 4", "Week of Nov 4", "Nov 2026",
+  // with the year when the buckets span more than one.
+  function periodLabel(iso, granularity, withYear) {
+    if (granularity === "month") return formatDay(iso, "month");
+    const day = formatDay(iso, withYear ? "dayYear" : "day");
+    return granularity === "week" ? `Week of ${day}` : day;
+  }
+
+  function spansYears(isoDays) {
+    return isoDays.length > 0 && isoDays[0].slice(0, 4) !== isoDays[isoDays.length - 1].slice(0, 4);
+  }
+
+  // "Oct 1 – 30, 2026": two days as one range, shortened the locale's way.
+  function dayRange(startIso, endIso) {
+    const format = new Intl.DateTimeFormat(LOCALE, { timeZone: "UTC", ...DAY_FORMATS.dayYear });
+    return format.formatRange(dayOf(startIso), dayOf(endIso));
+  }
+
+  // Every <time datetime> under an element with data-date-style (date, datetime, day, week,
+  // month) written again in the reader's locale; instants in the page's zone.
+  function localiseDates(root, zone) {
+    root.querySelectorAll("[data-date-style]").forEach((container) => {
+      const style = container.dataset.dateStyle;
+      const times = [...container.querySelectorAll("time[datetime]")];
+      const withYear = spansYears(times.map((time) => time.dateTime));
+      for (const time of times) {
+        if (style === "datetime") {
+          time.textContent = new Intl.DateTimeFormat(LOCALE, {
+            dateStyle: "medium", timeStyle: "short", hourCycle: "h23", timeZone: zone,
+          }).format(new Date(time.dateTime));
+        } else if (style === "date") {
+          time.textContent = formatDay(time.dateTime, "date");
+        } else {
+          time.textContent = periodLabel(time.dateTime, style, withYear);
+        }
+      }
+    });
+    // The cards' comparisons: "12% more images than the 30 days before (Oct 1 – 30, 2026)".
+    root.querySelectorAll(".change[data-words]").forEach((change) => {
+      const words = `${change.dataset.words} (${dayRange(change.dataset.start, change.dataset.end)})`;
+      change.title = words;
+      const spoken = change.querySelector("[data-change-words]");
+      if (spoken) spoken.textContent = words;
+    });
+  }
+
   // ---- charts ----
 
   const chartAnimation = window.matchMedia("(prefers-reduced-motion: reduce)").matches ? false : { duration: 250 };
@@ -96,8 +166,9 @@ window.UsageSite = (function () {
     const style = getComputedStyle(element);
     const read = (name) => style.getPropertyValue(name).trim();
     return {
-      series: Array.from({ length: 8 }, (_, index) => read(`--series-${index}`)),
-      other: read("--series-other"),
+      models: Array.from({ length: 10 }, (_, index) => read(`--model-${index}`)),
+      other: read("--model-other"),
+      previous: read("--previous-period"),
       prompt: read("--token-prompt"),
       completion: read("--token-completion"),
       grid: read("--grid"),
@@ -133,7 +204,7 @@ window.UsageSite = (function () {
   return Object.freeze({
     count, formatCount, tokensOf,
     upstreamProblem, capitalised, notConfigured, SERVER_PROBLEMS, problemOf,
-    inZone, clock,
+    inZone, clock, periodLabel, spansYears, localiseDates,
     chartAnimation, palette, onColourSchemeChange, stackedBarOptions,
   });
 })();

@@ -10,7 +10,8 @@
   if (!page) return;
 
   const {
-    SERVER_PROBLEMS, chartAnimation, clock, onColourSchemeChange, palette, problemOf, stackedBarOptions,
+    SERVER_PROBLEMS, chartAnimation, clock, localiseDates, onColourSchemeChange, palette,
+    periodLabel, problemOf, spansYears, stackedBarOptions,
   } = window.UsageSite; // common.js
   const zone = page.dataset.zone;
   const refreshForm = page.querySelector("[data-refresh-form]");
@@ -19,45 +20,93 @@
   const refreshError = page.querySelector("[data-refresh-error]");
   const usageCanvas = page.querySelector("[data-usage-chart]");
   const shareCanvas = page.querySelector("[data-share-chart]");
+  const emptyNote = page.querySelector("[data-chart-empty]");
+  const compareToggle = page.querySelector("[data-compare-toggle]");
   const REFRESH_TIMEOUT_MS = 15000;
+  // On a phone the bar chart's legend would take half its height: it is made small there
+  // (the share table, with the same colours, is the full legend).
+  const narrow = window.matchMedia("(max-width: 600px)");
   let charts = null;
 
-  function colourOf(index, count, grouped, colours) {
-    return grouped && index === count - 1 ? colours.other : colours.series[index % 8];
+  // A series' colour: its palette place from the server (by model name), or the grey of
+  // "Other models".
+  function colourOf(slot, colours) {
+    return slot === "other" ? colours.other : colours.models[slot];
+  }
+
+  function labelsOf(data) {
+    const withYear = spansYears(data.periods);
+    return data.periods.map((period) => periodLabel(period, data.granularity, withYear));
   }
 
   function barDatasets(data, colours) {
-    return data.datasets.map((dataset, index) => ({
+    const bars = data.datasets.map((dataset) => ({
       label: dataset.label,
       data: dataset.data,
-      backgroundColor: colourOf(index, data.datasets.length, data.grouped, colours),
+      backgroundColor: colourOf(dataset.colour, colours),
       borderRadius: 2,
       maxBarThickness: 48,
+      order: 1,
     }));
+    if (!compareToggle.checked) return bars;
+    // The days before, lined up day by day (or week by week) with the range: a line over
+    // the bars, in its own stack, so that it is the period's total and not added on top.
+    return [...bars, {
+      type: "line",
+      label: data.previous.label,
+      data: data.previous.data,
+      stack: "previous",
+      borderColor: colours.previous,
+      backgroundColor: colours.previous,
+      borderDash: [6, 4],
+      borderWidth: 2,
+      pointRadius: 0,
+      pointHitRadius: 6,
+      spanGaps: false,
+      order: 0,
+    }];
   }
 
   function shareDataset(data, colours) {
-    const count = data.share.labels.length;
     return [{
       label: "Images",
       data: data.share.data,
-      backgroundColor: data.share.labels.map((_, index) => colourOf(index, count, data.grouped, colours)),
+      backgroundColor: data.share.colours.map((slot) => colourOf(slot, colours)),
       borderColor: colours.surface,
       borderWidth: 2,
     }];
+  }
+
+  function barOptions(colours) {
+    const options = stackedBarOptions(colours, "Images");
+    const tooltip = {
+      // A model with no images that day is left out of the bar's tooltip.
+      filter: (item) => item.raw > 0 || (item.dataset.stack === "previous" && item.raw !== null),
+      callbacks: {
+        label: (item) => {
+          if (item.dataset.stack !== "previous") return `${item.dataset.label}: ${item.formattedValue}`;
+          const period = chartData.previous.periods[item.dataIndex];
+          const when = period ? periodLabel(period, chartData.granularity, true) : "";
+          return `${item.dataset.label}${when ? ` (${when})` : ""}: ${item.formattedValue}`;
+        },
+      },
+    };
+    options.plugins.tooltip = tooltip;
+    if (narrow.matches) {
+      options.plugins.legend.labels = { ...options.plugins.legend.labels, boxWidth: 8, boxHeight: 8, padding: 6, font: { size: 11 } };
+      options.scales.y.title.display = false;
+    }
+    return options;
   }
 
   function drawCharts(data) {
     const colours = palette(page);
     Chart.defaults.color = colours.text;
     Chart.defaults.font.family = getComputedStyle(document.body).fontFamily;
-    const barOptions = stackedBarOptions(colours, "Images");
-    // A model with no images that day is left out of the bar's tooltip.
-    barOptions.plugins.tooltip = { filter: (item) => item.raw > 0 };
     const bar = new Chart(usageCanvas, {
       type: "bar",
-      data: { labels: data.labels, datasets: barDatasets(data, colours) },
-      options: barOptions,
+      data: { labels: labelsOf(data), datasets: barDatasets(data, colours) },
+      options: barOptions(colours),
     });
     const share = new Chart(shareCanvas, {
       type: "doughnut",
@@ -73,10 +122,17 @@
     return { bar, share };
   }
 
+  function redrawCharts() {
+    charts.bar.destroy();
+    charts.share.destroy();
+    charts = drawCharts(chartData);
+  }
+
   function updateCharts(data) {
+    showEmpty(data);
     if (!charts) return;
     const colours = palette(page);
-    charts.bar.data.labels = data.labels;
+    charts.bar.data.labels = labelsOf(data);
     charts.bar.data.datasets = barDatasets(data, colours);
     charts.bar.update();
     charts.share.data.labels = data.share.labels;
@@ -96,16 +152,25 @@
     shareCanvas.parentElement.hidden = data.share.data.length === 0;
   }
 
+  // An empty range draws a bare grid with a 0 to 1 axis: a message goes over it.
+  function showEmpty(data) {
+    emptyNote.hidden = data.share.data.some((images) => images > 0);
+  }
+
   let chartData = JSON.parse(document.getElementById("chart-data").textContent);
+  localiseDates(page, zone);
   if (typeof Chart !== "undefined") {
     showCharts();
     fitShareFrame(chartData);
+    showEmpty(chartData);
     charts = drawCharts(chartData);
-    onColourSchemeChange(() => {
-      charts.bar.destroy();
-      charts.share.destroy();
-      charts = drawCharts(chartData);
-    });
+    onColourSchemeChange(redrawCharts);
+    narrow.addEventListener("change", redrawCharts);
+    compareToggle.addEventListener("change", () => updateCharts(chartData));
+  } else {
+    // JavaScript runs but Chart.js did not come (a blocked CDN, an extension): say so once,
+    // quietly, above the tables that hold the same numbers.
+    page.querySelector("[data-charts-missing]").hidden = false;
   }
 
   async function refresh() {
@@ -126,7 +191,9 @@
       const payload = await response.json();
       for (const [region, html] of Object.entries(payload.html)) {
         // Rendered and escaped by the server's templates, like the first paint.
-        page.querySelector(`[data-region="${region}"]`).innerHTML = html;
+        const element = page.querySelector(`[data-region="${region}"]`);
+        element.innerHTML = html;
+        localiseDates(element, zone);
       }
       chartData = payload.chart;
       updateCharts(chartData);
