@@ -26,6 +26,11 @@ def period_words(days: int) -> str:
     return "the day before" if days == 1 else f"the {days} days before"
 
 
+def versus_words(days: int) -> str:
+    """What a card writes beside its "+12%", where a tooltip cannot be seen (a phone)."""
+    return "vs the day before" if days == 1 else f"vs the previous {days} days"
+
+
 @dataclass(frozen=True)
 class Change:
     """``now`` against ``before``, for a figure called ``what`` ("images")."""

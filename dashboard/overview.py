@@ -10,7 +10,7 @@ from datetime import date, datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from dashboard.comparison import Change, period_words, previous_range
+from dashboard.comparison import Change, period_words, previous_range, versus_words
 from dashboard.model_colours import OTHER, chart_slots
 from usage.models import UsageRecord
 from usage.problems import InvalidQuery
@@ -120,6 +120,10 @@ class Overview:
                 top["images"], earlier.get(top["model"], 0), f"{top['model']} images", period
             )
         return changes
+
+    @property
+    def versus(self) -> str:
+        return versus_words(self.previous_range.days)
 
     def previous_per_period(self) -> list[int | None]:
         """The days before, bucket by bucket, lined up with the range's buckets (the first

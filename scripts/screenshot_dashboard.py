@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Save a screenshot of the demo user's dashboard from a running site (docs/dashboard.png).
+"""Save full-page screenshots of the demo user's dashboard from a running site, on a laptop
+(1366 px wide) and a phone (375 px), light and dark: docs/dashboard-1366-light.png,
+dashboard-1366-dark.png, dashboard-375-light.png and dashboard-375-dark.png.
 
     ./dev.py run                                   # in one shell: the site with demo data
-    .venv/bin/python scripts/screenshot_dashboard.py [--url URL] [--out PATH] [--dark]
+    .venv/bin/python scripts/screenshot_dashboard.py [--url URL] [--out-dir DIR]
 
 For the token panel, the site's analytics service (``EXTERNAL_API_URL``; with ``DEBUG=1``
 http://localhost:3001) is used if it answers. If nothing answers there and it is a loopback
@@ -48,6 +50,8 @@ CHARTS_SETTLED = """() => window.Chart
     && [...document.querySelectorAll('canvas')].filter(c => !c.closest('[hidden]'))
         .every(c => Chart.getChart(c))
     && Object.values(Chart.instances).every(chart => !Chart.animator.running(chart))"""
+# A laptop and a phone (an iPhone's 375 CSS pixels), each light and dark.
+SHOTS = ((1366, "light"), (1366, "dark"), (375, "light"), (375, "dark"))
 DEMO_PROMPTS = (
     "A plugin that resizes every image in a folder to 1024 px on the long side",
     "A plugin that writes alt text for each generated image",
@@ -58,8 +62,7 @@ DEMO_PROMPTS = (
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the running site")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "dashboard.png"))
-    parser.add_argument("--dark", action="store_true", help="prefers-color-scheme: dark")
+    parser.add_argument("--out-dir", default=str(ROOT / "docs"))
     args = parser.parse_args()
 
     import django
@@ -76,10 +79,12 @@ def main() -> int:
         }
         chartjs = local_chartjs() if settings.CHARTJS_URL == settings.CHARTJS_CDN_URL else None
         with analytics_service(settings.EXTERNAL_API_URL, settings.EXTERNAL_API_KEY):
-            screenshot(args.url.rstrip("/"), cookie, Path(args.out), args.dark, chartjs)
+            for width, scheme in SHOTS:
+                out = Path(args.out_dir) / f"dashboard-{width}-{scheme}.png"
+                screenshot(args.url.rstrip("/"), cookie, out, width, scheme, chartjs)
+                print(f"saved {out}")
     finally:
         session.delete()
-    print(f"saved {args.out}")
     return 0
 
 
@@ -157,7 +162,9 @@ def local_chartjs() -> bytes:
     return extract_script(fetch_tarball(), settings.CHARTJS_CDN_INTEGRITY, scratch).read_bytes()
 
 
-def screenshot(base_url: str, cookie: dict, out: Path, dark: bool, chartjs: bytes | None) -> None:
+def screenshot(
+    base_url: str, cookie: dict, out: Path, width: int, scheme: str, chartjs: bytes | None
+) -> None:
     from django.conf import settings
     from django.urls import reverse
     from playwright.sync_api import sync_playwright
@@ -169,9 +176,12 @@ def screenshot(base_url: str, cookie: dict, out: Path, dark: bool, chartjs: byte
     with sync_playwright() as playwright:
         browser = launch(playwright)
         try:
+            phone = width < 600
             context = browser.new_context(
-                viewport={"width": 1280, "height": 900},
-                color_scheme="dark" if dark else "light",
+                viewport={"width": width, "height": 800 if phone else 900},
+                is_mobile=phone,
+                has_touch=phone,
+                color_scheme=scheme,
                 locale="en-US",
                 # The page then draws its charts without animating, so the shot is never
                 # taken mid-animation (a full-page shot resizes the charts once more).
@@ -191,10 +201,13 @@ def screenshot(base_url: str, cookie: dict, out: Path, dark: bool, chartjs: byte
                         headers={"Access-Control-Allow-Origin": "*"},
                     ),
                 )
-            page.goto(f"{base_url}/dashboard/?days=90")
+            page.goto(f"{base_url}/dashboard/?days=30")
             if "/dashboard/" not in page.url:
                 raise SystemExit(f"Not logged in: the site sent the browser to {page.url}")
             page.wait_for_function(CHARTS_SETTLED, timeout=15_000)
+            if not phone:  # the laptop shots show the days before as a line over the bars
+                page.get_by_test_id("compare-toggle").check()
+                page.wait_for_function(CHARTS_SETTLED, timeout=15_000)
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out), full_page=True)
         finally:

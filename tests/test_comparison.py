@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dashboard.comparison import Change, period_words, previous_range
+from dashboard.comparison import Change, period_words, previous_range, versus_words
 from usage.summary import DateRange
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -25,6 +25,7 @@ def test_the_previous_range_is_as_many_whole_days_just_before_in_the_same_zone()
 
 def test_the_period_is_named_in_plain_words():
     assert (period_words(30), period_words(1)) == ("the 30 days before", "the day before")
+    assert (versus_words(7), versus_words(1)) == ("vs the previous 7 days", "vs the day before")
 
 
 @pytest.mark.parametrize(

@@ -23,8 +23,8 @@
   const emptyNote = page.querySelector("[data-chart-empty]");
   const compareToggle = page.querySelector("[data-compare-toggle]");
   const REFRESH_TIMEOUT_MS = 15000;
-  // On a phone the bar chart's legend would take half its height: it is made small there
-  // (the share table, with the same colours, is the full legend).
+  // On a phone the bar chart's legend would take a third of its height and more: it is left
+  // out there, and the share table, with the same colours, is the legend.
   const narrow = window.matchMedia("(max-width: 600px)");
   let charts = null;
 
@@ -93,7 +93,7 @@
     };
     options.plugins.tooltip = tooltip;
     if (narrow.matches) {
-      options.plugins.legend.labels = { ...options.plugins.legend.labels, boxWidth: 8, boxHeight: 8, padding: 6, font: { size: 11 } };
+      options.plugins.legend.display = false;
       options.scales.y.title.display = false;
     }
     return options;

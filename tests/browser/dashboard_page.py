@@ -99,3 +99,50 @@ def press_refresh(page: Page) -> None:
 
 def shown_number(page: Page, test_id: str) -> int:
     return number(page.get_by_test_id(test_id).inner_text())
+
+
+def rgb(colour: str) -> str:
+    """``#2f6bd6`` or ``rgb(47, 107, 214)`` as ``rgb(47, 107, 214)``, to compare colours."""
+    colour = colour.strip()
+    if colour.startswith("#"):
+        red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        return f"rgb({red}, {green}, {blue})"
+    return colour
+
+
+def chart_colours(page: Page) -> dict[str, dict[str, str]]:
+    """Each series' colour as Chart.js draws it: ``{"bar": {label: rgb}, "share": {...}}``."""
+    for selector in (USAGE_CHART, SHARE_CHART):
+        chart_data(page, selector)
+    colours = page.evaluate(
+        """([bar, share]) => {
+            const barChart = Chart.getChart(document.querySelector(bar));
+            const shareChart = Chart.getChart(document.querySelector(share));
+            return {
+                bar: Object.fromEntries(barChart.data.datasets
+                    .filter(d => d.stack !== "previous")
+                    .map(d => [d.label, d.backgroundColor])),
+                share: Object.fromEntries(shareChart.data.labels
+                    .map((label, i) => [label, shareChart.data.datasets[0].backgroundColor[i]])),
+            };
+        }""",
+        [USAGE_CHART, SHARE_CHART],
+    )
+    return {chart: {k: rgb(v) for k, v in by_label.items()} for chart, by_label in colours.items()}
+
+
+def swatch_colours(page: Page, test_id: str) -> dict[str, str]:
+    """The swatch colour beside each name in a table (share table rows, usage table header)."""
+    return page.get_by_test_id(test_id).evaluate(
+        """t => Object.fromEntries([...t.querySelectorAll('.swatch')].map(s => [
+            s.parentElement.textContent.trim(), getComputedStyle(s).backgroundColor,
+        ]))"""
+    )
+
+
+def palette_colour(page: Page, name: str) -> str:
+    """A colour of the page's palette (``--model-3``, ``--model-other``) as ``rgb(...)``."""
+    value = page.locator("[data-dashboard]").evaluate(
+        "(el, name) => getComputedStyle(el).getPropertyValue(name)", name
+    )
+    return rgb(value)

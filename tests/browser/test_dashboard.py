@@ -17,17 +17,22 @@ import pytest
 from django.utils import timezone
 from playwright.sync_api import Page, Route, expect
 
+from dashboard.model_colours import chart_slots
 from tests.browser.dashboard_page import (
     SHARE_CHART,
     UPDATED,
     USAGE_CHART,
     bar_series,
+    chart_colours,
     chart_data,
     doughnut,
+    palette_colour,
     press_refresh,
+    rgb,
     share_table,
     shown_number,
     store,
+    swatch_colours,
     table,
     usage_table_series,
     wait_until_charts_settle,
@@ -39,6 +44,7 @@ pytestmark = pytest.mark.slow
 UTC = ZoneInfo("UTC")
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
+DASH = "\N{EN DASH}"
 
 
 # ---- what the page should show, worked out from the stored records ----
@@ -84,7 +90,7 @@ def is_data_url(url: str) -> bool:
     return "/dashboard/data/" in url
 
 
-def post_usage(base_url: str, token: str, body: dict) -> dict:
+def post_usage(base_url: str, token: str, body: dict | list) -> dict:
     request = urllib.request.Request(
         f"{base_url}/api/model-usage",
         data=json.dumps(body).encode(),
@@ -265,6 +271,12 @@ def test_without_chartjs_the_tables_show_every_number(open_tab, live_server, own
     assert share_table(page) == expected.per_model == {"SDXL": 1234, "Flux": 7, "Kandinsky": 2}
     assert shown_number(page, "total-images") == 1243
     assert page.evaluate("typeof window.Chart") == "undefined"
+    # One quiet line says why there are no charts: not an alert, and only once.
+    note = page.get_by_test_id("charts-missing")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text("Chart.js")
+    assert note.get_attribute("role") is None
+    assert page.get_by_text("could not be loaded").count() == 1
 
     # Refresh Data still works and updates the tables.
     make_record(owner, timezone.now(), "Kandinsky", 5)
@@ -272,6 +284,8 @@ def test_without_chartjs_the_tables_show_every_number(open_tab, live_server, own
     expect(page.get_by_test_id("refresh-status")).to_have_text(UPDATED)
     assert shown_number(page, "total-images") == 1248
     assert share_table(page)["Kandinsky"] == 7
+    expect(note).to_be_visible()
+    assert page.get_by_text("could not be loaded").count() == 1
 
     assert tab.errors == []
     other_errors = [
@@ -282,24 +296,95 @@ def test_without_chartjs_the_tables_show_every_number(open_tab, live_server, own
     assert other_errors == []
 
 
-def test_phone_width_page_does_not_scroll_sideways(open_tab, live_server, owner, screenshots):
+LONG_NAMES = [
+    "Stable Diffusion XL Turbo",
+    "Stable Diffusion 1.5 Inpainting",
+    "Midjourney v6 Niji",
+    "DALL-E 3 HD Vivid",
+    "Flux.1 [dev] Schnell",
+    "Imagen 3 Fast",
+    "Kandinsky 3.1",
+    "Playground v2.5 Aesthetic",
+    "Ideogram 2.0 Turbo",
+]
+
+
+def test_phone_width_page_puts_the_numbers_first_and_nothing_scrolls_sideways(
+    open_tab, live_server, owner, screenshots
+):
     now = timezone.now()
     store(
         owner,
-        [(now - timedelta(days=day), "Stable Diffusion XL Turbo", day + 1) for day in range(9)],
+        [
+            (now - timedelta(days=day, hours=rank), name, day + rank + 1000)
+            for day in range(9)
+            for rank, name in enumerate(LONG_NAMES)
+        ],
     )
     page = open_tab(owner, viewport={"width": 375, "height": 740}, is_mobile=True).page
     page.goto(live_server.url + "/dashboard/?tz=UTC")
     wait_until_charts_settle(page)
 
-    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    # The four figures come before the controls' details, within the first screen.
     for test_id in ("total-images", "total-generations", "top-model", "last-activity"):
-        expect(page.get_by_test_id(test_id)).to_be_visible()
+        box = page.get_by_test_id(test_id).bounding_box()
+        assert box is not None and box["y"] + box["height"] < 600, test_id
+    for field in ("input[name=start]", "input[name=end]", ".zone-form input[name=tz]"):
+        expect(page.locator(field)).to_be_hidden()  # folded away until asked for
+    expect(page.get_by_role("link", name="Download CSV")).to_be_hidden()
+
+    # Every table, the usage table and the folded controls opened, fits the screen.
+    page.get_by_text("Images over time as a table").click()
+    page.get_by_test_id("more-controls").locator("summary").click()
+    expect(page.locator("input[name=start]")).to_be_visible()
+    widths = page.evaluate(
+        """() => [...document.querySelectorAll('table')]
+            .filter(t => t.offsetParent !== null)
+            .map(t => ({id: t.dataset.testid, table: t.scrollWidth,
+                        box: t.parentElement.clientWidth, scroll: t.parentElement.scrollWidth}))"""
+    )
+    assert {w["id"] for w in widths} >= {"usage-table", "share-table", "recent-records"}
+    for width in widths:
+        assert width["scroll"] <= width["box"] and width["table"] <= width["box"], width
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    # The usage table, a column per model on a wide screen, is a line per day here, with
+    # each model's images under the day.
+    today = (
+        page.get_by_test_id("usage-table")
+        .locator("tbody tr")
+        .last.evaluate(
+            """row => [...row.cells].filter(c => c.offsetParent !== null).map(c =>
+            (getComputedStyle(c, '::before').content.replace(/^"|"$|^none$/g, '')
+             + c.textContent).trim())"""
+        )
+    )
+    assert today[-1] == "9,036", today  # the day's total, drawn at the right of its day
+    assert {"Ideogram 2.0 Turbo 1,008", "Other models 2,001"} <= set(today), today
+
+    # A model name wraps beside its swatch, never leaving the swatch on a line of its own.
+    tops = page.get_by_test_id("share-table").evaluate(
+        """t => [...t.querySelectorAll('tbody th')].map(th => {
+            const swatch = th.querySelector('.swatch').getBoundingClientRect();
+            const name = th.querySelector('.model-name').getBoundingClientRect();
+            return [swatch.right <= name.left + 1, Math.abs(swatch.top - name.top) < 12,
+                    Math.round(name.height / parseFloat(getComputedStyle(th).lineHeight))];
+        })"""
+    )
+    assert all(beside and level and lines <= 2 for beside, level, lines in tops), tops
+
+    # The bar chart is tall enough to read: no legend over it (the share table below is the
+    # legend, and a line under the chart says so).
     canvas = page.locator(USAGE_CHART)
-    expect(canvas).to_be_visible()
     box = canvas.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375
-    assert box["height"] > 100
+    plot = page.evaluate(
+        """s => { const c = Chart.getChart(document.querySelector(s));
+                  return {plot: c.chartArea.bottom - c.chartArea.top,
+                          legend: c.options.plugins.legend.display}; }""",
+        USAGE_CHART,
+    )
+    assert plot["plot"] >= 250 and plot["legend"] is False, plot
+    expect(page.get_by_text("colour is in the table under Share by model")).to_be_visible()
     page.screenshot(path=screenshots / "dashboard-375px.png", full_page=True)
 
 
@@ -384,3 +469,209 @@ def test_page_follows_the_light_or_dark_colour_scheme(open_tab, live_server, own
         page.screenshot(path=screenshots / f"dashboard-{scheme}.png", full_page=True)
     assert luminance["light"] > 0.6
     assert luminance["dark"] < 0.3
+
+
+# ---- colours, empty ranges, comparison, dates ----
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG contrast ratio of two ``rgb(...)`` colours."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(part) / 255 for part in re.findall(r"\d+", colour)[:3]]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_the_palette_stands_out_from_the_background_in_light_and_dark(open_tab, live_server, owner):
+    for scheme in ("light", "dark"):
+        page = open_tab(owner, color_scheme=scheme).page
+        page.goto(live_server.url + "/dashboard/?tz=UTC")
+        names = [f"--model-{slot}" for slot in range(10)] + ["--model-other"]
+        colours = {name: palette_colour(page, name) for name in names}
+        surface, background = (
+            rgb(
+                page.evaluate(f"getComputedStyle(document.documentElement).getPropertyValue('{v}')")
+            )
+            for v in ("--surface", "--bg")
+        )
+        for name, colour in colours.items():
+            assert contrast(colour, surface) >= 3, (scheme, name, colour)
+            assert contrast(colour, background) >= 3, (scheme, name, colour)
+        assert len(set(colours.values())) == len(colours), scheme  # grey is nobody's colour
+
+
+def test_each_model_keeps_its_colour_across_ranges_refresh_and_schemes(
+    open_tab, live_server, owner, owner_token
+):
+    now = timezone.now()
+    # The last 7 days: Flux, then SDXL, then DALL-E 3. The 90 days: DALL-E 3 first, and nine
+    # models, so that the smallest go into "Other models".
+    recent = [("Flux", 10), ("SDXL", 5), ("DALL-E 3", 1)]
+    store(owner, [(now - timedelta(days=1), model, images) for model, images in recent])
+    older = [("DALL-E 3", 90), ("SDXL", 60), ("Flux", 30)] + [
+        (f"Model {letter}", 20 - rank) for rank, letter in enumerate("ABCDEF")
+    ]
+    store(owner, [(now - timedelta(days=40), model, images) for model, images in older])
+    # A model that is new on Refresh Data; its own colour is free among the week's three, as
+    # most names' are (see dashboard/model_colours.py for when it is not).
+    week = {model for model, _ in recent}
+    newcomer = next(
+        name
+        for name in ("Imagen 3", "Ideogram 2", "Recraft v3", "Kandinsky 3")
+        if all(chart_slots(week | {name})[m] == chart_slots(week)[m] for m in week)
+    )
+
+    seen: dict[str, dict[str, str]] = {}
+    for scheme in ("light", "dark"):
+        page = open_tab(owner, color_scheme=scheme).page
+        views = {}
+        for days in (7, 90):
+            page.goto(live_server.url + f"/dashboard/?days={days}&tz=UTC")
+            views[days] = chart_colours(page)
+            assert views[days]["bar"] == views[days]["share"]  # both charts alike
+            assert (
+                swatch_colours(page, "share-table").items()
+                >= {m: c for m, c in views[days]["share"].items() if m != "Other models"}.items()
+            )
+            page.get_by_text("Images over time as a table").click()
+            assert swatch_colours(page, "usage-table") == views[days]["bar"]
+            bar = views[days]["bar"]
+            assert len(set(bar.values())) == len(bar)  # no two series alike in one chart
+        assert views[90]["bar"]["Other models"] == palette_colour(page, "--model-other")
+        assert "Other models" not in views[7]["bar"]
+        for model in week:
+            assert views[7]["bar"][model] == views[90]["bar"][model], (scheme, model)
+
+        seen[scheme] = views[7]["bar"]
+        if scheme == "dark":
+            assert newcomer in views[7]["bar"]  # posted in the light pass
+            continue
+        # Two records swap the week's ranks and bring a new model; nothing else moves.
+        page.goto(live_server.url + "/dashboard/?days=7&tz=UTC")
+        chart_colours(page)
+        records = [{"model": "DALL-E 3", "imageCount": 40}, {"model": newcomer, "imageCount": 1}]
+        assert post_usage(live_server.url, owner_token.raw, records)["accepted"] == 2
+        press_refresh(page)
+        expect(page.get_by_test_id("refresh-status")).to_have_text(UPDATED)
+        after = chart_colours(page)
+        assert next(iter(after["share"])) == "DALL-E 3"  # first now, by images
+        assert newcomer in after["bar"]
+        for model in week:
+            assert after["bar"][model] == views[7]["bar"][model], (scheme, model)
+    assert seen["light"]["Flux"] != seen["dark"]["Flux"]  # a lighter variant on dark
+
+
+def test_an_empty_range_says_so_over_the_chart(open_tab, live_server, owner, owner_token):
+    tab = open_tab(owner)
+    page = tab.page
+    page.goto(live_server.url + "/dashboard/?days=7&tz=UTC")
+    chart_data(page, USAGE_CHART)
+    message = page.get_by_test_id("chart-empty")
+    expect(message).to_be_visible()
+    expect(message).to_have_text("No images in this range")
+    expect(page.get_by_test_id("charts-missing")).to_be_hidden()  # Chart.js did load
+
+    post_usage(live_server.url, owner_token.raw, {"model": "SDXL", "imageCount": 2})
+    press_refresh(page)
+    expect(page.get_by_test_id("refresh-status")).to_have_text(UPDATED)
+    expect(message).to_be_hidden()
+    assert tab.errors == []
+
+
+def card_change(page: Page, test_id: str) -> tuple[str, str]:
+    change = page.get_by_test_id(test_id)
+    figure = " ".join(
+        change.locator(f".change-{part}").inner_text() for part in ("figure", "versus")
+    )
+    return " ".join(figure.split()), change.get_attribute("title") or ""
+
+
+def summary_api(base_url: str, token: str, start: date, end: date) -> dict:
+    query = f"start={start.isoformat()}&end={end.isoformat()}&tz=UTC"
+    request = urllib.request.Request(
+        f"{base_url}/api/model-usage/summary?{query}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_cards_compare_with_the_days_before_as_the_summary_api_counts_them(
+    open_tab, live_server, owner, owner_token
+):
+    today = today_in(UTC)
+    store(
+        owner,
+        [
+            (local(today - timedelta(days=1), 10, 0, UTC), "SDXL", 9),
+            (local(today - timedelta(days=6), 10, 0, UTC), "Flux", 3),
+            (local(today - timedelta(days=13), 23, 0, UTC), "Flux", 8),  # the days before
+            (local(today - timedelta(days=14), 10, 0, UTC), "SDXL", 100),  # earlier still
+        ],
+    )
+    now = summary_api(live_server.url, owner_token.raw, today - timedelta(days=6), today)
+    before_start, before_end = today - timedelta(days=13), today - timedelta(days=7)
+    before = summary_api(live_server.url, owner_token.raw, before_start, before_end)
+
+    page = open_tab(owner, locale="en-GB").page
+    page.goto(live_server.url + "/dashboard/?days=7&tz=UTC")
+    chart_data(page, USAGE_CHART)
+    dates = f"{before_start.day} {before_start:%b}{DASH}{before_end.day} {before_end:%b %Y}"
+    if before_start.month == before_end.month:
+        dates = f"{before_start.day}{DASH}{before_end.day} {before_end:%b %Y}"
+    for test_id, key, what in (
+        ("images-change", "images", "images"),
+        ("generations-change", "events", "generations"),
+    ):
+        percent = round(100 * (now["totals"][key] - before["totals"][key]) / before["totals"][key])
+        assert percent > 0
+        figure, title = card_change(page, test_id)
+        assert figure == f"↑ +{percent}% vs the previous 7 days"
+        # ICU may put spaces around the range's dash: they are not what this test is about.
+        assert re.sub(rf"\s*{DASH}\s*", DASH, title) == (
+            f"{percent}% more {what} than the 7 days before ({dates})"
+        )
+
+    # The overlay: the days before, day by day, from the same API.
+    toggle = page.get_by_test_id("compare-toggle")
+    toggle.check()
+    line = page.evaluate(
+        """s => Chart.getChart(document.querySelector(s)).data.datasets
+            .filter(d => d.stack === "previous").map(d => ({label: d.label, data: d.data}))""",
+        USAGE_CHART,
+    )
+    per_day = defaultdict(int)
+    for point in before["series"]:
+        per_day[point["period"]] += point["images"]
+    assert line == [
+        {"label": "The 7 days before", "data": [per_day[day] for day in before["periods"]]}
+    ]
+    toggle.uncheck()
+    assert "The 7 days before" not in bar_series(page)
+
+
+@pytest.mark.parametrize(
+    ("locale", "written"),
+    [
+        ("en-US", lambda day: f"{day:%b} {day.day}, {day.year}"),
+        ("en-GB", lambda day: f"{day.day} {day:%b %Y}"),
+    ],
+)
+def test_dates_are_written_the_way_the_date_inputs_are(
+    open_tab, live_server, owner, locale, written
+):
+    store(owner, [(timezone.now() - timedelta(days=1), "SDXL", 2)])
+    page = open_tab(owner, locale=locale).page
+    page.goto(live_server.url + "/dashboard/?start=2026-11-04&end=2026-11-20&tz=UTC")
+    chart_data(page, USAGE_CHART)
+    expect(page.get_by_test_id("range-start")).to_have_text(written(date(2026, 11, 4)))
+    expect(page.get_by_test_id("range-end")).to_have_text(written(date(2026, 11, 20)))
+    # The date inputs' own order: month first in the US, day first in Britain.
+    first_label = chart_data(page, USAGE_CHART)["labels"][0]
+    assert first_label == ("Nov 4" if locale == "en-US" else "4 Nov")
+    row = table(page, "usage-table")["body"][0][0]
+    assert row == first_label
