@@ -661,16 +661,20 @@ def test_cards_compare_with_the_days_before_as_the_summary_api_counts_them(
         ("en-GB", lambda day: f"{day.day} {day:%b %Y}"),
     ],
 )
-def test_dates_are_written_the_way_the_date_inputs_are(
+def test_dates_are_written_in_the_browsers_locale_as_its_date_inputs_are(
     open_tab, live_server, owner, locale, written
 ):
+    """A browser writes its date inputs in its own locale (``11/04/2026`` in the US), and the
+    page writes its dates in that same locale. (The inputs themselves cannot be read: their
+    text is not in the page. Debian's Chromium without its chromium-l10n package writes them
+    the US way whatever the locale, which the en-US case is.)"""
     store(owner, [(timezone.now() - timedelta(days=1), "SDXL", 2)])
     page = open_tab(owner, locale=locale).page
     page.goto(live_server.url + "/dashboard/?start=2026-11-04&end=2026-11-20&tz=UTC")
     chart_data(page, USAGE_CHART)
     expect(page.get_by_test_id("range-start")).to_have_text(written(date(2026, 11, 4)))
     expect(page.get_by_test_id("range-end")).to_have_text(written(date(2026, 11, 20)))
-    # The date inputs' own order: month first in the US, day first in Britain.
+    # Month first in the US, day first in Britain, in the chart and its table alike.
     first_label = chart_data(page, USAGE_CHART)["labels"][0]
     assert first_label == ("Nov 4" if locale == "en-US" else "4 Nov")
     row = table(page, "usage-table")["body"][0][0]
