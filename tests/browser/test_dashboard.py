@@ -620,6 +620,9 @@ def test_cards_compare_with_the_days_before_as_the_summary_api_counts_them(
     page = open_tab(owner, locale="en-GB").page
     page.goto(live_server.url + "/dashboard/?days=7&tz=UTC")
     chart_data(page, USAGE_CHART)
+    # On a wide screen the dates, zone and CSV buttons are in sight, not folded as on a phone.
+    expect(page.get_by_label("From")).to_be_visible()
+    expect(page.get_by_role("link", name="Download CSV")).to_be_visible()
     dates = f"{before_start.day} {before_start:%b}{DASH}{before_end.day} {before_end:%b %Y}"
     if before_start.month == before_end.month:
         dates = f"{before_start.day}{DASH}{before_end.day} {before_end:%b %Y}"
