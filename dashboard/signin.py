@@ -7,6 +7,9 @@ import math
 from allauth.account import views as allauth_views
 from allauth.account.forms import LoginForm
 from django.conf import settings
+from django.core.exceptions import ValidationError
+
+MAX_LOGIN_LENGTH = 320  # an email address's longest (RFC 3696 errata); usernames are 150
 
 
 class SignInForm(LoginForm):
@@ -16,6 +19,14 @@ class SignInForm(LoginForm):
 
     def add_prefix(self, field_name: str) -> str:
         return super().add_prefix("username" if field_name == "login" else field_name)
+
+    def clean_login(self) -> str:
+        # No username or address is longer; a longer one would be looked up as a LIKE
+        # pattern, which SQLite refuses past 50,000 bytes (a 503).
+        login = super().clean_login()
+        if len(login) > MAX_LOGIN_LENGTH:
+            raise ValidationError("That is longer than any username or email address.")
+        return login
 
 
 class SignInView(allauth_views.LoginView):

@@ -60,6 +60,9 @@ class CsrfSessionAuthentication(authentication.SessionAuthentication):
         super().enforce_csrf(request._request)
 
 
+MAX_NAME_LENGTH = 320  # the longest email address; usernames are at most 150
+
+
 class ThrottledModelBackend(AuthenticationBackend):
     def authenticate(self, request, **credentials):
         if request is None:  # not a sign-in form: the test client, a management command
@@ -83,7 +86,9 @@ def account_key(credentials: dict) -> str:
     name or address given finds exactly one, so that switching between a username and an
     email address buys no extra guesses; else the name as given."""
     given = str(credentials.get("username") or credentials.get("email") or "")
-    user = get_user_by_username(given) if given else None
+    if not given or len(given) > MAX_NAME_LENGTH:  # no account has it: look nothing up
+        return f"user:{given}"
+    user = get_user_by_username(given)
     if user is None and "@" in given:
         users = filter_users_by_email(given, prefer_verified=True, for_login=True)
         user = users[0] if len(users) == 1 else None
