@@ -18,6 +18,9 @@
 import time
 
 from allauth.account.auth_backends import AuthenticationBackend
+
+# The lookups allauth's backend itself makes, so that the account counted is the one it
+# would check. An internal module: allauth is pinned exactly (requirements.txt).
 from allauth.account.internal.userkit import filter_users_by_email, get_user_by_username
 from django.core.exceptions import PermissionDenied
 from rest_framework import authentication, exceptions
