@@ -92,7 +92,9 @@ def install_venv_support() -> None:
 
 def run(args: list[str]) -> int:
     ensure_venv("requirements.txt")
-    env = {"DEBUG": os.environ.get("DEBUG", "1")}
+    # Sign-up open in the demo, so that the whole account flow can be tried (mail goes to
+    # the console).
+    env = {"DEBUG": os.environ.get("DEBUG", "1"), "SIGNUP_OPEN": os.environ.get("SIGNUP_OPEN", "1")}
     address = os.environ.get("ADDRESS", "127.0.0.1:8000")
     sh(PY, "manage.py", "migrate", "--no-input", "--verbosity", "0", env=env)
     sh(PY, "manage.py", "create_demo_account", "--url", f"http://{address}", env=env)

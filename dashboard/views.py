@@ -53,7 +53,7 @@ PROMPT_MAX_LENGTH = 4000
 
 
 def home(request: HttpRequest) -> HttpResponse:
-    return redirect("dashboard:index" if request.user.is_authenticated else "login")
+    return redirect("dashboard:index" if request.user.is_authenticated else "account_login")
 
 
 def subject_of(request: HttpRequest) -> AbstractBaseUser:

@@ -19,6 +19,7 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from allauth.account.models import EmailAddress
 from django.contrib.admin.sites import AdminSite
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -44,6 +45,7 @@ NEW_PASSWORD = "Matrix-new-pass-83"
 # Found on a page only if that page shows the owner's record.
 OWNER_MODEL = "Owner-Only-Model-Q7"
 OWNER_GROUP = "alice-team"
+OWNER_ADDRESS = "alice.owner@example.com"
 PROMPT = "A plugin that counts the words of a page"
 CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
@@ -59,6 +61,7 @@ class World:
     generation: PluginGeneration
     event: AuditEvent
     group: Group
+    address: EmailAddress
     upstream: StandIn | None = None
 
     @property
@@ -80,6 +83,7 @@ class Made:
     generation: int
     event: int
     group: int
+    address: int
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +114,9 @@ def made(module_rows) -> Made:
             generation=generation.pk,
             event=event.pk,
             group=Group.objects.create(name=OWNER_GROUP).pk,
+            address=EmailAddress.objects.create(
+                user=owner, email=OWNER_ADDRESS, verified=True, primary=True
+            ).pk,
         )
 
 
@@ -126,6 +133,7 @@ def world(made, db) -> World:
         generation=PluginGeneration.objects.get(pk=made.generation),
         event=AuditEvent.objects.get(pk=made.event),
         group=Group.objects.get(pk=made.group),
+        address=EmailAddress.objects.get(pk=made.address),
     )
 
 
@@ -224,6 +232,19 @@ def signs_in(w: World, persona: str, done: bool, client: Client) -> None:
 def signs_out(w: World, persona: str, done: bool, client: Client) -> None:
     still = persona != "anonymous" and not done
     assert session_user(client) == (str(w.users[persona].pk) if still else None)
+
+
+def adds_own_address(w: World, persona: str, done: bool, client: Client) -> None:
+    added = EmailAddress.objects.filter(email="matrix@example.com").values_list("user__username")
+    assert [name for (name,) in added] == ([w.users[persona].username] if done else [])
+    w.address.refresh_from_db()
+    assert (w.address.user, w.address.verified, w.address.primary) == (w.owner, True, True)
+
+
+def changes_no_password(w: World, persona: str, done: bool, client: Client) -> None:
+    for who, user in w.users.items():
+        user.refresh_from_db()
+        assert user.check_password(PASSWORDS[who]), who
 
 
 def changes_own_password(w: World, persona: str, done: bool, client: Client) -> None:
@@ -536,6 +557,22 @@ ADMIN_MODELS = (
         delete="refused",
         history_shows_owner=False,  # its history names the generation, not its user
     ),
+    # allauth's email addresses, in its admin with the site's checked change list.
+    AdminModel(
+        "account_emailaddress",
+        obj=lambda w: w.address,
+        marker=lambda w: OWNER_ADDRESS,
+        add=Form(
+            lambda w: {"user": w.owner.pk, "email": "added@example.com"},
+            creates(EmailAddress, email="added@example.com"),
+        ),
+        change=Form(
+            lambda w: {"user": w.owner.pk, "email": "changed@example.com", "verified": "on"},
+            field_becomes(lambda w: w.address, "email", "changed@example.com"),
+        ),
+        changelist_action="make_verified",
+        action_check=lambda w, p, done, client: None,
+    ),
     AdminModel(
         "usage_auditevent",
         obj=lambda w: w.event,
@@ -567,8 +604,8 @@ TABLE: dict[str, Route] = {
         lambda w: "/",
         get=Action(signed_in(Expect(302, to="/accounts/login/"), TO_DASHBOARD)),
     ),
-    "login": Route(
-        lambda w: reverse("login"),
+    "account_login": Route(
+        lambda w: reverse("account_login"),
         get=Action(signed_in(OK, TO_DASHBOARD)),
         post=Action(
             by(Expect(200, done=False), TO_DASHBOARD, TO_DASHBOARD, TO_DASHBOARD),
@@ -577,8 +614,10 @@ TABLE: dict[str, Route] = {
         ),
         sign_in=True,
     ),
-    "logout": Route(
-        lambda w: reverse("logout"),
+    "account_logout": Route(
+        lambda w: reverse("account_logout"),
+        # A page asking to confirm; a signed-out visitor is sent to sign in.
+        get=Action(signed_in(Expect(302, to="/accounts/login/"), OK)),
         post=Action(
             by(
                 Expect(302, to="/accounts/login/"),
@@ -587,6 +626,71 @@ TABLE: dict[str, Route] = {
             data=lambda w, p: {},
             check=signs_out,
         ),
+    ),
+    # Self-service accounts (allauth): sign-up is closed by default (SIGNUP_OPEN).
+    "account_signup": Route(
+        lambda w: reverse("account_signup"),
+        get=Action(signed_in(FORBIDDEN, TO_DASHBOARD)),
+        post=Action(
+            signed_in(FORBIDDEN, Expect(302, to="/dashboard/", done=False)),
+            data=lambda w, p: {
+                "username": "matrix",
+                "email": "matrix@example.com",
+                "password1": NEW_PASSWORD,
+                "password2": NEW_PASSWORD,
+            },
+            check=creates(get_user_model(), username="matrix"),
+        ),
+    ),
+    "account_inactive": Route(lambda w: reverse("account_inactive"), get=Action(everyone(OK))),
+    # Each signed-in user sees and adds only their own addresses.
+    "account_email": Route(
+        lambda w: reverse("account_email"),
+        get=Action(signed_in(SIGN_IN, NOT_MINE) | {"owner": MINE}),
+        post=Action(
+            signed_in(SIGN_IN, Expect(302, to="/accounts/email/")),
+            data=lambda w, p: {"action_add": "", "email": "matrix@example.com"},
+            check=adds_own_address,
+        ),
+        marker=lambda w: OWNER_ADDRESS,
+    ),
+    "account_email_verification_sent": Route(
+        lambda w: reverse("account_email_verification_sent"), get=Action(everyone(OK))
+    ),
+    # A key that is not one: the page says the link is not valid, and nothing is confirmed.
+    "account_confirm_email": Route(
+        lambda w: reverse("account_confirm_email", args=["not-a-key"]),
+        get=Action(everyone(OK)),
+        post=Action(
+            everyone(Expect(404, done=False)),
+            data=lambda w, p: {},
+            check=lambda w, p, done, client: None,
+        ),
+    ),
+    # Asking for a reset link only sends mail; it changes no one's password.
+    "account_reset_password": Route(
+        lambda w: reverse("account_reset_password"),
+        get=Action(everyone(OK)),
+        post=Action(
+            everyone(Expect(302, to="/accounts/password/reset/done/")),
+            data=lambda w, p: {"email": OWNER_ADDRESS},
+            check=changes_no_password,
+        ),
+    ),
+    "account_reset_password_done": Route(
+        lambda w: reverse("account_reset_password_done"), get=Action(everyone(OK))
+    ),
+    "account_reset_password_from_key": Route(
+        lambda w: reverse("account_reset_password_from_key", args=["1", "not-a-key"]),
+        get=Action(everyone(OK)),
+        post=Action(
+            everyone(Expect(200, done=False)),
+            data=lambda w, p: {"password1": NEW_PASSWORD, "password2": NEW_PASSWORD},
+            check=changes_no_password,
+        ),
+    ),
+    "account_reset_password_from_key_done": Route(
+        lambda w: reverse("account_reset_password_from_key_done"), get=Action(everyone(OK))
     ),
     "password_change": Route(
         lambda w: reverse("password_change"),

@@ -87,7 +87,9 @@ def test_a_wrong_password_shows_an_error_and_logs_nobody_in(client, owner):
 
 def test_logout_is_a_post_and_ends_the_session(owner):
     client = client_for(owner)
-    assert client.get("/accounts/logout/").status_code == 405
+    page = client.get("/accounts/logout/")  # a page asking to confirm, with the button
+    assert page.status_code == 200 and b"Log out of <strong>alice</strong>" in page.content
+    assert client.get("/dashboard/").status_code == 200
     response = client.post("/accounts/logout/")
     assert response["Location"] == "/accounts/login/"
     assert client.get("/dashboard/").status_code == 302

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import redis
+from allauth.account.models import EmailAddress
 from django.core.cache import cache
 from django.db import connections
 from django.test import Client, RequestFactory, override_settings
@@ -569,6 +570,21 @@ def test_behind_one_trusted_proxy_the_right_most_forwarded_address_is_counted(
         "alice", PASSWORDS["alice"], HTTP_X_FORWARDED_FOR="203.0.113.8", **proxy
     )
     assert response.status_code == 302 and signed_in(client)
+
+
+def test_naming_the_account_by_username_or_by_email_address_counts_against_one_limit(
+    owner, throttle_rates
+):
+    throttle_rates(login="3/hour", login_address="100/hour")
+    EmailAddress.objects.create(user=owner, email="alice@example.com", verified=True, primary=True)
+    client, response = sign_in("Alice@Example.com", PASSWORDS["alice"])  # any case
+    assert response.status_code == 302 and signed_in(client)
+    sign_in("alice")
+    sign_in("Alice@Example.com")
+    sign_in("ALICE")
+
+    assert_too_many(sign_in("alice@example.com", PASSWORDS["alice"])[1])
+    assert_too_many(sign_in("alice", PASSWORDS["alice"])[1])
 
 
 def test_the_admin_login_counts_and_refuses_with_the_same_limits(staff, throttle_rates):

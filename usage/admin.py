@@ -2,6 +2,8 @@
 
 Every change list, Django's users and groups too, is checked (``usage.admin_changelist``)."""
 
+from allauth.account import admin as account_admin
+from allauth.account.models import EmailAddress
 from django.contrib import admin
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_user_model
@@ -206,9 +208,11 @@ class AuditEventAdmin(ReadOnlyAdmin):
     list_select_related = False
 
 
-# Django's own admins of users and groups, with the same checked change list as the rest.
+# Django's own admins of users and groups, and allauth's of email addresses, with the same
+# checked change list as the rest.
 admin.site.unregister(get_user_model())
 admin.site.unregister(Group)
+admin.site.unregister(EmailAddress)
 
 
 @admin.register(get_user_model())
@@ -218,4 +222,9 @@ class UserAdmin(CheckedChangeListAdmin, auth_admin.UserAdmin):
 
 @admin.register(Group)
 class GroupAdmin(CheckedChangeListAdmin, auth_admin.GroupAdmin):
+    pass
+
+
+@admin.register(EmailAddress)
+class EmailAddressAdmin(CheckedChangeListAdmin, account_admin.EmailAddressAdmin):
     pass

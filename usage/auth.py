@@ -4,19 +4,24 @@
   themselves are made and checked in ``usage.tokens``).
 - ``CsrfSessionAuthentication``: a signed-in browser's session on the API, its CSRF token
   checked from the ``X-CSRFToken`` header without parsing the body.
-- ``ThrottledModelBackend``: Django's password sign-in, with guessing throttled on every
-  sign-in form (the site's and the admin's). The limit is in the authentication backend so
-  that no login path can bypass it: each attempt counts against the account's name
-  (``THROTTLE_LOGIN_RATE``) and the client's address (``THROTTLE_LOGIN_ADDRESS_RATE``), and
-  a successful one is given back, so only failures add up. Past either limit the password
-  is not even checked, and ``request.sign_in_retry_after`` says how long to wait (the
-  site's login page answers 429 with it; the admin's shows its usual "incorrect" message).
+- ``ThrottledModelBackend``: password sign-in by username or email address (allauth's
+  backend), with guessing throttled on every sign-in form (the site's and the admin's).
+  The limit is in the authentication backend so that no login path can bypass it: each
+  attempt counts against the account (``THROTTLE_LOGIN_RATE``; the same count whether it
+  was named by username or by email address) and the client's address
+  (``THROTTLE_LOGIN_ADDRESS_RATE``), and a successful one is given back, so only failures
+  add up. Past either limit the password is not even checked, and
+  ``request.sign_in_retry_after`` says how long to wait (the site's login page answers 429
+  with it; the admin's shows its usual "incorrect" message).
 """
 
 import time
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.backends import ModelBackend
+from allauth.account.auth_backends import AuthenticationBackend
+
+# The lookups allauth's backend itself makes, so that the account counted is the one it
+# would check. An internal module: allauth is pinned exactly (requirements.txt).
+from allauth.account.internal.userkit import filter_users_by_email, get_user_by_username
 from django.core.exceptions import PermissionDenied
 from rest_framework import authentication, exceptions
 
@@ -58,21 +63,36 @@ class CsrfSessionAuthentication(authentication.SessionAuthentication):
         super().enforce_csrf(request._request)
 
 
-class ThrottledModelBackend(ModelBackend):
-    def authenticate(self, request, username=None, password=None, **kwargs):
+MAX_NAME_LENGTH = 320  # the longest email address; usernames are at most 150
+
+
+class ThrottledModelBackend(AuthenticationBackend):
+    def authenticate(self, request, **credentials):
         if request is None:  # not a sign-in form: the test client, a management command
-            return super().authenticate(request, username, password, **kwargs)
-        if username is None:
-            username = kwargs.get(get_user_model().USERNAME_FIELD)
+            return super().authenticate(request, **credentials)
         now = time.time()
-        counted = [("login", f"user:{username}"), ("login_address", client_address(request))]
+        counted = [("login", account_key(credentials)), ("login_address", client_address(request))]
         verdicts = [hit(scope, ident, now=now) for scope, ident in counted]
         refused = [verdict.retry_after for verdict in verdicts if not verdict.allowed]
         if refused:
             request.sign_in_retry_after = max(refused)
             raise PermissionDenied  # authenticate() stops here and reports a failed login
-        user = super().authenticate(request, username, password, **kwargs)
+        user = super().authenticate(request, **credentials)
         if user is not None:
             for scope, ident in counted:
                 give_back(scope, ident, now=now)
         return user
+
+
+def account_key(credentials: dict) -> str:
+    """What one account's failed sign-ins are counted under: the account itself when the
+    name or address given finds exactly one, so that switching between a username and an
+    email address buys no extra guesses; else the name as given."""
+    given = str(credentials.get("username") or credentials.get("email") or "")
+    if not given or len(given) > MAX_NAME_LENGTH:  # no account has it: look nothing up
+        return f"user:{given}"
+    user = get_user_by_username(given)
+    if user is None and "@" in given:
+        users = filter_users_by_email(given, prefer_verified=True, for_login=True)
+        user = users[0] if len(users) == 1 else None
+    return f"account:{user.pk}" if user is not None else f"user:{given}"

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "allauth",  # self-service accounts: sign-up, email verification, reset (docs/accounts.md)
+    "allauth.account",
     "usage",
     "dashboard",
 ]
@@ -60,6 +62,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
     # Last: no body over 1 MiB is read on any URL (413), before CSRF reads a form.
     "usage.request_body.BodyLimitMiddleware",
 ]
@@ -171,7 +174,8 @@ ROLLUP_FOLD_SECONDS = env_float("ROLLUP_FOLD_SECONDS", 1.0, minimum=0.0)
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Django's own, with failed sign-ins throttled on every login form (usage.auth).
+# allauth's (a username or an email address), with failed sign-ins throttled on every login
+# form (usage.auth).
 AUTHENTICATION_BACKENDS = ["usage.auth.ThrottledModelBackend"]
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -292,9 +296,33 @@ EMAIL_BACKEND = (
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Usage site <noreply@localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
-LOGIN_URL = "login"
+LOGIN_URL = "account_login"
 LOGIN_REDIRECT_URL = "dashboard:index"
-LOGOUT_REDIRECT_URL = "login"
+LOGOUT_REDIRECT_URL = "account_login"  # the admin's log-out; allauth's is set below
+
+# --- Accounts: sign-up, email verification, password reset (docs/accounts.md) ----------------
+# SIGNUP_OPEN: anyone may create an account (and must verify its email address before the
+# first sign-in). Off by default in production, where an admin creates accounts; on with
+# DEBUG, and `./dev.py run` turns it on.
+SIGNUP_OPEN = env_bool("SIGNUP_OPEN", DEBUG)
+ACCOUNT_ADAPTER = "dashboard.accounts.AccountAdapter"
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_SESSION_REMEMBER = True  # as before allauth: the session outlives the browser
+# Pages and mails answer alike whether an address has an account or not.
+ACCOUNT_PREVENT_ENUMERATION = True
+ACCOUNT_LOGOUT_REDIRECT_URL = "account_login"
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[Usage] "
+# Sign-in, sign-up and reset requests are limited by the site's own atomic counters
+# (usage.auth, dashboard.accounts, the THROTTLE_* rates below), so allauth's do not count
+# them a second time. allauth keeps its limits on the rest: re-sending a verification mail
+# (one per address per 3 minutes), the email page's changes, the reset link's page.
+ACCOUNT_RATE_LIMITS = {"login": None, "login_failed": None, "signup": None, "reset_password": None}
+# Where the links in the mails point: the Host of the request that sent them, which
+# ALLOWED_HOSTS limits; https unless the site is plain HTTP.
+ACCOUNT_DEFAULT_HTTP_PROTOCOL = "https" if HTTPS_ONLY else "http"
 
 # Chart.js for the dashboard: the pinned release from a public CDN, checked by the browser
 # against its Subresource Integrity hash. CHARTJS_URL points elsewhere (a self-hosted copy);
@@ -329,6 +357,12 @@ REST_FRAMEWORK = {
         "token_create": env_rate("THROTTLE_TOKEN_CREATE_RATE", "10/hour"),  # per user
         # wrong current passwords on the password-change forms, per user
         "password_change": env_rate("THROTTLE_PASSWORD_CHANGE_RATE", "5/hour"),
+        # sign-up attempts per email address, and per client address
+        "signup": env_rate("THROTTLE_SIGNUP_RATE", "3/hour"),
+        "signup_address": env_rate("THROTTLE_SIGNUP_ADDRESS_RATE", "20/hour"),
+        # password-reset requests per email address, and per client address
+        "password_reset": env_rate("THROTTLE_RESET_RATE", "3/hour"),
+        "password_reset_address": env_rate("THROTTLE_RESET_ADDRESS_RATE", "20/hour"),
     },
     # Client addresses come only from REMOTE_ADDR unless a trusted proxy count is configured
     # (usage.client_address).
