@@ -119,6 +119,9 @@ def create_partition(month: datetime) -> bool:
     bounds = [month, add_months(month, 1)]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        # A table with foreign-key checks still deferred cannot be altered: check them now
+        # (none are pending unless the caller's transaction has just written records).
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
         if month in monthly_partitions():
             return False

@@ -95,6 +95,9 @@ def _drop_partition(name: str) -> None:
     """
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
+        # A table with foreign-key checks still deferred cannot be altered: check them now
+        # (none are pending unless the caller's transaction has just written records).
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(f"ALTER TABLE {partitions.table()} DETACH PARTITION {name}")
         _count_marked(cursor, name, None)
         cursor.execute(f"DROP TABLE {name}")
@@ -109,7 +112,10 @@ def _delete_before(source: str, moment: datetime) -> int:
             # New records of those months wait; the rest of the table carries on.
             cursor.execute(f"LOCK TABLE {quote(source)} IN SHARE ROW EXCLUSIVE MODE")
             _count_marked(cursor, quote(source), moment)
-        cursor.execute(f"DELETE FROM {quote(source)} WHERE occurred_at < %s", [moment])
+        cursor.execute(
+            f"DELETE FROM {quote(source)} WHERE occurred_at < %s",
+            [connection.ops.adapt_datetimefield_value(moment)],
+        )
         return cursor.rowcount
 
 
