@@ -99,6 +99,7 @@ def _drop_partition(name: str) -> None:
         # (none are pending unless the caller's transaction has just written records).
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
         cursor.execute(f"ALTER TABLE {partitions.table()} DETACH PARTITION {name}")
+        _no_jit(cursor)
         _count_marked(cursor, name, None)
         cursor.execute(f"DROP TABLE {name}")
 
@@ -111,6 +112,7 @@ def _delete_before(source: str, moment: datetime) -> int:
         if connection.vendor == "postgresql":
             # New records of those months wait; the rest of the table carries on.
             cursor.execute(f"LOCK TABLE {quote(source)} IN SHARE ROW EXCLUSIVE MODE")
+            _no_jit(cursor)
             _count_marked(cursor, quote(source), moment)
         cursor.execute(
             f"DELETE FROM {quote(source)} WHERE occurred_at < %s",
@@ -119,17 +121,30 @@ def _delete_before(source: str, moment: datetime) -> int:
         return cursor.rowcount
 
 
+def _no_jit(cursor) -> None:
+    """A detached month has no statistics, so the planner guesses the counting statement
+    costly enough to compile it (seconds of JIT for a statement that finds a few rows)."""
+    cursor.execute("SET LOCAL jit = off")
+
+
 def _count_marked(cursor, source: str, before: datetime | None) -> None:
     """Count the records of ``source`` (before ``before``) still marked uncounted into the
-    rollups and unmark them, in one statement (PostgreSQL)."""
+    rollups and unmark them, in one statement (PostgreSQL). The caller holds a lock that
+    keeps folds out of these marks.
+
+    The lateral subquery looks each mark's record up by id, so the work follows the marks
+    (a second's worth, normally), not the partition's size: as a join, the planner would
+    rather read the whole month.
+    """
     uncounted = connection.ops.quote_name(UncountedRecord._meta.db_table)
     when, params = ("AND r.occurred_at < %s", [before]) if before else ("", [])
-    hourly, daily = rollups.count_in_sql("taken")
+    hourly, daily = rollups.count_in_sql("found")
     cursor.execute(
-        f"WITH taken AS (DELETE FROM {uncounted} u USING {source} r "
-        f"WHERE u.record_id = r.id {when} "
-        "RETURNING r.owner_id, r.model, r.image_count, r.occurred_at), "
-        f"hourly AS ({hourly}), daily AS ({daily}) SELECT count(*) FROM taken",
+        "WITH found AS (SELECT m.record_id, r.owner_id, r.model, r.image_count, r.occurred_at "
+        f"FROM {uncounted} m CROSS JOIN LATERAL (SELECT * FROM {source} r "
+        f"WHERE r.id = m.record_id {when} OFFSET 0) r), "
+        f"taken AS (DELETE FROM {uncounted} WHERE record_id IN (SELECT record_id FROM found)), "
+        f"hourly AS ({hourly}), daily AS ({daily}) SELECT 1",
         params,
     )
 
