@@ -15,7 +15,7 @@ from django.test import Client
 from django.utils import timezone
 
 from usage import partitions
-from usage.folding import fold_all
+from usage.folding import UPKEEP_EVERY, fold_all, upkeep
 from usage.ingest import CleanRecord, store
 from usage.models import RecordRetention, UsageRecord
 from usage.retention import cut_off, kept_from, prune
@@ -204,3 +204,12 @@ def test_the_prune_command_says_what_it_dropped_and_from_when_records_are_kept(
     assert f"raw records are kept from {months[-5]:%Y-%m-%d}" in out.getvalue()
     if connection.vendor == "postgresql":
         assert f"Dropped {partitions.partition_name(months[0])}." in out.getvalue()
+
+
+def test_the_daily_upkeep_of_the_folding_thread_prunes_and_says_when_to_run_again(
+    history, months, settings
+):
+    settings.RECORD_RETENTION_MONTHS = 2
+    assert upkeep() == UPKEEP_EVERY
+    assert kept_from() == months[-3]
+    assert not UsageRecord.objects.filter(occurred_at__lt=months[-3]).exists()

@@ -133,6 +133,9 @@ def create_partition(month: datetime) -> bool:
             "CHECK (occurred_at >= %s AND occurred_at < %s)",
             bounds,
         )
+        # No new record may reach the DEFAULT partition between the move and the attach
+        # (which would then fail); records of the other months carry on.
+        cursor.execute(f"LOCK TABLE {default} IN SHARE ROW EXCLUSIVE MODE")
         cursor.execute(
             f"WITH moved AS (DELETE FROM {default} WHERE occurred_at >= %s "
             f"AND occurred_at < %s RETURNING *) INSERT INTO {name} SELECT * FROM moved",
