@@ -264,3 +264,35 @@ def test_the_migration_partitions_a_stored_table_keeping_every_row_and_id():
     assert old_record.objects.count() == 401
     MigrationExecutor(connection).migrate(latest)
     assert UsageRecord.objects.count() == 401
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_servers_pruning_at_once_drop_each_month_once(settings):
+    # Every server process runs the daily upkeep; they must not trip over each other.
+    now = timezone.now()
+    settings.RECORD_RETENTION_MONTHS = 1
+    cut = partitions.add_months(partitions.month_start(now), -1)
+    old = {n for m, n in partitions.monthly_partitions().items() if m < cut}
+    start = threading.Barrier(2)
+    results, failures = [], []
+
+    def run() -> None:
+        start.wait()
+        try:
+            results.append(prune(now))
+        except Exception as error:  # the assertion below names it
+            failures.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    dropped = [name for result in results for name in result.dropped]
+    assert sorted(dropped) == sorted(old)
+    assert min(partitions.monthly_partitions()) == cut
+    # Put the months back for the tests after this one (the database outlives the test).
+    partitions.ensure_partitions(now)

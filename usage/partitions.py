@@ -94,6 +94,12 @@ def months_wanted(now: datetime, kept_from: datetime | None) -> list[datetime]:
     return months
 
 
+def take_upkeep_lock(cursor) -> None:
+    """Wait for any other process's partition change to end, until this transaction's:
+    every server process runs the daily upkeep, and one of them is enough."""
+    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+
+
 def ensure_partitions(now: datetime, kept_from: datetime | None = None) -> list[str]:
     """Create the monthly partitions ``months_wanted`` that are missing; returns their
     names. A month at a time, each in its own short transaction."""
@@ -122,7 +128,7 @@ def create_partition(month: datetime) -> bool:
         # A table with foreign-key checks still deferred cannot be altered: check them now
         # (none are pending unless the caller's transaction has just written records).
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+        take_upkeep_lock(cursor)
         if month in monthly_partitions():
             return False
         cursor.execute(

@@ -65,8 +65,8 @@ def prune(now: datetime) -> PruneResult:
     result.kept_from = _keep_from(cut_off(now, months))
     if partitions.is_partitioned():
         for month, name in sorted(partitions.monthly_partitions().items()):
-            if partitions.add_months(month, 1) <= result.kept_from:
-                _drop_partition(name)
+            before_cut_off = partitions.add_months(month, 1) <= result.kept_from
+            if before_cut_off and _drop_partition(name):
                 result.dropped.append(name)
         result.deleted = _delete_before(partitions.default_partition(), result.kept_from)
     else:
@@ -86,8 +86,9 @@ def _keep_from(moment: datetime) -> datetime:
         return row.kept_from
 
 
-def _drop_partition(name: str) -> None:
-    """Detach and drop one monthly partition, in one short transaction.
+def _drop_partition(name: str) -> bool:
+    """Detach and drop one monthly partition, in one short transaction; False if another
+    process dropped it first.
 
     Its records still marked uncounted are counted into the rollups after the detach has
     locked the table, so that no fold can take their marks meanwhile and find the records
@@ -98,10 +99,14 @@ def _drop_partition(name: str) -> None:
         # A table with foreign-key checks still deferred cannot be altered: check them now
         # (none are pending unless the caller's transaction has just written records).
         cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        partitions.take_upkeep_lock(cursor)
+        if name not in partitions.monthly_partitions().values():
+            return False  # another process's prune dropped it meanwhile
         cursor.execute(f"ALTER TABLE {partitions.table()} DETACH PARTITION {name}")
         _no_jit(cursor)
         _count_marked(cursor, name, None)
         cursor.execute(f"DROP TABLE {name}")
+    return True
 
 
 def _delete_before(source: str, moment: datetime) -> int:
