@@ -41,6 +41,7 @@ from usage.export import (
 )
 from usage.models import ApiToken
 from usage.problems import InvalidQuery, Problem
+from usage.records import kept_from_text
 from usage.summary import DateRange
 from usage.tokens import NewToken, create_token, revoke_token
 
@@ -287,14 +288,18 @@ def revoke_token_now(request: HttpRequest, token: ApiToken) -> HttpResponse:
 @login_required
 @require_safe
 def export_csv(request: HttpRequest) -> HttpResponse:
-    """Every record in the range, one row each."""
-    return _export(
+    """Every record in the range, one row each; a ``Records-Kept-From`` header says since
+    when raw records are kept, once retention has dropped older ones."""
+    response = _export(
         request,
         "usage",
         lambda subject, date_range: csv_lines(
             OWNER_HEADER, owner_rows(subject, *date_range.utc_bounds(), date_range.tz)
         ),
     )
+    if kept_from := kept_from_text():
+        response["Records-Kept-From"] = kept_from
+    return response
 
 
 @never_cache

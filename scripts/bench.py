@@ -396,8 +396,10 @@ def day_offsets() -> list[int]:
 
 # One chunk of generated records, made by PostgreSQL itself: no row crosses the socket.
 # Event ids are shaped like the UUIDs desktop clients send (36 characters) but numbered,
-# because gen_random_uuid() alone costs as much as the insert.
+# because gen_random_uuid() alone costs as much as the insert. Their event ids go into the
+# key table too (usage.models.RecordKey), as ingestion would have put them there.
 GENERATE_SQL = """
+WITH stored AS (
 INSERT INTO usage_usagerecord
     (owner_id, model, image_count, occurred_at, received_at, event_id, token_id)
 SELECT owner_id, model, image_count, occurred_at,
@@ -418,6 +420,10 @@ FROM (
         '00000000-0000-4000-8000-' || lpad(to_hex(n), 12, '0') AS event_id
     FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS n
 ) AS generated
+RETURNING owner_id, event_id, occurred_at
+)
+INSERT INTO usage_recordkey (owner_id, event_id, occurred_at)
+SELECT owner_id, event_id, occurred_at FROM stored
 """
 
 
@@ -606,7 +612,12 @@ def vacuum_analyze() -> None:
     # After a bulk load autovacuum would start in the middle of a measurement; doing it now
     # also sets the visibility map and hint bits, as on a table that has been live a while.
     with connect() as connection:
-        for table in ("usage_usagerecord", "usage_usagerollup", "usage_dailyusagerollup"):
+        for table in (
+            "usage_usagerecord",
+            "usage_recordkey",
+            "usage_usagerollup",
+            "usage_dailyusagerollup",
+        ):
             connection.execute(f"VACUUM (ANALYZE) {table}")
         # And write the load's dirty pages out now, not during the next measurement.
         connection.execute("CHECKPOINT")

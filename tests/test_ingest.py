@@ -497,7 +497,7 @@ def test_a_resent_batch_adds_nothing_to_the_rollups(owner_api):
 
 
 STORING = (
-    ["WITH usage_usagerecord"]
+    ["WITH unnest"]  # the batch's arrays, then the event ids, the records and the counts
     if connection.vendor == "postgresql"
     else ["INSERT usage_usagerecord", "INSERT usage_usagerollup", "INSERT usage_dailyusagerollup"]
 )

@@ -69,7 +69,7 @@ def test_another_user_gets_none_of_the_owners_records(both_users_records, other_
 def test_a_user_without_records_gets_an_empty_list(both_users_records, staff):
     response = bearer(create_token(staff, "Carol's laptop")).get(URL)
     assert response.status_code == 200
-    assert response.json() == {"results": [], "next": None}
+    assert response.json() == {"results": [], "next": None, "recordsKeptFrom": None}
 
 
 def test_a_logged_in_session_reads_only_its_own_records(both_users_records, client, owner):

@@ -17,7 +17,13 @@ from tests.example_counts import examples
 from usage.dialects import current
 from usage.folding import fold_all
 from usage.ingest import CleanRecord, store
-from usage.models import DailyUsageRollup, UncountedRecord, UsageRecord, UsageRollup
+from usage.models import (
+    DailyUsageRollup,
+    RecordKey,
+    UncountedRecord,
+    UsageRecord,
+    UsageRollup,
+)
 from usage.rollups import EVENTS_BY, IMAGES_BY, delete_records, rebuild
 from usage.summary import DateRange, daily_totals, summarize
 
@@ -107,6 +113,7 @@ ranges = st.builds(
 @given(batches=batches, date_range=ranges)
 def test_rollups_equal_the_raw_records_in_any_zone_and_range(owner, batches, date_range):
     UsageRecord.objects.all().delete()
+    RecordKey.objects.all().delete()  # the event ids too, so that each example is new
     UsageRollup.objects.all().delete()
     DailyUsageRollup.objects.all().delete()
     for batch in batches:
@@ -123,6 +130,7 @@ def test_rollups_equal_the_raw_records_in_any_zone_and_range(owner, batches, dat
 @given(batches=batches)
 def test_a_rebuild_gives_the_rollups_that_ingestion_kept(owner, other, batches):
     UsageRecord.objects.all().delete()
+    RecordKey.objects.all().delete()  # the event ids too, so that each example is new
     UsageRollup.objects.all().delete()
     DailyUsageRollup.objects.all().delete()
     for batch in batches:
@@ -160,6 +168,7 @@ def test_reads_are_exact_whenever_the_fold_runs(owner, other, steps, date_range)
     """Single records and small batches wait uncounted (on PostgreSQL) until a fold; stores,
     partial folds, deletes and rebuilds in any order, and every read in between exact."""
     UsageRecord.objects.all().delete()
+    RecordKey.objects.all().delete()  # the event ids too, so that each example is new
     UsageRollup.objects.all().delete()
     DailyUsageRollup.objects.all().delete()
     for action, argument in steps:
@@ -304,6 +313,7 @@ def test_the_rebuild_command_refuses_unknown_users(owner):
 @given(batches=st.lists(st.lists(clean_records, min_size=1, max_size=40), min_size=4, max_size=6))
 def test_concurrent_writers_sharing_event_ids_keep_the_rollups_exact(owner, batches):
     UsageRecord.objects.all().delete()
+    RecordKey.objects.all().delete()  # the event ids too, so that each example is new
     UsageRollup.objects.all().delete()
     DailyUsageRollup.objects.all().delete()
     start = threading.Barrier(len(batches))
@@ -350,6 +360,7 @@ def test_folds_in_many_processes_count_each_record_once_while_records_arrive(own
     """Four writers post single records while three folders fold in small bites at once and
     an admin deletes some: each record is counted once, and reads stay exact throughout."""
     UsageRecord.objects.all().delete()
+    RecordKey.objects.all().delete()  # the event ids too, so that each example is new
     UsageRollup.objects.all().delete()
     DailyUsageRollup.objects.all().delete()
     start = threading.Barrier(8)

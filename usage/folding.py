@@ -8,6 +8,9 @@ in one statement, so that the rollup rows are rewritten once a second instead of
 record. Folds in several processes and servers share the work without waiting on each other.
 
 ``manage.py fold_rollups`` does the same from the command line, once or for ever.
+
+The same thread runs the daily upkeep of the raw records (``usage.retention.maintain``):
+the monthly partitions ahead, and the prune when ``RECORD_RETENTION_MONTHS`` is set.
 """
 
 import logging
@@ -16,12 +19,15 @@ import time
 
 from django.conf import settings
 from django.db import connection
+from django.utils import timezone
 
-from usage import dialects
+from usage import dialects, retention
 
 logger = logging.getLogger(__name__)
 
 BATCH = 5000  # records per statement: a few milliseconds of work, never a long lock
+UPKEEP_EVERY = 24 * 60 * 60  # seconds between runs of the daily upkeep, in each process
+UPKEEP_RETRY = 60
 
 _started = threading.Lock()
 _folder: threading.Thread | None = None
@@ -55,7 +61,10 @@ def keep_folding() -> None:
 
 def fold_forever(seconds: float) -> None:
     """Fold every ``seconds``. A failure (the database away) is logged and tried again at
-    the next turn on a new connection; the marked records wait, still counted by reads."""
+    the next turn on a new connection; the marked records wait, still counted by reads.
+    The upkeep runs at the first turn and then daily; a failure (a lock not granted in
+    time) is logged and tried again a minute later."""
+    upkeep_due = time.monotonic()
     while True:
         time.sleep(seconds)
         try:
@@ -63,3 +72,16 @@ def fold_forever(seconds: float) -> None:
         except Exception:
             logger.exception("folding uncounted records failed; trying again")
             connection.close()
+        if time.monotonic() >= upkeep_due:
+            upkeep_due = time.monotonic() + upkeep()
+
+
+def upkeep() -> float:
+    """Run the daily upkeep; returns the seconds until the next run."""
+    try:
+        retention.maintain(timezone.now())
+    except Exception:
+        logger.exception("the daily upkeep of the raw records failed; trying again")
+        connection.close()
+        return UPKEEP_RETRY
+    return UPKEEP_EVERY

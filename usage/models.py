@@ -238,6 +238,52 @@ class UncountedRecord(models.Model):
         return f"record {self.record_id} (not counted yet)"
 
 
+class RecordKey(models.Model):
+    """An event id an owner has sent, so that a resend of it is stored once (PostgreSQL only).
+
+    A partitioned table's unique indexes must include the partition key (``occurred_at``),
+    so the records themselves cannot refuse an event id stored in another month. Ingestion
+    inserts the batch's ids here first and stores only the records whose ids were new, in
+    the same statement (``usage.dialects.postgresql``). Ingestion refuses records older than
+    ``usage.ingest.MAX_AGE``, so keys older than that can never match again and are deleted
+    by ``usage.retention.prune``: the table holds about a year of keyed records, whatever
+    the raw records' retention. SQLite keeps its unique (owner, event id) on the records.
+    """
+
+    pk = models.CompositePrimaryKey("owner", "event_id")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="+",
+        # No foreign key in the database: the hot insert checks one index, not two tables.
+        db_constraint=False,
+    )
+    event_id = models.CharField(max_length=EVENT_ID_MAX_LENGTH)
+    # When the record happened, for deleting keys older than ingestion accepts.
+    occurred_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"event {self.event_id}"
+
+
+class RecordRetention(models.Model):
+    """Since when raw records are kept: one row, written by the first prune and moved
+    forward by each later one (``usage.retention``). No row: every record is kept.
+
+    Stored rather than computed from ``RECORD_RETENTION_MONTHS``, so that a rebuild of the
+    rollups never recounts (and so erases) months whose records are gone, even after the
+    setting is changed or turned off.
+    """
+
+    kept_from = models.DateTimeField(help_text="Raw records before this moment were dropped.")
+
+    class Meta:
+        verbose_name = "record retention"
+
+    def __str__(self) -> str:
+        return f"raw records kept from {self.kept_from:%Y-%m-%d}"
+
+
 class AuditEvent(models.Model):
     """Who did what to whose tokens or data: token creation and revocation, staff reading
     another user's usage. Written by ``usage.audit``; read-only in the admin.

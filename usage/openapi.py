@@ -242,6 +242,16 @@ LIST_RECORDS = {
                 "properties": {
                     "results": {"type": "array", "items": RECORD_OUT},
                     "next": {"type": "string", "format": "uri", "nullable": True},
+                    "recordsKeptFrom": {
+                        "type": "string",
+                        "format": "date-time",
+                        "nullable": True,
+                        "description": (
+                            "Raw records before this moment (UTC) were dropped by the "
+                            "site's retention; summaries still count them. Null: every "
+                            "record is kept."
+                        ),
+                    },
                 },
             }
         ),

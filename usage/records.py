@@ -16,6 +16,7 @@ from django.db.models import Q
 
 from usage.models import UsageRecord
 from usage.problems import InvalidQuery
+from usage.retention import kept_from
 from usage.summary import local_midnight, parse_date, parse_zone
 
 DEFAULT_LIMIT = 100
@@ -89,6 +90,13 @@ def list_records(owner: AbstractBaseUser, query: RecordQuery) -> tuple[list[Usag
     fields = ("id", "model", "image_count", "occurred_at", "event_id", "received_at")
     page = list(records.only(*fields).order_by("-occurred_at", "-id")[: query.limit + 1])
     return page[: query.limit], len(page) > query.limit
+
+
+def kept_from_text() -> str | None:
+    """Since when raw records are kept (``usage.retention``), as the API writes times; None
+    when every record is kept."""
+    moment = kept_from()
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 def record_as_dict(record: UsageRecord) -> dict:

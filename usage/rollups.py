@@ -26,7 +26,14 @@ from django.db import connection, models, transaction
 from django.db.models import QuerySet
 
 from usage import dialects
-from usage.models import DailyUsageRollup, UncountedRecord, UsageRecord, UsageRollup
+from usage.models import (
+    DailyUsageRollup,
+    RecordKey,
+    RecordRetention,
+    UncountedRecord,
+    UsageRecord,
+    UsageRollup,
+)
 
 QUARTER = timedelta(minutes=15)
 HOUR = timedelta(hours=1)
@@ -76,9 +83,25 @@ def delete_records(records: QuerySet) -> int:
         counted = [pk for pk in pks if pk not in uncounted]
         count_records(counted, sign=-1)
         _delete_emptied_rows(counted)
+        _forget_keys(pks)
         for start in range(0, len(pks), CHUNK):
             UsageRecord.objects.filter(pk__in=pks[start : start + CHUNK]).delete()
     return len(rows)
+
+
+def _forget_keys(ids: list[int]) -> None:
+    """Forget the event ids of these records, so that a deleted record can be sent again
+    (as when the records' own unique constraint decided; ``RecordKey``)."""
+    records = connection.ops.quote_name(UsageRecord._meta.db_table)
+    keys = connection.ops.quote_name(RecordKey._meta.db_table)
+    with connection.cursor() as cursor:
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            cursor.execute(
+                f"DELETE FROM {keys} WHERE (owner_id, event_id) IN (SELECT owner_id, event_id "
+                f"FROM {records} WHERE id IN ({', '.join(['%s'] * len(chunk))}))",
+                chunk,
+            )
 
 
 def _delete_emptied_rows(ids: list[int]) -> None:
@@ -171,22 +194,39 @@ def rebuild(owner_id: int | None = None) -> int:
     """Recount rollups from raw records, for one owner or all; returns the rows written.
 
     For recovery. The rollups are replaced in one transaction while new records wait (readers
-    go on), so that none is counted twice or lost.
+    go on), so that none is counted twice or lost. After retention has dropped old records
+    (``usage.retention``), only the months kept are recounted: the rollups before them are
+    the only history left, and stay as they are.
     """
-    records = connection.ops.quote_name(UsageRecord._meta.db_table)
+    quote = connection.ops.quote_name
+    records = quote(UsageRecord._meta.db_table)
     where, params = ("WHERE owner_id = %s", [owner_id]) if owner_id is not None else ("", [])
     # SQLite needs a WHERE before an upsert's ON CONFLICT when the rows come from a SELECT.
     where = where or "WHERE true"
+    kept_from = RecordRetention.objects.values_list("kept_from", flat=True).first()
+    since = {rollup: ("", []) for rollup in (UncountedRecord, UsageRollup, DailyUsageRollup)}
+    counted_since = ("", [])
+    if kept_from is not None:
+        adapt = connection.ops.adapt_datetimefield_value
+        since[UsageRollup] = (" AND hour >= %s", [adapt(kept_from)])
+        since[DailyUsageRollup] = (" AND day >= %s", [kept_from.date()])
+        # Marks of older records (stored after a prune, not yet folded) stay for the fold.
+        since[UncountedRecord] = (
+            f" AND NOT EXISTS (SELECT 1 FROM {records} r WHERE r.id = record_id "
+            "AND r.occurred_at < %s)",
+            [adapt(kept_from)],
+        )
+        counted_since = (" AND occurred_at >= %s", [adapt(kept_from)])
     written = 0
     with transaction.atomic(), connection.cursor() as cursor:
         dialects.current().lock_records_for_rebuild(cursor)
         # The recount counts the marked records too. Deleting their marks waits for a fold
         # that has taken some; what it counted is then deleted below with the rest.
-        for rollup in (UncountedRecord, UsageRollup, DailyUsageRollup):
+        for rollup, (condition, extra) in since.items():
             cursor.execute(
-                f"DELETE FROM {connection.ops.quote_name(rollup._meta.db_table)} {where}", params
+                f"DELETE FROM {quote(rollup._meta.db_table)} {where}{condition}", params + extra
             )
-        for statement in count_in_sql(records, where):
-            cursor.execute(statement, params)
+        for statement in count_in_sql(records, where + counted_since[0]):
+            cursor.execute(statement, params + counted_since[1])
             written += cursor.rowcount
     return written

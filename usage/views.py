@@ -16,7 +16,13 @@ from usage import audit, openapi, plugins, token_usage
 from usage.auth import BearerTokenAuthentication
 from usage.ingest import ingest, parse_body
 from usage.problems import DatabaseUnavailable
-from usage.records import encode_cursor, list_records, parse_record_query, record_as_dict
+from usage.records import (
+    encode_cursor,
+    kept_from_text,
+    list_records,
+    parse_record_query,
+    record_as_dict,
+)
 from usage.renderers import FastJSONRenderer
 from usage.request_body import json_object, read_body, require_json
 from usage.routing import by_method
@@ -71,7 +77,8 @@ class RecordListView(APIView):
             params = request.query_params.copy()
             params["cursor"] = encode_cursor(records[-1])
             next_url = request.build_absolute_uri(f"{request.path}?{params.urlencode()}")
-        return Response({"results": [record_as_dict(r) for r in records], "next": next_url})
+        body = {"results": [record_as_dict(r) for r in records], "next": next_url}
+        return Response({**body, "recordsKeptFrom": kept_from_text()})
 
 
 model_usage = by_method(GET=RecordListView.as_view(), POST=IngestView.as_view())

@@ -172,6 +172,10 @@ DATABASE_REPLICA_PIN_SECONDS = env_int("DATABASE_REPLICA_PIN_SECONDS", 30, minim
 # (usage.folding); 0 turns the folding thread off (then run manage.py fold_rollups).
 ROLLUP_FOLD_SECONDS = env_float("ROLLUP_FOLD_SECONDS", 1.0, minimum=0.0)
 
+# Months of raw records kept before the current one (usage.retention); 0 keeps them all.
+# Summaries, dashboards and daily totals read the rollups, which are never dropped.
+RECORD_RETENTION_MONTHS = env_int("RECORD_RETENTION_MONTHS", 0, minimum=0)
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # allauth's (a username or an email address), with failed sign-ins throttled on every login

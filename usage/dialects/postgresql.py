@@ -26,7 +26,7 @@ from django.db.backends.utils import CursorDebugWrapper, CursorWrapper
 
 from usage import folding, rollups
 from usage.dialects import RECORD_COLUMNS, Buckets
-from usage.models import UncountedRecord, UsageRecord
+from usage.models import RecordKey, UncountedRecord, UsageRecord
 
 if TYPE_CHECKING:
     from usage.ingest import CleanRecord
@@ -127,14 +127,28 @@ def _prepared_cursor() -> CursorWrapper:
 
 
 def _insert_sql(returning: str) -> str:
-    """The insert of a batch (as arrays), skipping event ids the owner already has."""
-    table = connection.ops.quote_name(UsageRecord._meta.db_table)
+    """The insert of a batch (as arrays), skipping event ids the owner already has.
+
+    The records table is partitioned by month (``usage.partitions``), so it cannot refuse
+    an event id by itself: the ids go into ``RecordKey`` first, and only the records whose
+    ids came back new (or that have none) are inserted. A concurrent request with the same
+    id waits on the key's row until the first commits, then inserts nothing.
+    """
+    quote = connection.ops.quote_name
+    table = quote(UsageRecord._meta.db_table)
+    keys = quote(RecordKey._meta.db_table)
     return (
-        f"INSERT INTO {table} ({', '.join(RECORD_COLUMNS)}) "
-        "SELECT %s::integer, model, image_count, occurred_at, %s::timestamptz, event_id, "
-        "%s::bigint FROM unnest(%s::varchar[], %s::int[], %s::timestamptz[], %s::varchar[]) "
-        "AS given(model, image_count, occurred_at, event_id) "
-        f"ON CONFLICT (owner_id, event_id) DO NOTHING RETURNING {returning}"
+        "given AS (SELECT %s::integer AS owner_id, %s::timestamptz AS received_at, "
+        "%s::bigint AS token_id, u.* "
+        "FROM unnest(%s::varchar[], %s::int[], %s::timestamptz[], %s::varchar[]) "
+        "AS u(model, image_count, occurred_at, event_id)), "
+        f"keyed AS (INSERT INTO {keys} (owner_id, event_id, occurred_at) "
+        "SELECT owner_id, event_id, occurred_at FROM given WHERE event_id IS NOT NULL "
+        "ON CONFLICT (owner_id, event_id) DO NOTHING RETURNING event_id), "
+        f"batch AS (INSERT INTO {table} ({', '.join(RECORD_COLUMNS)}) "
+        f"SELECT {', '.join(RECORD_COLUMNS)} FROM given "
+        "WHERE event_id IS NULL OR event_id IN (SELECT event_id FROM keyed) "
+        f"RETURNING {returning})"
     )
 
 
@@ -143,7 +157,7 @@ def _insert_sql(returning: str) -> str:
 def _insert_and_count_sql() -> str:
     hourly, daily = rollups.count_in_sql("batch")
     return (
-        f"WITH batch AS ({_insert_sql('owner_id, model, image_count, occurred_at')}), "
+        f"WITH {_insert_sql('owner_id, model, image_count, occurred_at')}, "
         f"hourly AS ({hourly}), daily AS ({daily}) "
         "SELECT count(*) FROM batch"
     )
@@ -153,7 +167,7 @@ def _insert_and_count_sql() -> str:
 def _insert_and_defer_sql() -> str:
     uncounted = connection.ops.quote_name(UncountedRecord._meta.db_table)
     return (
-        f"WITH batch AS ({_insert_sql('id, owner_id')}), "
+        f"WITH {_insert_sql('id, owner_id')}, "
         f"marked AS (INSERT INTO {uncounted} (record_id, owner_id) "
         "SELECT id, owner_id FROM batch) "
         "SELECT count(*) FROM batch"
