@@ -39,9 +39,7 @@ class Standby:
     def _run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
         if self.run_as:
             argv = ("runuser", "-u", self.run_as, "--", *argv)
-        result = subprocess.run(
-            argv, cwd=self.folder, capture_output=True, text=True, timeout=120
-        )
+        result = subprocess.run(argv, cwd=self.folder, capture_output=True, text=True, timeout=120)
         if check and result.returncode != 0:
             tail = self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
             pytest.fail(f"{' '.join(argv)} failed:\n{result.stdout}{result.stderr}\n{tail}")
@@ -53,6 +51,7 @@ class Standby:
             str(self.bindir / "pg_basebackup"),
             *("-h", HOST, "-p", self.primary_port, "-U", "postgres"),
             *("-D", str(self.data), "-R", "-X", "stream", "-C", "-S", self.slot),
+            "--checkpoint=fast",  # not a spread checkpoint, which takes minutes
         )
         settings = {
             "port": str(self.port),

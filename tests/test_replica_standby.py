@@ -12,7 +12,7 @@ written down in docs/scaling.md.
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -244,8 +244,10 @@ def test_a_stopped_standby_sends_reads_to_the_primary_with_no_error_and_gets_the
     unpin_everyone(redis_url)
     baseline = site.rollup_reads_on_standby()
     poll(
-        lambda: summary(patient, token) == site.stored("finn")
-        and site.rollup_reads_on_standby() > baseline,
+        lambda: (
+            summary(patient, token) == site.stored("finn")
+            and site.rollup_reads_on_standby() > baseline
+        ),
         20,
         "reads on the standby",
     )
@@ -270,8 +272,10 @@ def test_a_stopped_standby_sends_reads_to_the_primary_with_no_error_and_gets_the
     site.wait_until_replayed("finn")
     baseline = site.rollup_reads_on_standby()
     poll(
-        lambda: summary(patient, token) == site.stored("finn")
-        and site.rollup_reads_on_standby() > baseline,
+        lambda: (
+            summary(patient, token) == site.stored("finn")
+            and site.rollup_reads_on_standby() > baseline
+        ),
         30,
         "reads back on the standby once it started",
     )
