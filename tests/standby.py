@@ -58,6 +58,9 @@ class Standby:
             "listen_addresses": HOST,
             "unix_socket_directories": str(self.folder),
             "hot_standby": "on",
+            # The primary keeps the row versions the standby's queries still read, instead of
+            # the standby cancelling them (docs/scaling.md recommends it for a replica).
+            "hot_standby_feedback": "on",
             "recovery_min_apply_delay": f"{self.apply_delay_ms}ms",
             "shared_buffers": "64MB",
         }

@@ -59,8 +59,10 @@ CLIENTS = 6
 APPLY_DELAY_MS = 1000
 STANDBY_STOP_AT, STANDBY_START_AT = 15, 20  # seconds into the soak
 APP_KILL_AT = 35
-USERS = {"ada": 2, "ben": 1, "cleo": 1}  # API tokens each
-SESSION_USER = "ada"
+USERS = {"ada": 2, "ben": 1, "cleo": 1, "dana": 1}  # API tokens each
+WRITERS = ("ada", "ben", "cleo")  # their apps post all through the soak
+READER = "dana"  # posted before the soak; only looks at her dashboards during it
+SESSION_USERS = ("ada", "dana")
 MODELS = ("Stable Diffusion", "DALL-E", "Flux", "Imagen")
 ZONES = ("UTC", "Europe/Paris", "America/New_York", "Asia/Kolkata")
 UPSTREAM_KEY = "soak-upstream-key"
@@ -74,10 +76,16 @@ class Layout:
     standby: Standby
     apps: list[Gunicorn]
     front: Server
+    upstream: StandIn
+    database_url: str
+    folder: Path
+    env: dict[str, str]
 
 
 @contextmanager
-def front(database_url: str, log: Path, app_servers: list[Gunicorn], env: dict) -> Iterator[Server]:
+def front(
+    database_url: str, log: Path, app_servers: list[Gunicorn], env: dict, ready: str = ""
+) -> Iterator[Server]:
     """``./dev.py serve`` as the front of app servers elsewhere: nginx alone."""
     port = free_port()
     addresses = ",".join(f"{HOST}:{app.port}" for app in app_servers)
@@ -95,7 +103,9 @@ def front(database_url: str, log: Path, app_servers: list[Gunicorn], env: dict) 
         )
     server = Server(port, process, log)
     try:
-        poll(lambda: server.answers("/api/health/simple", 200), 60, "no answer", log)
+        # Through to an app server; or, with none, nginx's own answer (``ready``).
+        path, status = (ready, 503) if ready else ("/api/health/simple", 200)
+        poll(lambda: server.answers(path, status), 60, "no answer", log)
         yield server
     finally:
         with suppress(ProcessLookupError):
@@ -117,7 +127,7 @@ def layout(redis_url, tmp_path_factory) -> Iterator[Layout]:
         StandIn(key=UPSTREAM_KEY) as upstream,
     ):
         dbname = url.rsplit("/", 1)[1]
-        tokens = prepare_site(url, USERS, sign_in=(SESSION_USER,), pages=True)
+        tokens = prepare_site(url, USERS, sign_in=SESSION_USERS, pages=True)
         env = {
             **UNTHROTTLED,
             "REDIS_URL": redis_url,
@@ -141,7 +151,7 @@ def layout(redis_url, tmp_path_factory) -> Iterator[Layout]:
                     },
                 )
                 assert generated.status == 200, generated.body[:300]
-            yield Layout(dbname, tokens, standby, apps, served)
+            yield Layout(dbname, tokens, standby, apps, served, upstream, url, folder, env)
 
 
 @dataclass
@@ -151,6 +161,8 @@ class Call:
     seconds: float
     retry_after: str | None = None
     error: str = ""
+    wrong: object = None  # an answer whose numbers are not the known ones
+    checked: bool = False  # the reader's, compared with her known numbers
 
 
 @dataclass
@@ -164,9 +176,10 @@ class Post:
 
 
 class Soak:
-    def __init__(self, layout: Layout, cookie: str):
+    def __init__(self, layout: Layout, cookies: dict[str, str], reader: "ReaderCounts"):
         self.layout = layout
-        self.cookie = cookie
+        self.cookies = cookies
+        self.reader = reader
         self.calls: list[Call] = []
         self.posts: list[Post] = []
         self.actions = {
@@ -212,7 +225,7 @@ class Soak:
         return call
 
     def _post(self, endpoint: str, rng: random.Random, records: list[dict], body) -> None:
-        user = rng.choice(list(USERS))
+        user = rng.choice(WRITERS)
         token = rng.choice(self.layout.tokens[user])
         post = Post(user, records)
         self.posts.append(post)
@@ -234,20 +247,37 @@ class Soak:
         self._post("POST batch", rng, batch, batch)
 
     def summary(self, rng: random.Random) -> None:
-        token = rng.choice(self.layout.tokens[rng.choice(list(USERS))])
+        user = rng.choice(list(USERS))
+        token = rng.choice(self.layout.tokens[user])
+        if user == READER:  # her numbers are known: they must be exactly those
+            path = f"/api/model-usage/summary?{self.reader.query}"
+            call = self._call("GET summary", lambda front: front.get(path, token=token))
+            self._check(call, self.reader.summary, summary_counts)
+            return
         query = urlencode({"tz": rng.choice(ZONES), "granularity": rng.choice(["day", "week"])})
         path = f"/api/model-usage/summary?{query}"
         self._call("GET summary", lambda front: front.get(path, token=token))
 
     def dashboard(self, rng: random.Random) -> None:
         query = urlencode({"days": rng.choice([7, 30, 90]), "tz": rng.choice(ZONES)})
+        cookie = self.cookies[rng.choice(SESSION_USERS)]
         path = f"/dashboard/?{query}"
-        self._call("GET dashboard", lambda front: front.get(path, Cookie=self.cookie))
+        self._call("GET dashboard", lambda front: front.get(path, Cookie=cookie))
 
     def dashboard_data(self, rng: random.Random) -> None:
-        query = urlencode({"days": rng.choice([7, 30]), "tz": rng.choice(ZONES)})
-        path = f"/dashboard/data/?{query}"
-        self._call("GET dashboard data", lambda front: front.get(path, Cookie=self.cookie))
+        user = rng.choice(SESSION_USERS)
+        zone = "UTC" if user == READER else rng.choice(ZONES)
+        path = f"/dashboard/data/?{urlencode({'days': 7, 'tz': zone})}"
+        call = self._call(
+            "GET dashboard data", lambda front: front.get(path, Cookie=self.cookies[user])
+        )
+        if user == READER:
+            self._check(call, self.reader.totals, lambda body: totals_of(body["summary"]))
+
+    def _check(self, call: Call, expected, counts: Callable[[dict], object]) -> None:
+        call.checked = call.status == 200
+        if call.status == 200 and counts(call.reply.json()) != expected:
+            call.wrong = counts(call.reply.json())
 
     def token_usage(self, rng: random.Random) -> None:
         token = rng.choice(self.layout.tokens[rng.choice(list(USERS))])
@@ -264,6 +294,33 @@ def new_record(rng: random.Random) -> dict:
         "count": rng.randint(1, 20),
         "timestamp": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
     }
+
+
+@dataclass(frozen=True)
+class ReaderCounts:
+    """The reader's records, posted before the soak: what her every answer must show."""
+
+    query: str
+    summary: dict
+    totals: tuple[int, int]
+
+
+def seed_the_reader(layout: Layout, redis_url: str) -> ReaderCounts:
+    rng = random.Random(99)
+    for _ in range(5):
+        batch = [new_record(rng) for _ in range(40)]
+        assert layout.front.post_usage(layout.tokens[READER][0], batch).status == 201
+    with primary(layout.dbname) as conn:
+        count = "SELECT count(*) FROM usage_usagerecord"
+        goal = conn.execute(count).fetchone()
+    with layout.standby.connect(layout.dbname) as conn:
+        poll(lambda: conn.execute(count).fetchone() == goal, 30, "the standby to replay")
+    redis.Redis.from_url(redis_url).flushdb()  # her pin, as 30 s later
+    today = datetime.now(UTC).date()
+    start = today - timedelta(days=4)
+    everything = recount(layout.dbname, READER, start, today, "UTC")
+    query = urlencode({"start": start, "end": today, "tz": "UTC"})
+    return ReaderCounts(query, everything, everything["totals"])
 
 
 class Events:
@@ -309,7 +366,10 @@ class Events:
 def test_a_minute_of_mixed_load_through_the_front_survives_a_standby_restart_and_a_killed_app(
     layout, redis_url
 ):
-    soak = Soak(layout, log_in(layout.front, SESSION_USER, PASSWORD))
+    cookies = {user: log_in(layout.front, user, PASSWORD) for user in SESSION_USERS}
+    reader = seed_the_reader(layout, redis_url)
+    before = rollup_reads_on_standby(layout)
+    soak = Soak(layout, cookies, reader)
     events = Events(layout)
     started = time.monotonic()
     chaos = threading.Thread(target=events.run, args=(started,))
@@ -318,7 +378,11 @@ def test_a_minute_of_mixed_load_through_the_front_survives_a_standby_restart_and
     chaos.join()
     elapsed = time.monotonic() - started
     report(soak, events, elapsed)
-    print(f"  rollup scans served by the standby: {rollup_reads_on_standby(layout)}")
+    checked = sum(1 for c in soak.calls if c.checked)
+    print(
+        f"  the reader's answers checked against her known numbers: {checked}; rollup scans "
+        f"served by the standby: {rollup_reads_on_standby(layout) - before}"
+    )
 
     assert events.failures == []
     calls = soak.calls
@@ -328,6 +392,9 @@ def test_a_minute_of_mixed_load_through_the_front_survives_a_standby_restart_and
         for c in calls
         if c.status >= 500 and not (c.status == 503 and c.retry_after)
     ] == []
+    # nginx passes a read that failed on one app server on to the other: only a write cut
+    # off by the killed server may be a 503 (nginx's own, Retry-After: 2).
+    assert [(c.endpoint, c.status) for c in calls if c.status == 503 and "GET" in c.endpoint] == []
     success = {"POST": 201, "GET": 200}
     assert [
         (c.endpoint, c.status)
@@ -335,7 +402,10 @@ def test_a_minute_of_mixed_load_through_the_front_survives_a_standby_restart_and
         if c.status not in (503, success[c.endpoint.split()[0]])
     ] == []
     assert [post.answers[-1].status for post in soak.posts if post.body is None] == []
-    assert rollup_reads_on_standby(layout) > 0  # it served dashboards between its restarts
+    assert [(c.endpoint, c.wrong) for c in calls if c.wrong is not None] == []
+    assert sum(c.checked for c in calls) > 0
+    # The reader is pinned to no database: the standby served reads (its own statistics).
+    assert rollup_reads_on_standby(layout) > before
     assert_every_record_stored_once_and_accounted_for(layout, soak.posts)
     assert_summaries_and_rollups_equal_a_recount(layout, redis_url)
 
@@ -352,7 +422,9 @@ def assert_every_record_stored_once_and_accounted_for(layout: Layout, posts: lis
     with primary(layout.dbname) as conn:
         rows = conn.execute(
             "SELECT u.username, r.event_id, r.model, r.image_count, r.occurred_at "
-            "FROM usage_usagerecord r JOIN auth_user u ON u.id = r.owner_id"
+            "FROM usage_usagerecord r JOIN auth_user u ON u.id = r.owner_id "
+            "WHERE u.username = ANY(%s)",
+            [list(WRITERS)],
         ).fetchall()
     stored = {event_id: (user, model, count, at) for user, event_id, model, count, at in rows}
     sent = {
@@ -411,9 +483,13 @@ def assert_summaries_and_rollups_equal_a_recount(layout: Layout, redis_url: str)
             assert summary_counts(reply.json()) == recount(layout.dbname, user, start, end, zone)
 
 
+def totals_of(body: dict) -> tuple[int, int]:
+    return body["totals"]["images"], body["totals"]["events"]
+
+
 def summary_counts(body: dict) -> dict:
     return {
-        "totals": (body["totals"]["images"], body["totals"]["events"]),
+        "totals": totals_of(body),
         "models": {m["model"]: (m["images"], m["events"]) for m in body["models"]},
     }
 
@@ -475,3 +551,39 @@ def report(soak: Soak, events: Events, elapsed: float) -> None:
     unavailable = [c for c in soak.calls if c.status == 503]
     print(f"  503s: {[(c.endpoint, c.retry_after) for c in unavailable]}")
     print("  events: " + ", ".join(f"{what} at {t:.1f} s" for what, t in events.times.items()))
+
+
+# --- The front's own answers ------------------------------------------------------------
+
+
+def test_with_no_app_server_answering_the_front_answers_503_with_retry_after(layout):
+    nowhere = Gunicorn.create(layout.database_url, layout.folder / "none.log", {})  # not started
+    log = layout.folder / "front-alone.log"
+    with front(layout.database_url, log, [nowhere], layout.env, ready="/nothing") as alone:
+        api = alone.get("/api/health")
+        page = alone.get("/dashboard/")
+
+    assert (api.status, api.headers["Retry-After"]) == (503, "2")
+    assert api.json() == {
+        "error": "The site is restarting; try again in a moment.",
+        "code": "unavailable",
+    }
+    assert (page.status, page.headers["Retry-After"]) == (503, "2")
+    assert page.body == b"The site is restarting; try again in a moment.\n"
+    assert page.headers["X-Frame-Options"] == "DENY"
+
+
+def test_the_sites_own_502_passes_through_the_front_unchanged(layout):
+    layout.upstream.stop()  # the external API, not an app server, is unreachable
+    token = layout.tokens["ben"][0]
+
+    reply = layout.front.request(
+        "POST",
+        "/api/plugin/generate",
+        json.dumps({"prompt": "A plugin while the external API is down"}).encode(),
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+
+    assert reply.status == 502
+    assert reply.json()["code"] == "upstream_unreachable"
+    assert "Retry-After" not in reply.headers

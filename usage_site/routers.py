@@ -11,8 +11,9 @@ the router whose request is running.
 
 A replica that lags more than ``DATABASE_REPLICA_MAX_LAG_SECONDS``, or cannot be reached,
 reads nothing (``usage_site.replica_health``): every read goes to the primary until it is
-back. A request whose read failed on the replica (stopped while the request ran) is answered
-again from the primary, so the switch costs no one an error.
+back. A request whose read failed on the replica (stopped while the request ran, or a query
+cancelled by a conflict with recovery) is answered again from the primary, so the switch
+costs no one an error.
 """
 
 from collections.abc import Callable
@@ -114,13 +115,12 @@ class PrimaryPinMiddleware:
         token = _current_request.set(request)
         try:
             response = self.get_response(request)
-            # A database error is a 503 (usage.errors). When the replica caused it, the
-            # request only read (SAFE_METHODS), so it is answered again from the primary.
-            if (
-                response.status_code == 503
-                and getattr(request, "_reads_replica", False)
-                and not replica_health.recheck()
-            ):
+            # A database error is a 503 (usage.errors). A request that read from the replica
+            # only read (SAFE_METHODS), so it is answered again from the primary, whether the
+            # replica went away under it or cancelled its query (a conflict with the WAL it
+            # replays); the replica is asked again at once, for the requests after it.
+            if response.status_code == 503 and getattr(request, "_reads_replica", False):
+                replica_health.recheck()
                 request._reads_replica = False
                 response = self.get_response(request)
         finally:
