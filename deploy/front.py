@@ -7,6 +7,11 @@
 limit, whether a TLS proxy's X-Forwarded-Proto is trusted, the security headers of nginx's
 own answers), starts gunicorn with gunicorn.conf.py on a socket in a fresh run folder, then
 nginx on the public address, and stops both when either stops or on SIGTERM or Ctrl-C.
+
+With ``APP_SERVERS`` (``host:port,host:port``: gunicorn with gunicorn.conf.py on other
+machines or ports) it starts no gunicorn of its own, and nginx spreads the requests over
+those app servers (docs/scaling.md). A request that cannot reach one goes to the next; one
+cut off by an app server that dies is answered 503 with Retry-After, never a bare 502.
 """
 
 import argparse
@@ -26,13 +31,16 @@ GUNICORN = Path(sys.executable).parent / "gunicorn"
 START_SECONDS = 60
 
 
-def render(*, listen: str, upstream: str) -> str:
+def render(*, listen: str, upstream: str | list[str]) -> str:
     """deploy/nginx.conf with the site's settings filled in (Django must be set up)."""
     from django.conf import settings
 
     from usage.errors import problem_response
     from usage.ingest import MAX_BODY_BYTES, body_too_large
     from usage_site.security import content_security_policy
+
+    upstreams = [upstream] if isinstance(upstream, str) else upstream
+    unavailable = app_unavailable()
 
     headers = {
         "Content-Security-Policy": content_security_policy(settings.CHARTJS_URL),
@@ -43,7 +51,7 @@ def render(*, listen: str, upstream: str) -> str:
     }
     values = {
         "LISTEN": listen,
-        "UPSTREAM": upstream,
+        "UPSTREAM_SERVERS": "\n".join(f"        server {address};" for address in upstreams),
         "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         # Behind a TLS proxy that the site trusts, its header goes on; else nginx says what
         # the client used to reach it, whatever the client wrote.
@@ -56,11 +64,26 @@ def render(*, listen: str, upstream: str) -> str:
         ),
         "API_TOO_LARGE": literal(problem_response(body_too_large()).content.decode()),
         "PAGE_TOO_LARGE": literal(f"The request body is larger than {MAX_BODY_BYTES} bytes.\n"),
+        "RETRY_AFTER": str(unavailable.retry_after),
+        "API_UNAVAILABLE": literal(problem_response(unavailable).content.decode()),
+        "PAGE_UNAVAILABLE": literal(f"{unavailable.message}\n"),
     }
     config = TEMPLATE.read_text()
     for name, value in values.items():
         config = config.replace(f"@{name}@", value)
     return config
+
+
+def app_unavailable():
+    """nginx's answer when no app server answered (all down, or one died mid-request)."""
+    from usage.problems import Problem
+
+    return Problem(
+        "The site is restarting; try again in a moment.",
+        status=503,
+        code="unavailable",
+        retry_after=2,
+    )
 
 
 def quoted(value: str) -> str:
@@ -93,7 +116,10 @@ def main(argv: list[str]) -> int:
     django.setup()
     run_dir = Path(tempfile.mkdtemp(prefix="usage-front-"))
     run_dir.chmod(0o755)  # nginx's workers run as another user when started as root
+    app_servers = [a.strip() for a in os.environ.get("APP_SERVERS", "").split(",") if a.strip()]
     try:
+        if app_servers:
+            return front_only(options.listen, app_servers, run_dir)
         return serve(options.listen, options.gunicorn_options, run_dir)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -121,6 +147,20 @@ def serve(listen: str, gunicorn_options: list[str], run_dir: Path) -> int:
     children.append(subprocess.Popen([*nginx, "-g", "daemon off;"], cwd=run_dir))
     print(f"Serving http://{listen} (nginx, in front of gunicorn on {socket})", flush=True)
     while not stop.asked and all(child.poll() is None for child in children):
+        time.sleep(0.2)
+    return stop.all()
+
+
+def front_only(listen: str, app_servers: list[str], run_dir: Path) -> int:
+    """nginx alone, in front of app servers started elsewhere (each with NUM_PROXIES counting
+    this nginx too)."""
+    config = run_dir / "nginx.conf"
+    config.write_text(render(listen=listen, upstream=app_servers))
+    nginx = [nginx_binary(), "-p", str(run_dir), "-c", str(config), "-e", "stderr"]
+    children = [subprocess.Popen([*nginx, "-g", "daemon off;"], cwd=run_dir)]
+    stop = Stop(children)
+    print(f"Serving http://{listen} (nginx, in front of {', '.join(app_servers)})", flush=True)
+    while not stop.asked and children[0].poll() is None:
         time.sleep(0.2)
     return stop.all()
 

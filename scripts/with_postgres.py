@@ -14,6 +14,8 @@ can stop and restart the cluster themselves, e.g.
 ``runuser -u "$PG_RUN_AS" -- "$PG_BINDIR/pg_ctl" -D "$PGDATA" -l "$PG_LOGFILE" -w start``
 (drop the ``runuser`` part when ``PG_RUN_AS`` is empty). All server settings are written to
 ``postgresql.conf``, so a plain ``pg_ctl start`` brings the server back on the same port.
+The cluster accepts replication connections from 127.0.0.1, so that tests can start a hot
+standby of it (tests/standby.py).
 
 Extra server options can be passed through ``PG_EXTRA_OPTIONS`` (appended verbatim to the
 ``pg_ctl -o`` string; they are not persisted for restarts).
@@ -200,6 +202,10 @@ def server_settings(port: int, socket_dir: Path) -> dict[str, str]:
         "full_page_writes": "off",
         "max_connections": "200",
         "shared_buffers": "256MB",
+        # A hot standby can stream from it (tests/standby.py); initdb's pg_hba.conf already
+        # trusts replication connections from 127.0.0.1. PostgreSQL's defaults, said out loud.
+        "wal_level": "replica",
+        "max_wal_senders": "10",
     }
 
 

@@ -20,6 +20,7 @@ from tests.conftest import post_usage
 from tests.live_server import free_port
 from usage.folding import fold_all
 from usage.models import ApiToken, UsageRecord, UsageRollup
+from usage_site import replica_health
 from usage_site.routers import PrimaryPinMiddleware, is_pinned, pin_key
 
 User = get_user_model()
@@ -44,7 +45,9 @@ def replica_router(settings):
     settings.DATABASE_REPLICA_PIN_SECONDS = 30
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     cache.clear()
+    replica_health.assume(usable=True)  # the mirror lags by nothing
     yield
+    replica_health.forget()
     cache.clear()
 
 
@@ -282,4 +285,10 @@ def test_while_the_cache_is_down_a_write_still_gets_its_answer(cache_down):
 
 
 def test_while_the_cache_is_down_rollups_are_read_from_the_primary(cache_down):
+    assert in_request("GET", alice(), read_alias(UsageRollup)) == "default"
+
+
+def test_while_the_replica_is_unusable_rollups_are_read_from_the_primary():
+    replica_health.assume(usable=False)  # down, or lagging past the bound
+
     assert in_request("GET", alice(), read_alias(UsageRollup)) == "default"

@@ -24,7 +24,12 @@ REDIS = "redis://127.0.0.1:6379/1"
 ROUTER = "usage_site.routers.ReplicaRouter"
 PIN_MIDDLEWARE = "usage_site.routers.PrimaryPinMiddleware"
 AUTH_MIDDLEWARE = "django.contrib.auth.middleware.AuthenticationMiddleware"
-SCALING_VARIABLES = ("REDIS_URL", "DATABASE_REPLICA_URL", "DATABASE_REPLICA_PIN_SECONDS")
+SCALING_VARIABLES = (
+    "REDIS_URL",
+    "DATABASE_REPLICA_URL",
+    "DATABASE_REPLICA_PIN_SECONDS",
+    "DATABASE_REPLICA_MAX_LAG_SECONDS",
+)
 SHOW_SETTINGS = """
 import json
 from usage_site import settings as s
@@ -34,6 +39,7 @@ print(json.dumps({
     "DATABASE_ROUTERS": s.DATABASE_ROUTERS,
     "MIDDLEWARE": s.MIDDLEWARE,
     "DATABASE_REPLICA_PIN_SECONDS": s.DATABASE_REPLICA_PIN_SECONDS,
+    "DATABASE_REPLICA_MAX_LAG_SECONDS": s.DATABASE_REPLICA_MAX_LAG_SECONDS,
 }))
 """
 
@@ -179,14 +185,31 @@ def test_a_replica_gets_its_own_connection_and_switches_the_router_on():
     assert replica["TEST"] == {"MIRROR": "default"}
     assert loaded["DATABASES"]["default"]["HOST"] == "db-primary"
     assert loaded["DATABASE_REPLICA_PIN_SECONDS"] == 30
+    assert loaded["DATABASE_REPLICA_MAX_LAG_SECONDS"] == 10
 
 
-def test_the_pin_after_a_write_can_be_set_in_seconds():
+def test_the_pin_after_a_write_and_the_lag_bound_can_be_set_in_seconds():
     loaded = settings_with(
-        REDIS_URL=REDIS, DATABASE_REPLICA_URL=REPLICA_URL, DATABASE_REPLICA_PIN_SECONDS="5"
+        REDIS_URL=REDIS,
+        DATABASE_REPLICA_URL=REPLICA_URL,
+        DATABASE_REPLICA_PIN_SECONDS="5",
+        DATABASE_REPLICA_MAX_LAG_SECONDS="2.5",
     )
 
     assert loaded["DATABASE_REPLICA_PIN_SECONDS"] == 5
+    assert loaded["DATABASE_REPLICA_MAX_LAG_SECONDS"] == 2.5
+
+
+def test_a_lag_bound_that_the_pin_does_not_cover_is_refused():
+    # A user whose pin ended could read a replica that has not replayed their write yet.
+    error = refused(
+        REDIS_URL=REDIS,
+        DATABASE_REPLICA_URL=REPLICA_URL,
+        DATABASE_REPLICA_PIN_SECONDS="5",
+        DATABASE_REPLICA_MAX_LAG_SECONDS="4",
+    )
+
+    assert "DATABASE_REPLICA_MAX_LAG_SECONDS must be more than a second below" in error
 
 
 def test_a_replica_without_redis_is_refused():

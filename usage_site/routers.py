@@ -8,6 +8,12 @@ for ``DATABASE_REPLICA_PIN_SECONDS`` afterwards. The desktop app posts with a to
 the browser refreshes with a session, so the pin is per user and lives in the shared cache
 (Redis), where every server process sees it; ``PrimaryPinMiddleware`` sets it, and tells
 the router whose request is running.
+
+A replica that lags more than ``DATABASE_REPLICA_MAX_LAG_SECONDS``, or cannot be reached,
+reads nothing (``usage_site.replica_health``): every read goes to the primary until it is
+back. A request whose read failed on the replica (stopped while the request ran, or a query
+cancelled by a conflict with recovery) is answered again from the primary, so the switch
+costs no one an error.
 """
 
 from collections.abc import Callable
@@ -18,6 +24,7 @@ from django.core.cache import cache
 from django.db import models, transaction
 from django.http import HttpRequest, HttpResponse
 
+from usage_site import replica_health
 from usage_site.cache import or_fallback
 
 PRIMARY = "default"
@@ -88,8 +95,12 @@ def replica_is_fresh_enough() -> bool:
         return False
     if not hasattr(request, "_reads_replica"):
         user = getattr(request, "user", None)
+        # Decided once a request, so that its reads all come from the same database.
         request._reads_replica = bool(
-            user is not None and user.is_authenticated and not is_pinned(user.pk)
+            user is not None
+            and user.is_authenticated
+            and not is_pinned(user.pk)
+            and replica_health.replica_usable()
         )
     return request._reads_replica
 
@@ -104,6 +115,14 @@ class PrimaryPinMiddleware:
         token = _current_request.set(request)
         try:
             response = self.get_response(request)
+            # A database error is a 503 (usage.errors). A request that read from the replica
+            # only read (SAFE_METHODS), so it is answered again from the primary, whether the
+            # replica went away under it or cancelled its query (a conflict with the WAL it
+            # replays); the replica is asked again at once, for the requests after it.
+            if response.status_code == 503 and getattr(request, "_reads_replica", False):
+                replica_health.recheck()
+                request._reads_replica = False
+                response = self.get_response(request)
         finally:
             _current_request.reset(token)
         # Every write attempt, answered or refused: a refused one costs a few primary reads,

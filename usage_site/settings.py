@@ -167,6 +167,15 @@ DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 # Seconds a user's reads stay on the primary after a request of theirs wrote. Keep it above
 # the replica's worst lag, so that Refresh Data right after a post shows that post.
 DATABASE_REPLICA_PIN_SECONDS = env_int("DATABASE_REPLICA_PIN_SECONDS", 30, minimum=1)
+# Seconds of lag past which the replica reads nothing, and every read goes to the primary
+# until it catches up (usage_site.replica_health). Below the pin, so that a user whose pin
+# has ended reads a replica that has replayed their write.
+DATABASE_REPLICA_MAX_LAG_SECONDS = env_float("DATABASE_REPLICA_MAX_LAG_SECONDS", 10.0, minimum=0.0)
+if DATABASE_REPLICA_URL and DATABASE_REPLICA_MAX_LAG_SECONDS + 1 >= DATABASE_REPLICA_PIN_SECONDS:
+    raise ImproperlyConfigured(
+        "DATABASE_REPLICA_MAX_LAG_SECONDS must be more than a second below "
+        "DATABASE_REPLICA_PIN_SECONDS: a user whose pin ends must find their writes replayed"
+    )
 
 # Seconds between folds of uncounted records into the rollups, in each server process
 # (usage.folding); 0 turns the folding thread off (then run manage.py fold_rollups).
