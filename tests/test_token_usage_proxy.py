@@ -82,9 +82,11 @@ def test_a_user_reads_their_own_usage_with_a_token(upstream, owner_api):
         "lastRequestAt",
         "fetchedAt",
         "stale",
+        "noUsageYet",
     }
     assert (body["userId"], body["requestCount"], body["totalTokens"]) == ("alice", 1, 128)
     assert body["stale"] is False
+    assert body["noUsageYet"] is False
     assert usage_requests(upstream) == ["/user/alice/token-usage"]
 
 
@@ -135,8 +137,8 @@ def test_staff_read_anyones_usage(upstream, staff, staff_api, how):
 def test_staff_without_a_user_id_read_their_own(upstream, staff_api):
     response = staff_api.get(USAGE_URL)
 
-    assert response.status_code == 404
-    assert response.json()["code"] == "unknown_user"
+    assert response.status_code == 200
+    assert response.json()["userId"] == "carol"
     assert usage_requests(upstream) == ["/user/carol/token-usage"]
 
 
@@ -158,14 +160,58 @@ def test_a_revoked_token_gets_401(upstream, owner_token, owner_api):
     assert upstream.received == []
 
 
-def test_a_user_with_no_usage_yet_gets_404_unknown_user(upstream, owner_api):
+def test_a_user_with_no_usage_yet_gets_zeros_and_is_told_so(upstream, owner_api):
     response = owner_api.get(USAGE_URL)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body.pop("fetchedAt")
+    assert body == {
+        "userId": "alice",
+        "totalTokens": 0,
+        "promptTokens": 0,
+        "completionTokens": 0,
+        "requestCount": 0,
+        "dailyUsage": [],
+        "monthlyUsage": [],
+        "lastRequestAt": None,
+        "stale": False,
+        "noUsageYet": True,
+    }
+    assert usage_requests(upstream) == ["/user/alice/token-usage"]
+
+
+def test_a_first_generation_replaces_the_zeros_at_once(upstream, owner_api):
+    assert owner_api.get(USAGE_URL).json()["noUsageYet"] is True
+
+    assert generate(owner_api).status_code == 200
+
+    body = owner_api.get(USAGE_URL).json()
+    assert (body["noUsageYet"], body["requestCount"], body["totalTokens"]) == (False, 1, 128)
+
+
+def test_staff_asking_for_a_username_nobody_here_has_get_404(upstream, staff_api):
+    response = staff_api.get(USAGE_URL, {"userId": "nobody"})
 
     assert response.status_code == 404
     assert response.json() == {
-        "error": "The external API has no token usage for this user.",
+        "error": "No user of this site has this username, and the plugin generator has no "
+        "usage for it.",
         "code": "unknown_user",
     }
+    assert usage_requests(upstream) == ["/user/nobody/token-usage"]
+
+
+def test_staff_read_the_usage_of_a_username_nobody_here_has_if_the_generator_has_it(
+    upstream, staff_api
+):
+    # A deleted account's usage, say: the plugin generator's numbers are still worth showing.
+    has_used_tokens(upstream, "gone")
+
+    response = staff_api.get(USAGE_URL, {"userId": "gone"})
+
+    assert response.status_code == 200
+    assert (response.json()["requestCount"], response.json()["noUsageYet"]) == (1, False)
 
 
 # --- Ids that try to leave their path segment ------------------------------------------------
@@ -598,7 +644,10 @@ def test_an_unknown_user_is_not_served_a_stale_copy(upstream, owner_api):
     owner_api.get(USAGE_URL)
     upstream.answer("token-usage", 404, {"error": "gone"})
 
-    assert owner_api.get(USAGE_URL, {"refresh": "1"}).status_code == 404
+    response = owner_api.get(USAGE_URL, {"refresh": "1"})
+
+    assert response.status_code == 200
+    assert (response.json()["noUsageYet"], response.json()["stale"]) == (True, False)
 
 
 # --- Rate limit ------------------------------------------------------------------------------
@@ -745,7 +794,7 @@ def test_reads_waiting_on_a_hung_call_give_up_busy_within_the_bound_and_ask_noth
     assert all(int(answer["Retry-After"]) > 0 for answer in waited)
     # The one call gets its own answer once released: no usage yet.
     [leader] = [answer for answer in answers if answer not in waited]
-    assert (leader.status_code, leader.json()["code"]) == (404, "unknown_user")
+    assert (leader.status_code, leader.json()["noUsageYet"]) == (200, True)
 
 
 # --- The ledger ------------------------------------------------------------------------------

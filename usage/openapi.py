@@ -381,6 +381,7 @@ TOKEN_USAGE_OUT = {
         "lastRequestAt",
         "fetchedAt",
         "stale",
+        "noUsageYet",
     ],
     "properties": {
         "userId": _string,
@@ -413,6 +414,11 @@ TOKEN_USAGE_OUT = {
         "staleReason": {
             "type": "string",
             "description": "Only when stale: the error code the request would have had.",
+        },
+        "noUsageYet": {
+            "type": "boolean",
+            "description": "True when the plugin generator has no usage for this user of the "
+            "site yet (no generation): every count is 0 and both lists are empty.",
         },
         "refreshLimited": {
             "type": "boolean",
@@ -460,7 +466,11 @@ TOKEN_USAGE = {
         400: _error("`invalid_user_id`: not a username (1 to 150 of letters, digits, @.+-_)."),
         401: _AUTH_ERRORS[401],
         403: _error("`forbidden`: another user's id, and the caller is not staff."),
-        404: _error("`unknown_user`: the external API has no usage for this user yet."),
+        404: _error(
+            "`unknown_user`: no user of this site has this username (staff asking about "
+            "someone), and the plugin generator has no usage for it. A user of the site "
+            'with no usage yet gets a 200 with zeros and `"noUsageYet": true`.'
+        ),
         **_UPSTREAM_ERRORS,
     },
     "tags": ["token-usage"],

@@ -245,6 +245,9 @@ def test_no_usage_yet_until_the_first_generation_then_its_numbers(
     expect_state(page, "no-usage")
     expect(page.get_by_test_id("token-message")).to_have_text(re.compile(r"^No token usage yet\."))
     expect(page.get_by_test_id("token-total")).to_be_hidden()
+    # "Nothing yet" is an answer, not a failed request: no red line in the console.
+    api_errors = [m.text for m in tab.console_errors if "/api/" in m.location["url"]]
+    assert api_errors == []
 
     prompt = "a plugin that adds a watermark"
     generate(page, prompt)
