@@ -55,7 +55,7 @@ from usage.tokens import (
 
 # The parts of the page that Refresh Data replaces, each rendered from its own template.
 REGIONS = ("cards", "usage-table", "share-table", "recent-records")
-# What the token panel charts of the analytics service's counts: its last days and months.
+# What the token panel charts of the plugin generator's counts: its last days and months.
 TOKEN_DAYS = 30
 TOKEN_MONTHS = 12
 PROMPT_MAX_LENGTH = 4000
@@ -157,7 +157,7 @@ def page_context(
 
 def token_panels(subject: AbstractBaseUser, *, own: bool) -> dict:
     """What the token and plugin panels need. Their numbers are fetched by the page after it
-    has painted, so that the page never waits on the analytics service."""
+    has painted, so that the page never waits on the plugin generator."""
     url = reverse("usage:token-usage")
     if not own:  # staff may ask for anyone's; everyone else gets their own
         url += "?" + urlencode({"userId": subject.get_username()})

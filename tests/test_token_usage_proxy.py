@@ -356,13 +356,37 @@ def test_a_body_that_is_not_json_by_its_type_gets_415(upstream, owner_api):
 
 
 def test_a_rejected_request_passes_on_the_upstreams_4xx_and_message(upstream, owner_api):
-    response = generate(owner_api, {"prompt": ""})
+    upstream.answer("generate", 422, {"error": "That plugin cannot be made."})
+
+    response = generate(owner_api)
+
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "That plugin cannot be made.",
+        "code": "rejected_by_upstream",
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"prompt": ""}, {"prompt": "   "}, {"prompt": "\n\t \u3000"}, {}, {"prompt": None}],
+)
+@pytest.mark.parametrize("how", ["token", "session"])
+def test_an_empty_prompt_is_refused_here_and_never_reaches_the_upstream(
+    upstream, owner_api, owner_session, body, how
+):
+    if how == "token":
+        response = generate(owner_api, body)
+    else:
+        response = session_generate(owner_session, body)
 
     assert response.status_code == 400
     assert response.json() == {
         "error": "prompt is required: describe the plugin to generate.",
-        "code": "rejected_by_upstream",
+        "code": "empty_prompt",
     }
+    assert upstream.received == []
+    assert PluginGeneration.objects.count() == 0
 
 
 @pytest.mark.parametrize(
@@ -576,8 +600,9 @@ def test_a_successful_generation_clears_the_users_cached_usage(upstream, owner_a
 def test_a_refused_generation_leaves_the_cache_alone(upstream, owner_api):
     has_used_tokens(upstream, "alice")
     owner_api.get(USAGE_URL)
+    upstream.answer("generate", 400, {"error": "No."})
 
-    assert generate(owner_api, {"prompt": ""}).status_code == 400
+    assert generate(owner_api).status_code == 400
     owner_api.get(USAGE_URL)
 
     assert len(usage_requests(upstream)) == 1
@@ -823,7 +848,8 @@ def test_a_successful_generation_is_in_the_ledger_with_its_tokens(upstream, owne
 def test_failed_generations_that_reached_the_upstream_are_in_the_ledger(
     upstream, settings, owner_api
 ):
-    generate(owner_api, {"prompt": ""})
+    upstream.answer("generate", 400, {"error": "No."})
+    generate(owner_api)
     upstream.answer("generate", 500, SECRET_IN_BODY)
     generate(owner_api)
     upstream.answer("generate", 200, {"tokenUsage": {"totalTokens": 9}})

@@ -498,8 +498,9 @@ PLUGIN_GENERATE = {
     "request": {
         "application/json": {
             "type": "object",
-            "description": "The user's request, passed on as it is. The development "
-            "stand-in needs `prompt`.",
+            "description": "The user's request, passed on as it is. `prompt` must be text "
+            "with something other than spaces.",
+            "required": ["prompt"],
             "properties": {"prompt": {"type": "string", "description": "What to generate."}},
             "example": {"prompt": "A plugin that counts the words of a page"},
         }
@@ -510,8 +511,10 @@ PLUGIN_GENERATE = {
         # The external API's own status is passed on, whichever 2xx or 4xx it is.
         "2XX": OpenApiResponse(GENERATED, description="Generated, with another 2xx status."),
         400: _error(
-            "`invalid_body` (not JSON or not an object) or `rejected_by_upstream` (the "
-            "external API refused the request: its own 4xx status and message are passed on)."
+            "`invalid_body` (not JSON or not an object), `empty_prompt` (no `prompt`, or only "
+            "spaces: refused here, the external API is not asked) or `rejected_by_upstream` "
+            "(the external API refused the request: its own 4xx status and message are "
+            "passed on)."
         ),
         "4XX": _error(
             "`rejected_by_upstream`: the external API refused the request with this status "

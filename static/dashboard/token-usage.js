@@ -1,4 +1,4 @@
-// The token panel: the analytics service's counts for this user, fetched once the page has
+// The token panel: the plugin generator's counts for this user, fetched once the page has
 // painted, updated at once by a finished generation and fetched afresh after it and on
 // Refresh Data.
 //
