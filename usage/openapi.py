@@ -177,7 +177,8 @@ INGEST = {
             "X-User-ID",
             {"type": "string", "example": "alice"},
             OpenApiParameter.HEADER,
-            description="The token owner's username.",
+            description="The token owner's username. Empty, `undefined` or `null` count as "
+            "not sent.",
         ),
         _WWW_AUTHENTICATE,
         _retry_after(429, 503),
