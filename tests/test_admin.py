@@ -74,6 +74,25 @@ def test_record_changelist_lists_every_record(staff_client, records):
     assert b"Midjourney" in response.content
 
 
+def test_dates_in_the_admin_read_as_on_the_site_in_24_hour_time(staff_client, owner):
+    make_record(owner, datetime(2026, 12, 3, 19, 31, tzinfo=UTC), model="SDXL")
+
+    page = staff_client.get(RECORDS_URL).content.decode()
+
+    assert "3 Dec 2026, 19:31" in page
+    assert "p.m." not in page and "Dec. 3" not in page
+
+
+def test_a_long_event_id_is_cut_in_the_list_but_whole_in_its_title(staff_client, owner):
+    event_id = "e" * 100
+    make_record(owner, timezone.now(), model="SDXL").__class__.objects.update(event_id=event_id)
+
+    page = staff_client.get(RECORDS_URL).content.decode()
+
+    assert f'<span class="event-id" title="{event_id}">{event_id}</span>' in page
+    assert "usage/admin-records.css" in page
+
+
 def test_model_filter_shows_only_that_model(staff_client, records):
     response = staff_client.get(RECORDS_URL, {"model": "Flux"})
 

@@ -182,6 +182,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# One date style everywhere, the admin included: "3 Dec 2026, 19:31" (24-hour times).
+FORMAT_MODULE_PATH = ["usage_site.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
