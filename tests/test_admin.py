@@ -144,8 +144,18 @@ def test_csv_export_has_a_header_and_one_row_per_selected_record(staff_client, r
     for record in selected:
         row = by_id[str(record.pk)]
         assert row[1:4] == ["alice", record.model, str(record.image_count)]
-        assert row[4] == record.occurred_at.isoformat()
+        assert row[4] == record.occurred_at.isoformat(timespec="microseconds")
+        assert row[5] == record.received_at.isoformat(timespec="microseconds")
         assert row[6] == record.event_id
+
+
+def test_csv_export_writes_every_time_with_microseconds_and_offset(staff_client, owner):
+    whole = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
+    record = make_record(owner, whole, received_at=whole.replace(microsecond=5))
+
+    [_, row] = export(staff_client, [record])
+
+    assert row[4:6] == ["2026-03-05T12:00:00.000000+00:00", "2026-03-05T12:00:00.000005+00:00"]
 
 
 @pytest.mark.parametrize("name", ["=HYPERLINK(1)", "+1+1", "-2+3", "@SUM(A1)"])
