@@ -66,7 +66,7 @@ class ModelNameFilter(admin.SimpleListFilter):
 class UsageRecordAdmin(CheckedChangeListAdmin):
     list_display = (
         "occurred_at",
-        "owner",
+        "owner_name",
         "model",
         "images",
         "event",
@@ -105,6 +105,11 @@ class UsageRecordAdmin(CheckedChangeListAdmin):
 
     class Media:
         css = {"all": ["usage/admin-records.css"]}
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_name(self, record: UsageRecord) -> str:
+        name = record.owner.get_username()
+        return format_html('<span class="owner" title="{0}">{0}</span>', name)
 
     @admin.display(description="images", ordering="image_count")
     def images(self, record: UsageRecord) -> int:
