@@ -501,7 +501,10 @@ def test_a_closed_port_is_502_unreachable(settings, owner_api, url):
     response = owner_api.get(url) if url == USAGE_URL else generate(owner_api)
 
     assert response.status_code == 502
-    assert response.json()["code"] == "upstream_unreachable"
+    assert response.json() == {
+        "error": "The plugin generator is unreachable.",
+        "code": "upstream_unreachable",
+    }
 
 
 @pytest.mark.parametrize("url", [USAGE_URL, GENERATE_URL])
