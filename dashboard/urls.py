@@ -12,6 +12,8 @@ urlpatterns = [
     path("timezone/", views.set_time_zone, name="timezone"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", views.revoke, name="revoke"),
+    path("tokens/<int:token_id>/rename/", views.rename, name="rename"),
+    path("tokens/<int:token_id>/remove/", views.remove, name="remove"),
     path("export.csv", views.export_csv, name="export"),
     path("daily-totals.csv", views.export_totals_csv, name="export-totals"),
 ]

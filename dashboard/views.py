@@ -1,5 +1,6 @@
 """The signed-in pages: the dashboard, its refresh data, the time zone, tokens and CSV."""
 
+import time
 from collections.abc import Callable, Iterator
 from functools import lru_cache
 from urllib.parse import urlencode
@@ -11,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
 from django.http import (
     Http404,
     HttpRequest,
@@ -43,14 +45,25 @@ from usage.models import ApiToken
 from usage.problems import InvalidQuery, Problem
 from usage.records import kept_from_text
 from usage.summary import DateRange
-from usage.tokens import NewToken, create_token, revoke_token
+from usage.tokens import (
+    NewToken,
+    TokenStillActive,
+    create_token,
+    remove_token,
+    rename_token,
+    revoke_token,
+)
 
 # The parts of the page that Refresh Data replaces, each rendered from its own template.
 REGIONS = ("cards", "usage-table", "share-table", "recent-records")
-# What the token panel charts of the analytics service's counts: its last days and months.
+# What the token panel charts of the plugin generator's counts: its last days and months.
 TOKEN_DAYS = 30
 TOKEN_MONTHS = 12
 PROMPT_MAX_LENGTH = 4000
+# Where a new token's secret waits, in the session, for the page that shows it once; and
+# for how long at most (a page never loaded does not keep it there).
+NEW_TOKEN_KEY = "new_api_token"
+NEW_TOKEN_SECONDS = 600
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -145,7 +158,7 @@ def page_context(
 
 def token_panels(subject: AbstractBaseUser, *, own: bool) -> dict:
     """What the token and plugin panels need. Their numbers are fetched by the page after it
-    has painted, so that the page never waits on the analytics service."""
+    has painted, so that the page never waits on the plugin generator."""
     url = reverse("usage:token-usage")
     if not own:  # staff may ask for anyone's; everyone else gets their own
         url += "?" + urlencode({"userId": subject.get_username()})
@@ -234,7 +247,12 @@ def tokens(request: HttpRequest) -> HttpResponse:
 
 
 def create_token_page(request: HttpRequest) -> HttpResponse:
-    """Create a token and show its secret, this once; or the page with what went wrong."""
+    """Create a token, then redirect to the list, which shows its secret this once.
+
+    Post/redirect/get: reloading the page that shows the secret reloads a GET, and never
+    posts the form again (a second token). The secret waits in the session for that one
+    GET (``take_new_token``), never in an address.
+    """
     form = TokenForm(request.POST)
     if not form.is_valid():
         return tokens_page(request, form, status=400)
@@ -245,34 +263,62 @@ def create_token_page(request: HttpRequest) -> HttpResponse:
     except Problem as problem:  # the limits: too many active, or created too fast
         form.add_error(None, problem.message)
         return with_headers(tokens_page(request, form, status=problem.status), problem)
-    response = tokens_page(request, TokenForm(), new_token=new, status=201)
-    response["Cache-Control"] = "no-store"  # the only copy of the secret
-    return response
+    request.session[NEW_TOKEN_KEY] = {"id": new.token.pk, "raw": new.raw, "at": time.time()}
+    return see_other("dashboard:tokens")
+
+
+def take_new_token(request: HttpRequest) -> NewToken | None:
+    """The token just created, for the one page that shows its secret; gone after that."""
+    kept = request.session.pop(NEW_TOKEN_KEY, None)
+    if not isinstance(kept, dict) or time.time() - kept.get("at", 0) > NEW_TOKEN_SECONDS:
+        return None
+    token = listed_tokens(request.user).filter(pk=kept.get("id"), revoked_at__isnull=True).first()
+    return NewToken(token=token, raw=kept["raw"]) if token else None
+
+
+def listed_tokens(user: AbstractBaseUser) -> QuerySet[ApiToken]:
+    """The viewer's tokens on their list: removed ones are kept, but no longer shown."""
+    return ApiToken.objects.filter(owner=user, removed_at__isnull=True)
 
 
 def tokens_page(
     request: HttpRequest,
     form: TokenForm | None = None,
     *,
-    new_token: NewToken | None = None,
+    problem: str = "",
     status: int = 200,
 ) -> HttpResponse:
+    new_token = take_new_token(request) if request.method == "GET" else None
     context = {
         "form": form or TokenForm(),
         "new_token": new_token,
-        "tokens": ApiToken.objects.filter(owner=request.user).order_by("-created_at", "-id"),
+        "problem": problem,
+        "tokens": listed_tokens(request.user).order_by("-created_at", "-id"),
         "zone": saved_zone(request.user) or "UTC",
         "api_url": request.build_absolute_uri(reverse("usage:model-usage")),
     }
     return render(request, "dashboard/tokens.html", context, status=status)
 
 
+def see_other(view_name: str) -> HttpResponse:
+    """A redirect after a POST that a reload never repeats."""
+    response = redirect(view_name)
+    response.status_code = 303
+    return response
+
+
+def own_token(request: HttpRequest, token_id: int) -> ApiToken:
+    """One of the viewer's listed tokens. Another user's token is a 404: its existence is
+    not shown, and nothing changes."""
+    return get_object_or_404(listed_tokens(request.user), pk=token_id)
+
+
 @never_cache
 @login_required
 @require_http_methods(["GET", "HEAD", "POST"])
 def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
-    """Confirm, then revoke. Another user's token is a 404: its existence is not shown."""
-    token = get_object_or_404(ApiToken, pk=token_id, owner=request.user)
+    """Confirm, then revoke."""
+    token = own_token(request, token_id)
     if request.method == "POST":
         return revoke_token_now(request, token)
     return render(request, "dashboard/revoke.html", {"token": token})
@@ -281,7 +327,37 @@ def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
 def revoke_token_now(request: HttpRequest, token: ApiToken) -> HttpResponse:
     revoke_token(token, actor=request.user, request=request)
     messages.success(request, f"Revoked “{token.name}” ({token.display_prefix}…).")
-    return redirect("dashboard:tokens")
+    return see_other("dashboard:tokens")
+
+
+@never_cache
+@login_required
+@require_POST
+def rename(request: HttpRequest, token_id: int) -> HttpResponse:
+    """A new name for one of the viewer's tokens, by the rules of a new token's name."""
+    token = own_token(request, token_id)
+    form = TokenForm(request.POST)
+    if not form.is_valid():
+        message = f"“{token.name}” was not renamed: {form.errors['name'][0]}"
+        return tokens_page(request, problem=message, status=400)
+    old_name = token.name
+    rename_token(token, form.cleaned_data["name"], actor=request.user, request=request)
+    messages.success(request, f"Renamed “{old_name}” to “{token.name}”.")
+    return see_other("dashboard:tokens")
+
+
+@never_cache
+@login_required
+@require_POST
+def remove(request: HttpRequest, token_id: int) -> HttpResponse:
+    """Take a revoked token off the viewer's list (the audit log keeps its history)."""
+    token = own_token(request, token_id)
+    try:
+        remove_token(token, actor=request.user, request=request)
+    except TokenStillActive as problem:
+        return tokens_page(request, problem=problem.message, status=problem.status)
+    messages.success(request, f"Removed “{token.name}” ({token.display_prefix}…) from the list.")
+    return see_other("dashboard:tokens")
 
 
 @never_cache

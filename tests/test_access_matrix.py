@@ -197,6 +197,7 @@ def by(anonymous: Expect, owner: Expect, other: Expect, staff: Expect, **vias: E
 SIGN_IN = Expect(302, to="/accounts/login/", next=True)
 ADMIN_SIGN_IN = Expect(302, to="/admin/login/", next=True)
 TO_DASHBOARD = Expect(302, to="/dashboard/")
+TO_TOKENS = Expect(303, to="/dashboard/tokens/")
 OK = Expect(200)
 MINE = Expect(200, owner_data=True)  # the owner's data is on it
 NOT_MINE = Expect(200, owner_data=False)  # the asker's own answer, without the owner's data
@@ -275,6 +276,16 @@ def creates_own_token(w: World, persona: str, done: bool, client: Client) -> Non
 def revokes_owner_token(w: World, persona: str, done: bool, client: Client) -> None:
     w.owner_token.refresh_from_db()
     assert w.owner_token.is_revoked is done
+
+
+def renames_owner_token(w: World, persona: str, done: bool, client: Client) -> None:
+    w.owner_token.refresh_from_db()
+    assert (w.owner_token.name == "Renamed by the matrix") is done
+
+
+def removes_owner_token(w: World, persona: str, done: bool, client: Client) -> None:
+    w.owner_token.refresh_from_db()
+    assert (w.owner_token.removed_at is not None) is done
 
 
 def stores_own_record(w: World, persona: str, done: bool, client: Client) -> None:
@@ -743,7 +754,7 @@ TABLE: dict[str, Route] = {
         lambda w: reverse("dashboard:tokens"),
         get=Action(by(SIGN_IN, MINE, NOT_MINE, NOT_MINE)),
         post=Action(
-            by(SIGN_IN, Expect(201, owner_data=True), *[Expect(201, owner_data=False)] * 2),
+            by(SIGN_IN, *[TO_TOKENS] * 3),
             data=lambda w, p: {"name": "Made by the matrix"},
             check=creates_own_token,
         ),
@@ -753,11 +764,30 @@ TABLE: dict[str, Route] = {
         lambda w: reverse("dashboard:revoke", args=[w.owner_token.pk]),
         get=Action(by(SIGN_IN, MINE, NOT_FOUND, NOT_FOUND)),
         post=Action(
-            by(SIGN_IN, Expect(302, to="/dashboard/tokens/"), NOT_FOUND, NOT_FOUND),
+            by(SIGN_IN, TO_TOKENS, NOT_FOUND, NOT_FOUND),
             data=lambda w, p: {},
             check=revokes_owner_token,
         ),
         marker=show_owner_token,
+    ),
+    "dashboard:rename": Route(
+        lambda w: reverse("dashboard:rename", args=[w.owner_token.pk]),
+        get=Action(by(SIGN_IN, *[Expect(405)] * 3)),
+        post=Action(
+            by(SIGN_IN, TO_TOKENS, NOT_FOUND, NOT_FOUND),
+            data=lambda w, p: {"name": "Renamed by the matrix"},
+            check=renames_owner_token,
+        ),
+    ),
+    # Only a revoked token can be removed from the list: the owner's is live (409).
+    "dashboard:remove": Route(
+        lambda w: reverse("dashboard:remove", args=[w.owner_token.pk]),
+        get=Action(by(SIGN_IN, *[Expect(405)] * 3)),
+        post=Action(
+            by(SIGN_IN, Expect(409), NOT_FOUND, NOT_FOUND),
+            data=lambda w, p: {},
+            check=removes_owner_token,
+        ),
     ),
     # The admin: staff only; everyone else is sent to its sign-in page.
     "admin:index": Route(lambda w: reverse("admin:index"), get=Action(admin_only(OK))),

@@ -74,6 +74,25 @@ def test_record_changelist_lists_every_record(staff_client, records):
     assert b"Midjourney" in response.content
 
 
+def test_dates_in_the_admin_read_as_on_the_site_in_24_hour_time(staff_client, owner):
+    make_record(owner, datetime(2026, 12, 3, 19, 31, tzinfo=UTC), model="SDXL")
+
+    page = staff_client.get(RECORDS_URL).content.decode()
+
+    assert "3 Dec 2026, 19:31" in page
+    assert "p.m." not in page and "Dec. 3" not in page
+
+
+def test_a_long_event_id_is_cut_in_the_list_but_whole_in_its_title(staff_client, owner):
+    event_id = "e" * 100
+    make_record(owner, timezone.now(), model="SDXL").__class__.objects.update(event_id=event_id)
+
+    page = staff_client.get(RECORDS_URL).content.decode()
+
+    assert f'<span class="event-id" title="{event_id}">{event_id}</span>' in page
+    assert "usage/admin-records.css" in page
+
+
 def test_model_filter_shows_only_that_model(staff_client, records):
     response = staff_client.get(RECORDS_URL, {"model": "Flux"})
 
@@ -125,8 +144,18 @@ def test_csv_export_has_a_header_and_one_row_per_selected_record(staff_client, r
     for record in selected:
         row = by_id[str(record.pk)]
         assert row[1:4] == ["alice", record.model, str(record.image_count)]
-        assert row[4] == record.occurred_at.isoformat()
+        assert row[4] == record.occurred_at.isoformat(timespec="microseconds")
+        assert row[5] == record.received_at.isoformat(timespec="microseconds")
         assert row[6] == record.event_id
+
+
+def test_csv_export_writes_every_time_with_microseconds_and_offset(staff_client, owner):
+    whole = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
+    record = make_record(owner, whole, received_at=whole.replace(microsecond=5))
+
+    [_, row] = export(staff_client, [record])
+
+    assert row[4:6] == ["2026-03-05T12:00:00.000000+00:00", "2026-03-05T12:00:00.000005+00:00"]
 
 
 @pytest.mark.parametrize("name", ["=HYPERLINK(1)", "+1+1", "-2+3", "@SUM(A1)"])

@@ -48,7 +48,7 @@ def has_used_tokens(standin, username: str) -> None:
 def test_a_token_created_on_the_dashboard_names_its_creator_and_address(owner):
     response = browser(owner).post("/dashboard/tokens/", {"name": "Studio PC"})
 
-    assert response.status_code == 201
+    assert response.status_code == 303
     token = ApiToken.objects.get(owner=owner)
     assert events() == [
         ("token_created", owner.pk, "alice", owner.pk, "alice", token_detail(token), ADDRESS)
@@ -72,7 +72,7 @@ def test_a_token_revoked_on_the_dashboard_names_who_and_where(owner, owner_token
 
     response = client.post(f"/dashboard/tokens/{owner_token.token.pk}/revoke/")
 
-    assert response.status_code == 302
+    assert response.status_code == 303
     token = ApiToken.objects.get(pk=owner_token.token.pk)
     assert token.revoked_at is not None
     assert events() == [

@@ -42,8 +42,8 @@ def test_the_csv_has_a_header_and_the_owners_records_in_their_zone(owner, record
     rows = rows_of(response)
     assert rows[0] == ["occurred_at", "date", "model", "image_count", "event_id", "received_at"]
     # 22:30 UTC on 1 March is 07:30 on 2 March in Tokyo: inside the range, on the local day.
-    assert rows[1][:4] == ["2026-03-02T07:30:00+09:00", "2026-03-02", "SDXL", "4"]
-    assert rows[2][:4] == ["2026-03-02T18:00:00+09:00", "2026-03-02", "DALL-E 3", "1"]
+    assert rows[1][:4] == ["2026-03-02T07:30:00.000000+09:00", "2026-03-02", "SDXL", "4"]
+    assert rows[2][:4] == ["2026-03-02T18:00:00.000000+09:00", "2026-03-02", "DALL-E 3", "1"]
     assert len(rows) == 3  # not April's record, not bob's
 
 
@@ -52,7 +52,7 @@ def test_the_saved_zone_is_used_when_the_url_has_none(owner, records):
     rows = rows_of(
         client_for(owner).get("/dashboard/export.csv", {"start": "2026-03-01", "end": "2026-03-01"})
     )
-    assert [row[0] for row in rows[1:]] == ["2026-03-01T17:30:00-05:00"]
+    assert [row[0] for row in rows[1:]] == ["2026-03-01T17:30:00.000000-05:00"]
 
 
 @pytest.mark.parametrize(
@@ -71,6 +71,23 @@ def test_staff_can_export_a_users_records_and_others_cannot(staff, other, record
     response = client_for(staff).get("/dashboard/export.csv", query)
     assert [row[2] for row in rows_of(response)[1:]] == ["SDXL", "DALL-E 3"]
     assert client_for(other).get("/dashboard/export.csv", query).status_code == 403
+
+
+def test_every_time_in_a_column_has_the_same_format_whole_seconds_or_not(owner):
+    whole = datetime(2026, 3, 5, 12, 0, tzinfo=UTC)
+    make_record(owner, whole, model="A", received_at=whole.replace(microsecond=250_000))
+    make_record(owner, whole.replace(microsecond=7), model="B", received_at=whole)
+
+    rows = rows_of(
+        client_for(owner).get(
+            "/dashboard/export.csv", {"start": "2026-03-05", "end": "2026-03-05", "tz": "UTC"}
+        )
+    )
+
+    assert [(row[0], row[5]) for row in rows[1:]] == [
+        ("2026-03-05T12:00:00.000000+00:00", "2026-03-05T12:00:00.250000+00:00"),
+        ("2026-03-05T12:00:00.000007+00:00", "2026-03-05T12:00:00.000000+00:00"),
+    ]
 
 
 def test_a_bad_range_gets_a_clear_400(owner):

@@ -1,13 +1,15 @@
 """The token and plugin panels as the dashboard renders them: whose usage the page asks for,
 who gets the form, the not-configured state, and that the page itself never calls the
-analytics service (its numbers are fetched by the browser after the page has painted)."""
+plugin generator (its numbers are fetched by the browser after the page has painted)."""
 
 import re
 import socket
 from html import unescape
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.staticfiles import finders
 from django.test import Client
 
 from tests.live_server import HOST
@@ -100,7 +102,23 @@ def test_without_an_analytics_service_the_panels_say_so_and_the_form_is_off(owne
     assert attribute(response, "token-usage", "data-state") == "not-configured"
     page = response.content.decode()
     message = re.search(r'data-testid="token-message"[^>]*>([^<]*)<', page)
-    assert message and "no analytics service configured" in message.group(1)
+    assert message and "no plugin generator configured" in message.group(1)
     assert not has_attribute(response, "token-message", "hidden")
     assert has_attribute(response, "generate-plugin", "disabled")
     assert 'data-enabled="false"' in page
+
+
+def test_the_panels_and_their_scripts_name_the_plugin_generator_by_what_it_does(owner, settings):
+    # It generates plugins and counts their tokens; "analytics" is what this site does.
+    settings.EXTERNAL_API_URL = ""
+    client = Client()
+    client.force_login(owner)
+    page = client.get("/dashboard/").content.decode()
+    scripts = [
+        Path(finders.find(f"dashboard/{name}")).read_text()
+        for name in ("common.js", "token-usage.js", "generate-plugin.js")
+    ]
+
+    assert "no plugin generator configured" in page
+    for text in (page, *scripts):
+        assert "analytics service" not in text

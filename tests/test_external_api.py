@@ -487,7 +487,7 @@ def test_a_rejection_without_a_json_error_gets_a_generic_message(upstream):
     with pytest.raises(Rejected) as raised:
         external_api.generate_plugin("alice", {"prompt": "x"})
 
-    assert raised.value.message == "The external API refused the request."
+    assert raised.value.message == "The plugin generator refused the request."
 
 
 def test_a_404_for_a_generation_is_an_upstream_error_not_passed_on(upstream):

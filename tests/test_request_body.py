@@ -95,7 +95,7 @@ def test_a_form_within_the_limit_is_read_as_usual(client, owner):
 
     response = client.post("/dashboard/tokens/", body, "application/x-www-form-urlencoded")
 
-    assert response.status_code == 201
+    assert response.status_code == 303
     assert list(ApiToken.objects.values_list("name", flat=True)) == ["Laptop"]
 
 

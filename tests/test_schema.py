@@ -214,6 +214,51 @@ def test_the_schema_file_name_never_holds_the_callers_text(client, version, form
     assert json.loads(as_json.content)["info"]["version"] == "1.0.0"
 
 
+BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+
+
+@pytest.mark.parametrize(
+    ("query", "content_type", "name"),
+    [
+        ({}, "text/plain; charset=utf-8", "usage-site-api.yaml"),
+        ({"format": "yaml"}, "text/plain; charset=utf-8", "usage-site-api.yaml"),
+        ({"format": "json"}, "application/json", "usage-site-api.json"),
+    ],
+)
+def test_a_browser_is_shown_the_schema_as_text_not_handed_a_file(client, query, content_type, name):
+    response = client.get("/api/schema/", query, headers={"Accept": BROWSER_ACCEPT})
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == content_type
+    assert response["Content-Disposition"] == f'inline; filename="{name}"'
+    assert "Accept" in response["Vary"]
+    text = response.content.decode()
+    assert json.loads(text)["openapi"] if name.endswith("json") else text.startswith("openapi: 3.")
+
+
+@pytest.mark.parametrize(
+    ("format_", "content_type"),
+    [("yaml", "application/vnd.oai.openapi"), ("json", "application/vnd.oai.openapi+json")],
+)
+@pytest.mark.parametrize("accept", [BROWSER_ACCEPT, "*/*"])
+def test_the_schema_file_is_still_a_download_with_download_1(client, format_, content_type, accept):
+    response = client.get(
+        "/api/schema/", {"format": format_, "download": "1"}, headers={"Accept": accept}
+    )
+
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith(content_type)
+    assert response["Content-Disposition"] == f'attachment; filename="usage-site-api.{format_}"'
+
+
+def test_programs_still_get_the_openapi_media_types(client):
+    yaml = client.get("/api/schema/", headers={"Accept": "*/*"})
+    as_json = client.get("/api/schema/", {"format": "json"}, headers={"Accept": "*/*"})
+
+    assert yaml["Content-Type"] == "application/vnd.oai.openapi; charset=utf-8"
+    assert as_json["Content-Type"] == "application/vnd.oai.openapi+json"
+
+
 @pytest.mark.parametrize("url", DOCUMENTS)
 def test_options_on_the_schema_and_the_docs_says_what_they_allow(client, url):
     response = client.options(url)

@@ -82,9 +82,11 @@ def test_a_user_reads_their_own_usage_with_a_token(upstream, owner_api):
         "lastRequestAt",
         "fetchedAt",
         "stale",
+        "noUsageYet",
     }
     assert (body["userId"], body["requestCount"], body["totalTokens"]) == ("alice", 1, 128)
     assert body["stale"] is False
+    assert body["noUsageYet"] is False
     assert usage_requests(upstream) == ["/user/alice/token-usage"]
 
 
@@ -135,8 +137,8 @@ def test_staff_read_anyones_usage(upstream, staff, staff_api, how):
 def test_staff_without_a_user_id_read_their_own(upstream, staff_api):
     response = staff_api.get(USAGE_URL)
 
-    assert response.status_code == 404
-    assert response.json()["code"] == "unknown_user"
+    assert response.status_code == 200
+    assert response.json()["userId"] == "carol"
     assert usage_requests(upstream) == ["/user/carol/token-usage"]
 
 
@@ -158,14 +160,58 @@ def test_a_revoked_token_gets_401(upstream, owner_token, owner_api):
     assert upstream.received == []
 
 
-def test_a_user_with_no_usage_yet_gets_404_unknown_user(upstream, owner_api):
+def test_a_user_with_no_usage_yet_gets_zeros_and_is_told_so(upstream, owner_api):
     response = owner_api.get(USAGE_URL)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body.pop("fetchedAt")
+    assert body == {
+        "userId": "alice",
+        "totalTokens": 0,
+        "promptTokens": 0,
+        "completionTokens": 0,
+        "requestCount": 0,
+        "dailyUsage": [],
+        "monthlyUsage": [],
+        "lastRequestAt": None,
+        "stale": False,
+        "noUsageYet": True,
+    }
+    assert usage_requests(upstream) == ["/user/alice/token-usage"]
+
+
+def test_a_first_generation_replaces_the_zeros_at_once(upstream, owner_api):
+    assert owner_api.get(USAGE_URL).json()["noUsageYet"] is True
+
+    assert generate(owner_api).status_code == 200
+
+    body = owner_api.get(USAGE_URL).json()
+    assert (body["noUsageYet"], body["requestCount"], body["totalTokens"]) == (False, 1, 128)
+
+
+def test_staff_asking_for_a_username_nobody_here_has_get_404(upstream, staff_api):
+    response = staff_api.get(USAGE_URL, {"userId": "nobody"})
 
     assert response.status_code == 404
     assert response.json() == {
-        "error": "The external API has no token usage for this user.",
+        "error": "No user of this site has this username, and the plugin generator has no "
+        "usage for it.",
         "code": "unknown_user",
     }
+    assert usage_requests(upstream) == ["/user/nobody/token-usage"]
+
+
+def test_staff_read_the_usage_of_a_username_nobody_here_has_if_the_generator_has_it(
+    upstream, staff_api
+):
+    # A deleted account's usage, say: the plugin generator's numbers are still worth showing.
+    has_used_tokens(upstream, "gone")
+
+    response = staff_api.get(USAGE_URL, {"userId": "gone"})
+
+    assert response.status_code == 200
+    assert (response.json()["requestCount"], response.json()["noUsageYet"]) == (1, False)
 
 
 # --- Ids that try to leave their path segment ------------------------------------------------
@@ -310,13 +356,37 @@ def test_a_body_that_is_not_json_by_its_type_gets_415(upstream, owner_api):
 
 
 def test_a_rejected_request_passes_on_the_upstreams_4xx_and_message(upstream, owner_api):
-    response = generate(owner_api, {"prompt": ""})
+    upstream.answer("generate", 422, {"error": "That plugin cannot be made."})
+
+    response = generate(owner_api)
+
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "That plugin cannot be made.",
+        "code": "rejected_by_upstream",
+    }
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"prompt": ""}, {"prompt": "   "}, {"prompt": "\n\t \u3000"}, {}, {"prompt": None}],
+)
+@pytest.mark.parametrize("how", ["token", "session"])
+def test_an_empty_prompt_is_refused_here_and_never_reaches_the_upstream(
+    upstream, owner_api, owner_session, body, how
+):
+    if how == "token":
+        response = generate(owner_api, body)
+    else:
+        response = session_generate(owner_session, body)
 
     assert response.status_code == 400
     assert response.json() == {
         "error": "prompt is required: describe the plugin to generate.",
-        "code": "rejected_by_upstream",
+        "code": "empty_prompt",
     }
+    assert upstream.received == []
+    assert PluginGeneration.objects.count() == 0
 
 
 @pytest.mark.parametrize(
@@ -431,7 +501,10 @@ def test_a_closed_port_is_502_unreachable(settings, owner_api, url):
     response = owner_api.get(url) if url == USAGE_URL else generate(owner_api)
 
     assert response.status_code == 502
-    assert response.json()["code"] == "upstream_unreachable"
+    assert response.json() == {
+        "error": "The plugin generator is unreachable.",
+        "code": "upstream_unreachable",
+    }
 
 
 @pytest.mark.parametrize("url", [USAGE_URL, GENERATE_URL])
@@ -530,8 +603,9 @@ def test_a_successful_generation_clears_the_users_cached_usage(upstream, owner_a
 def test_a_refused_generation_leaves_the_cache_alone(upstream, owner_api):
     has_used_tokens(upstream, "alice")
     owner_api.get(USAGE_URL)
+    upstream.answer("generate", 400, {"error": "No."})
 
-    assert generate(owner_api, {"prompt": ""}).status_code == 400
+    assert generate(owner_api).status_code == 400
     owner_api.get(USAGE_URL)
 
     assert len(usage_requests(upstream)) == 1
@@ -598,7 +672,10 @@ def test_an_unknown_user_is_not_served_a_stale_copy(upstream, owner_api):
     owner_api.get(USAGE_URL)
     upstream.answer("token-usage", 404, {"error": "gone"})
 
-    assert owner_api.get(USAGE_URL, {"refresh": "1"}).status_code == 404
+    response = owner_api.get(USAGE_URL, {"refresh": "1"})
+
+    assert response.status_code == 200
+    assert (response.json()["noUsageYet"], response.json()["stale"]) == (True, False)
 
 
 # --- Rate limit ------------------------------------------------------------------------------
@@ -745,7 +822,7 @@ def test_reads_waiting_on_a_hung_call_give_up_busy_within_the_bound_and_ask_noth
     assert all(int(answer["Retry-After"]) > 0 for answer in waited)
     # The one call gets its own answer once released: no usage yet.
     [leader] = [answer for answer in answers if answer not in waited]
-    assert (leader.status_code, leader.json()["code"]) == (404, "unknown_user")
+    assert (leader.status_code, leader.json()["noUsageYet"]) == (200, True)
 
 
 # --- The ledger ------------------------------------------------------------------------------
@@ -774,7 +851,8 @@ def test_a_successful_generation_is_in_the_ledger_with_its_tokens(upstream, owne
 def test_failed_generations_that_reached_the_upstream_are_in_the_ledger(
     upstream, settings, owner_api
 ):
-    generate(owner_api, {"prompt": ""})
+    upstream.answer("generate", 400, {"error": "No."})
+    generate(owner_api)
     upstream.answer("generate", 500, SECRET_IN_BODY)
     generate(owner_api)
     upstream.answer("generate", 200, {"tokenUsage": {"totalTokens": 9}})

@@ -13,15 +13,18 @@ from django.test import Client
 from django.utils import timezone
 
 from usage import tokens
-from usage.models import ApiToken
+from usage.models import ApiToken, AuditEvent
 from usage.tokens import (
     LAST_USED_PRECISION,
     MAX_ACTIVE_TOKENS,
+    TokenStillActive,
     TooManyTokens,
     checked_token,
     create_token,
     find_active_token,
     hash_token,
+    remove_token,
+    rename_token,
     revoke_token,
     touch_last_used,
 )
@@ -178,5 +181,31 @@ def test_ten_concurrent_creations_past_18_active_tokens_leave_exactly_20(owner, 
     for thread in threads:
         thread.join()
 
-    assert sorted(statuses) == [201] * 2 + [400] * 8
+    assert sorted(statuses) == [303] * 2 + [400] * 8
     assert ApiToken.objects.filter(owner=owner, revoked_at__isnull=True).count() == 20
+
+
+def test_a_removed_token_stays_revoked_and_is_removed_once(owner, owner_token):
+    token = owner_token.token
+    revoke_token(token)
+    remove_token(token)
+    first = ApiToken.objects.get(pk=token.pk).removed_at
+    remove_token(ApiToken.objects.get(pk=token.pk))
+
+    assert ApiToken.objects.get(pk=token.pk).removed_at == first
+    assert find_active_token(owner_token.raw) is None
+    assert AuditEvent.objects.filter(action=AuditEvent.Action.TOKEN_REMOVED).count() == 1
+
+
+def test_a_live_token_is_never_removed(owner_token):
+    with pytest.raises(TokenStillActive):
+        remove_token(owner_token.token)
+
+    assert ApiToken.objects.get(pk=owner_token.token.pk).removed_at is None
+    assert find_active_token(owner_token.raw) == owner_token.token
+
+
+def test_renaming_to_the_same_name_records_nothing(owner_token):
+    rename_token(owner_token.token, "Work laptop")
+
+    assert not AuditEvent.objects.filter(action=AuditEvent.Action.TOKEN_RENAMED).exists()

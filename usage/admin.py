@@ -12,6 +12,7 @@ from django.core.paginator import Paginator
 from django.db.models import Count, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.functional import cached_property
+from django.utils.html import format_html
 
 from usage.admin_changelist import CheckedChangeListAdmin
 from usage.export import ADMIN_HEADER, admin_rows, csv_lines, csv_response
@@ -67,11 +68,11 @@ class ModelNameFilter(admin.SimpleListFilter):
 class UsageRecordAdmin(CheckedChangeListAdmin):
     list_display = (
         "occurred_at",
-        "owner",
+        "owner_name",
         "model",
-        "image_count",
-        "event_id",
-        "token",
+        "images",
+        "event",
+        "token_prefix",
         "received_at",
     )
     list_filter = (ModelNameFilter, "occurred_at")
@@ -104,6 +105,35 @@ class UsageRecordAdmin(CheckedChangeListAdmin):
         # As the model filter: a name typed in another spelling finds the stored one.
         return super().get_search_results(request, queryset, normal_model_name(search_term))
 
+    class Media:
+        css = {"all": ["usage/admin-records.css"]}
+
+    @admin.display(description="owner", ordering="owner__username")
+    def owner_name(self, record: UsageRecord) -> str:
+        name = record.owner.get_username()
+        return format_html('<span class="owner" title="{0}">{0}</span>', name)
+
+    @admin.display(description="images", ordering="image_count")
+    def images(self, record: UsageRecord) -> int:
+        return record.image_count
+
+    # Up to 100 characters each: cut to one line in the list, whole in the title.
+    @admin.display(description="event id", ordering="event_id")
+    def event(self, record: UsageRecord) -> str:
+        return format_html('<span class="event-id" title="{0}">{0}</span>', record.event_id or "")
+
+    @admin.display(description="token", ordering="token__prefix")
+    def token_prefix(self, record: UsageRecord) -> str:
+        token = record.token
+        if token is None:
+            return self.get_empty_value_display()
+        return format_html(
+            '<span class="token-prefix" title="{} ({})">{}</span>',
+            token.display_prefix,
+            token.name,
+            token.display_prefix,
+        )
+
     @admin.action(description="Export selected records as CSV")
     def export_csv(self, request: HttpRequest, queryset: QuerySet) -> StreamingHttpResponse:
         return csv_response("usage-records.csv", csv_lines(ADMIN_HEADER, admin_rows(queryset)))
@@ -119,10 +149,11 @@ class ApiTokenAdmin(CheckedChangeListAdmin):
         "last_used_at",
         "last_used_address",
         "revoked_at",
+        "removed_at",
     )
     list_display = fields
     readonly_fields = tuple(name for name in fields if name != "name")  # only the name changes
-    list_filter = ("created_at", "last_used_at", "revoked_at")
+    list_filter = ("created_at", "last_used_at", "revoked_at", "removed_at")
     search_fields = ("prefix", "name", "owner__username", "owner__email")
     autocomplete_fields = ("owner",)
     list_select_related = ("owner",)

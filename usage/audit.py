@@ -1,9 +1,9 @@
 """The audit log: a row in ``AuditEvent`` and a line in the ``usage.audit`` log per event.
 
-Token creation and revocation, and staff reading another user's usage (dashboard, its
-refresh data, CSV exports, token usage). A token's use is kept on the token itself
-(``last_used_at`` and ``last_used_address``, at most once a minute), not as an event per
-request.
+Token creation, revocation, renaming and removal from the owner's list, and staff reading
+another user's usage (dashboard, its refresh data, CSV exports, token usage). A token's use
+is kept on the token itself (``last_used_at`` and ``last_used_address``, at most once a
+minute), not as an event per request.
 """
 
 import logging
@@ -63,6 +63,17 @@ def token_created(token: ApiToken, actor: AbstractBaseUser | None, request=None)
 
 def token_revoked(token: ApiToken, actor: AbstractBaseUser | None, request=None) -> None:
     _record(AuditEvent.Action.TOKEN_REVOKED, actor, token.owner, _token_detail(token), request)
+
+
+def token_renamed(
+    token: ApiToken, old_name: str, actor: AbstractBaseUser | None, request=None
+) -> None:
+    detail = f"{token.display_prefix} “{old_name}” → “{token.name}”"
+    _record(AuditEvent.Action.TOKEN_RENAMED, actor, token.owner, detail, request)
+
+
+def token_removed(token: ApiToken, actor: AbstractBaseUser | None, request=None) -> None:
+    _record(AuditEvent.Action.TOKEN_REMOVED, actor, token.owner, _token_detail(token), request)
 
 
 def staff_viewed(request: HttpRequest, subject: AbstractBaseUser | str) -> None:

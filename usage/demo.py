@@ -7,6 +7,15 @@ from django.contrib.auth.models import AbstractBaseUser
 
 DEMO_USERNAME = "demo"
 DEMO_EMAIL = "demo@example.com"
+# How a command is run by hand on the site that ``./dev.py run`` started, pasted as it is
+# from the project folder: the virtual environment's Python (a bare ``python`` has no
+# Django) and DEBUG=1 as ``run`` sets it (without it the settings want a SECRET_KEY).
+MANAGE = "DEBUG=1 .venv/bin/python manage.py"
+
+
+def manage_hint(command: str) -> str:
+    """``command`` (``"createsuperuser"``) as a line to paste into a shell."""
+    return f"{MANAGE} {command}"
 
 
 def create_demo_user() -> tuple[AbstractBaseUser, str]:

@@ -72,6 +72,13 @@ def ascii_filename(filename: str) -> str:
     return "".join(c if " " <= c <= "~" and c not in '"\\' else "_" for c in letters)
 
 
+def csv_time(moment: datetime) -> str:
+    """One format for every time in every CSV: ISO 8601 with microseconds, always, and the
+    UTC offset (``2026-03-02T07:30:00.000000+09:00``). ``isoformat()`` alone drops the
+    fraction when it is zero, so one column mixed two formats."""
+    return moment.isoformat(timespec="microseconds")
+
+
 def admin_rows(records: QuerySet) -> Iterator[list[object]]:
     """Any users' records, times in UTC: the admin's export."""
     for record in records.select_related("owner").iterator(chunk_size=CHUNK_ROWS):
@@ -80,8 +87,8 @@ def admin_rows(records: QuerySet) -> Iterator[list[object]]:
             spreadsheet_safe(record.owner.get_username()),
             spreadsheet_safe(record.model),
             record.image_count,
-            record.occurred_at.isoformat(),
-            record.received_at.isoformat(),
+            csv_time(record.occurred_at),
+            csv_time(record.received_at),
             spreadsheet_safe(record.event_id),
         ]
 
@@ -111,12 +118,12 @@ def owner_rows(
     for record in records.iterator(chunk_size=CHUNK_ROWS):
         local = record.occurred_at.astimezone(tz)
         yield [
-            local.isoformat(),
+            csv_time(local),
             local.date().isoformat(),
             spreadsheet_safe(record.model),
             record.image_count,
             spreadsheet_safe(record.event_id),
-            record.received_at.astimezone(tz).isoformat(),
+            csv_time(record.received_at.astimezone(tz)),
         ]
 
 

@@ -1,4 +1,5 @@
-"""The one client of the external plugin-generation and token-usage API (the "upstream").
+"""The one client of the external plugin-generation and token-usage API (the "upstream"),
+which people are told of as "the plugin generator": what it does for them.
 
 Everything the site asks the upstream goes through here, as described in
 docs/external-api.md: ``fetch_token_usage``, ``generate_plugin`` and ``health``. Each call
@@ -71,7 +72,7 @@ class ExternalApiError(Problem):
 
     status = 502
     code = "upstream_error"
-    message = "The external API gave an answer this site cannot use."
+    message = "The plugin generator gave an answer this site cannot use."
 
     def __init__(
         self, detail: str = "", *, upstream_status: int | None = None, reached: bool = False
@@ -94,25 +95,25 @@ class InvalidUserId(ExternalApiError):
 class NotConfigured(ExternalApiError):
     status = 503
     code = "not_configured"
-    message = "The external API is not configured on this site (EXTERNAL_API_URL is empty)."
+    message = "No plugin generator is configured on this site (EXTERNAL_API_URL is empty)."
 
 
 class Busy(ExternalApiError):
     status = 503
     code = "busy"
-    message = "Too many requests are already waiting on the external API; try again shortly."
+    message = "Too many requests are already waiting on the plugin generator; try again shortly."
     retry_after = 5
 
 
 class Unreachable(ExternalApiError):
     code = "upstream_unreachable"
-    message = "The external API is unreachable."
+    message = "The plugin generator is unreachable."
 
 
 class Timeout(ExternalApiError):
     status = 504
     code = "upstream_timeout"
-    message = "The external API did not answer in time."
+    message = "The plugin generator did not answer in time."
 
 
 class UpstreamError(ExternalApiError):
@@ -137,7 +138,7 @@ class InvalidRequest(ExternalApiError):
 class UnknownUser(ExternalApiError):
     status = 404
     code = "unknown_user"
-    message = "The external API has no token usage for this user."
+    message = "The plugin generator has no token usage for this user."
 
 
 class Rejected(ExternalApiError):
@@ -342,7 +343,7 @@ def rejection_message(raw: bytes) -> str:
             error = error.get("message")
         message = error if isinstance(error, str) else payload.get("message")
     if not isinstance(message, str) or not message.strip():
-        return "The external API refused the request."
+        return "The plugin generator refused the request."
     # Lone surrogates (which json.loads lets through) cannot be sent: each becomes "?".
     message = message.encode("utf-8", "replace").decode()
     return _CONTROL_CHARS.sub(" ", message).strip()[:REJECTION_MESSAGE_MAX]

@@ -27,6 +27,9 @@ class ApiToken(models.Model):
     # Where it was last used from: the client address at the last ``last_used_at`` update.
     last_used_address = models.CharField(max_length=45, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # When its owner took it off their list (only a revoked token can be). The row stays:
+    # records, the per-device figures and the audit log still refer to it.
+    removed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -285,8 +288,9 @@ class RecordRetention(models.Model):
 
 
 class AuditEvent(models.Model):
-    """Who did what to whose tokens or data: token creation and revocation, staff reading
-    another user's usage. Written by ``usage.audit``; read-only in the admin.
+    """Who did what to whose tokens or data: token creation, revocation, renaming and
+    removal from the list, staff reading another user's usage. Written by ``usage.audit``;
+    read-only in the admin.
 
     Names are copied beside the foreign keys, so an event still says who it was about
     after that user is deleted.
@@ -295,6 +299,8 @@ class AuditEvent(models.Model):
     class Action(models.TextChoices):
         TOKEN_CREATED = "token_created", "API token created"
         TOKEN_REVOKED = "token_revoked", "API token revoked"
+        TOKEN_RENAMED = "token_renamed", "API token renamed"
+        TOKEN_REMOVED = "token_removed", "Revoked API token removed from its owner's list"
         STAFF_VIEWED = "staff_viewed", "Staff viewed another user's usage"
 
     at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)

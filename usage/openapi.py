@@ -177,7 +177,8 @@ INGEST = {
             "X-User-ID",
             {"type": "string", "example": "alice"},
             OpenApiParameter.HEADER,
-            description="The token owner's username.",
+            description="The token owner's username. Empty, `undefined` or `null` count as "
+            "not sent.",
         ),
         _WWW_AUTHENTICATE,
         _retry_after(429, 503),
@@ -391,6 +392,7 @@ TOKEN_USAGE_OUT = {
         "lastRequestAt",
         "fetchedAt",
         "stale",
+        "noUsageYet",
     ],
     "properties": {
         "userId": _string,
@@ -423,6 +425,11 @@ TOKEN_USAGE_OUT = {
         "staleReason": {
             "type": "string",
             "description": "Only when stale: the error code the request would have had.",
+        },
+        "noUsageYet": {
+            "type": "boolean",
+            "description": "True when the plugin generator has no usage for this user of the "
+            "site yet (no generation): every count is 0 and both lists are empty.",
         },
         "refreshLimited": {
             "type": "boolean",
@@ -470,7 +477,11 @@ TOKEN_USAGE = {
         400: _error("`invalid_user_id`: not a username (1 to 150 of letters, digits, @.+-_)."),
         401: _AUTH_ERRORS[401],
         403: _error("`forbidden`: another user's id, and the caller is not staff."),
-        404: _error("`unknown_user`: the external API has no usage for this user yet."),
+        404: _error(
+            "`unknown_user`: no user of this site has this username (staff asking about "
+            "someone), and the plugin generator has no usage for it. A user of the site "
+            'with no usage yet gets a 200 with zeros and `"noUsageYet": true`.'
+        ),
         **_UPSTREAM_ERRORS,
     },
     "tags": ["token-usage"],
@@ -498,8 +509,9 @@ PLUGIN_GENERATE = {
     "request": {
         "application/json": {
             "type": "object",
-            "description": "The user's request, passed on as it is. The development "
-            "stand-in needs `prompt`.",
+            "description": "The user's request, passed on as it is. `prompt` must be text "
+            "with something other than spaces.",
+            "required": ["prompt"],
             "properties": {"prompt": {"type": "string", "description": "What to generate."}},
             "example": {"prompt": "A plugin that counts the words of a page"},
         }
@@ -510,8 +522,10 @@ PLUGIN_GENERATE = {
         # The external API's own status is passed on, whichever 2xx or 4xx it is.
         "2XX": OpenApiResponse(GENERATED, description="Generated, with another 2xx status."),
         400: _error(
-            "`invalid_body` (not JSON or not an object) or `rejected_by_upstream` (the "
-            "external API refused the request: its own 4xx status and message are passed on)."
+            "`invalid_body` (not JSON or not an object), `empty_prompt` (no `prompt`, or only "
+            "spaces: refused here, the external API is not asked) or `rejected_by_upstream` "
+            "(the external API refused the request: its own 4xx status and message are "
+            "passed on)."
         ),
         "4XX": _error(
             "`rejected_by_upstream`: the external API refused the request with this status "

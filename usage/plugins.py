@@ -10,18 +10,33 @@ from django.db import DatabaseError
 from usage import external_api
 from usage.external_api import ExternalApiError, Generation
 from usage.models import PluginGeneration
+from usage.problems import Problem
 from usage.token_usage import forget_fresh_usage
 
 log = logging.getLogger(__name__)
+
+
+class EmptyPrompt(Problem):
+    """No prompt, or one of only spaces: refused here, so no call spends tokens on it."""
+
+    code = "empty_prompt"
+    message = "prompt is required: describe the plugin to generate."
+
+
+def check_prompt(request: dict) -> None:
+    prompt = request.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise EmptyPrompt()
 
 
 def generate(user: AbstractBaseUser, request: dict) -> Generation:
     """Generate a plugin for ``user``; record it in the ledger if it reached the upstream.
 
     The ledger says ``ok`` only once the answer has been checked and encoded as the user
-    will get it (``external_api.normalise_generation``); a request that cannot be sent as
-    strict JSON is refused before any call.
+    will get it (``external_api.normalise_generation``); a request without a prompt, or
+    that cannot be sent as strict JSON, is refused before any call.
     """
+    check_prompt(request)
     user_id = user.get_username()
     started = time.monotonic()
     try:

@@ -17,6 +17,7 @@ import threading
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 
 from usage import external_api, throttles
@@ -37,6 +38,14 @@ STALE_SERVABLE = (
     external_api.Timeout,
     external_api.UpstreamError,
 )
+
+
+class NoSuchUser(external_api.UnknownUser):
+    """Nobody of this site has the username, and the plugin generator knows of no usage."""
+
+    message = (
+        "No user of this site has this username, and the plugin generator has no usage for it."
+    )
 
 
 def readable_user_id(user: AbstractBaseUser, requested: str | None) -> str:
@@ -147,12 +156,39 @@ def _lead(user_id: str, flight: _Flight) -> dict:
 
 def _fetch_and_keep(user_id: str) -> dict:
     fresh_key, last_key = _keys(user_id)
-    usage = external_api.fetch_token_usage(user_id)
+    usage = {"noUsageYet": False, **_fetch_or_zeros(user_id)}
     fetched = {**usage, "fetchedAt": external_api.iso_utc(datetime.now(UTC))}
     _cache("set", last_key, fetched, STALE_SECONDS)
     # Only a marker: "the copy is fresh". A generation deletes it and keeps the copy.
     _cache("set", fresh_key, True, settings.TOKEN_USAGE_CACHE_SECONDS)
     return fetched
+
+
+def _fetch_or_zeros(user_id: str) -> dict:
+    """The upstream's numbers; zeros for a user of this site it knows nothing of yet.
+
+    The upstream answers 404 until a user's first generation. For a user of this site that
+    is an answer ("nothing yet"), not an error; for a username nobody here has, it stays a
+    404 (``NoSuchUser``), so that staff who mistype a name are told so.
+    """
+    try:
+        return external_api.fetch_token_usage(user_id)
+    except external_api.UnknownUser as unknown:
+        users = get_user_model()._default_manager
+        if not users.filter(**{get_user_model().USERNAME_FIELD: user_id}).exists():
+            raise NoSuchUser(unknown.detail, upstream_status=404, reached=True) from None
+        return {**no_usage(user_id), "noUsageYet": True}
+
+
+def no_usage(user_id: str) -> dict:
+    """The answer of a user with no generation: every count zero, no period, no last time."""
+    return {
+        "userId": user_id,
+        **dict.fromkeys(external_api.COUNTERS, 0),
+        "dailyUsage": [],
+        "monthlyUsage": [],
+        "lastRequestAt": None,
+    }
 
 
 def waiting_for(user_id: str) -> int:

@@ -1,4 +1,5 @@
-"""API tokens: creating them (within the limits), revoking them, and finding the live one.
+"""API tokens: creating them (within the limits), revoking, renaming and removing them from
+their owner's list, and finding the live one.
 
 A raw token is ``usg_`` + an 8-character public prefix + a 43-character random secret.
 Only the prefix and a SHA-256 hash of the whole token are stored: the prefix finds the row,
@@ -49,6 +50,12 @@ _checked: dict[str, tuple[float, ApiToken]] = {}
 
 class TooManyTokens(Problem):
     code = "too_many_tokens"
+
+
+class TokenStillActive(Problem):
+    status = 409
+    code = "token_active"
+    message = "Only a revoked token can be removed from the list: revoke it first."
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,49 @@ def revoke_token(
             token.save(update_fields=["revoked_at"])
             audit.token_revoked(token, actor, request)
     forget_checked()  # at once in this process; the others forget within CHECKED_SECONDS
+
+
+def rename_token(
+    token: ApiToken,
+    name: str,
+    *,
+    actor: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+) -> None:
+    """Give ``token`` a new name (checked by the caller, as at creation); audited."""
+    with transaction.atomic():
+        # Locked, so that two renames at once each record the name they replaced.
+        old_name = (
+            ApiToken.objects.select_for_update().values_list("name", flat=True).get(pk=token.pk)
+        )
+        if old_name == name:
+            return
+        token.name = name
+        token.save(update_fields=["name"])
+        audit.token_renamed(token, old_name, actor, request)
+
+
+def remove_token(
+    token: ApiToken,
+    *,
+    actor: AbstractBaseUser | None = None,
+    request: HttpRequest | None = None,
+) -> None:
+    """Take a revoked token off its owner's list; TokenStillActive for a live one.
+
+    The row stays, hidden: records and the audit log still name it. Removing it twice
+    records one event.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        removed = ApiToken.objects.filter(
+            pk=token.pk, revoked_at__isnull=False, removed_at__isnull=True
+        ).update(removed_at=now)
+        if removed:
+            token.removed_at = now
+            audit.token_removed(token, actor, request)
+        elif ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).exists():
+            raise TokenStillActive()
 
 
 def checked_token(raw: str) -> ApiToken | None:

@@ -199,6 +199,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# One date style everywhere, the admin included: "3 Dec 2026, 19:31" (24-hour times).
+FORMAT_MODULE_PATH = ["usage_site.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
@@ -386,8 +388,9 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "Usage site API",
     "DESCRIPTION": (
         "Image-generation usage records posted by desktop apps, and each user's aggregates. "
-        "Authenticate with `Authorization: Bearer usg_...` (create a token with "
-        "`python manage.py create_api_token USERNAME`)."
+        "Authenticate with `Authorization: Bearer usg_...`. Create a token on the dashboard's "
+        "API tokens page (`/dashboard/tokens/`), or, on the development site (`./dev.py run`), "
+        "from the project folder: `DEBUG=1 .venv/bin/python manage.py create_api_token demo`."
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

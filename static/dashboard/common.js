@@ -34,10 +34,10 @@ window.UsageSite = (function () {
 
   // What went wrong upstream, by the API's error code, as the end of a sentence.
   const UPSTREAM_PROBLEMS = {
-    upstream_unreachable: "the analytics service is unreachable",
-    upstream_timeout: "the analytics service did not answer in time",
-    upstream_error: "the analytics service answered with an error",
-    busy: "the analytics service is busy",
+    upstream_unreachable: "the plugin generator is unreachable",
+    upstream_timeout: "the plugin generator did not answer in time",
+    upstream_error: "the plugin generator answered with an error",
+    busy: "the plugin generator is busy",
   };
 
   // The wording for `code`, or "" when it is not one of the upstream's problems.
@@ -51,7 +51,7 @@ window.UsageSite = (function () {
 
   // "Plugin generation", "Token usage": what the page cannot offer without the service.
   function notConfigured(feature) {
-    return `${feature} is not available: this site has no analytics service configured.`;
+    return `${feature} is not available: this site has no plugin generator configured.`;
   }
 
   // What went wrong between the page and this site, before any answer.

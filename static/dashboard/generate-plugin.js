@@ -1,7 +1,7 @@
 // The plugin form: sends the prompt as JSON to /api/plugin/generate, shows the answer and
 // the tokens it used, then tells the token panel with a 'token-usage-updated' event.
 //
-// The result comes from the analytics service, which this site does not own: it is shown
+// The result comes from the plugin generator, which this site does not own: it is shown
 // as text (textContent in a <pre>), never as HTML.
 "use strict";
 
@@ -41,8 +41,9 @@
     if (response.status === 429) return `Too many generations in a short time: try again in ${waitOf(response)}.`;
     if (code === "busy") return `${capitalised(upstreamProblem(code))}: try again in ${waitOf(response)}.`;
     if (code === "not_configured") return notConfigured("Plugin generation");
+    if (code === "empty_prompt") return "Describe the plugin first: the prompt is empty.";
     if (upstreamProblem(code)) return `${capitalised(upstreamProblem(code))}. Try again later.`;
-    if (code === "rejected_by_upstream") return `The analytics service refused the request: ${said || `status ${response.status}`}`;
+    if (code === "rejected_by_upstream") return `The plugin generator refused the request: ${said || `status ${response.status}`}`;
     if (response.status === 401 || (response.status === 403 && !code)) {
       return "Your session has ended or the page is out of date. Reload the page and try again.";
     }

@@ -1,4 +1,4 @@
-// The token panel: the analytics service's counts for this user, fetched once the page has
+// The token panel: the plugin generator's counts for this user, fetched once the page has
 // painted, updated at once by a finished generation and fetched afresh after it and on
 // Refresh Data.
 //
@@ -205,7 +205,7 @@
       const problem = upstreamProblem(data.staleReason) || upstreamProblem("upstream_error");
       show("stale", `Showing data from ${fetched ? shortTime(fetched) : "earlier"}; ${problem}.`);
       status.textContent = "";
-    } else if (count(data.requestCount) === 0 && count(data.totalTokens) === 0) {
+    } else if (data.noUsageYet || (count(data.requestCount) === 0 && count(data.totalTokens) === 0)) {
       showNoUsage();
     } else {
       render(data);
@@ -289,7 +289,6 @@
     if (number !== newest) return; // a newer fetch has been sent; its answer decides
     panel.removeAttribute("aria-busy");
     if (answer.data) showData(answer.data);
-    else if (answer.code === "unknown_user") showNoUsage();
     else if (answer.code === "not_configured") showNotConfigured();
     else if (upstreamProblem(answer.code)) showUpstreamProblem(answer.code);
     else showError(answer.reason);

@@ -245,6 +245,9 @@ def test_no_usage_yet_until_the_first_generation_then_its_numbers(
     expect_state(page, "no-usage")
     expect(page.get_by_test_id("token-message")).to_have_text(re.compile(r"^No token usage yet\."))
     expect(page.get_by_test_id("token-total")).to_be_hidden()
+    # "Nothing yet" is an answer, not a failed request: no red line in the console.
+    api_errors = [m.text for m in tab.console_errors if "/api/" in m.location["url"]]
+    assert api_errors == []
 
     prompt = "a plugin that adds a watermark"
     generate(page, prompt)
@@ -345,13 +348,13 @@ def test_with_the_upstream_down_the_dashboard_loads_and_says_it_is_unreachable(
     assert shown_number(page, "total-images") == 7
     expect_state(page, "unreachable")
     expect(page.get_by_test_id("token-message")).to_have_text(
-        re.compile(r"^The analytics service is unreachable\.")
+        re.compile(r"^The plugin generator is unreachable\.")
     )
     expect(page.get_by_test_id("token-total")).to_be_hidden()
 
     generate(page, "a plugin that crops faces")
     expect(page.get_by_test_id("generate-error")).to_have_text(
-        re.compile(r"^The analytics service is unreachable\.")
+        re.compile(r"^The plugin generator is unreachable\.")
     )
     expect(page.get_by_test_id("generate-plugin")).to_be_enabled()
     expect(page.get_by_test_id("generate-result")).to_be_hidden()
@@ -369,7 +372,7 @@ def test_without_an_analytics_service_the_panel_says_so_and_asks_nothing(
     page.goto(live_server.url + "/dashboard/?tz=UTC")
     expect_state(page, "not-configured")
     expect(page.get_by_test_id("token-message")).to_have_text(
-        "Token usage is not available: this site has no analytics service configured."
+        "Token usage is not available: this site has no plugin generator configured."
     )
     expect(page.get_by_test_id("generate-plugin")).to_be_disabled()
     expect(page.get_by_label(PROMPT_LABEL)).to_be_disabled()
@@ -399,7 +402,7 @@ def test_when_the_upstream_goes_away_the_last_numbers_stay_marked_stale(
     expect_state(page, "stale")
     hhmm = shown_in(TOKYO, fetched_at).rsplit(" ", 1)[1]
     expect(page.get_by_test_id("token-message")).to_have_text(
-        f"Showing data from {hhmm}; the analytics service is unreachable."
+        f"Showing data from {hhmm}; the plugin generator is unreachable."
     )
     assert figures(page) == expected
     assert token_series(page, DAILY_CHART) == daily
@@ -454,7 +457,7 @@ def test_what_the_upstream_sends_stays_text(open_tab, live_server, owner, standi
     page.goto(live_server.url + "/dashboard/?tz=UTC")
     expect_state(page, "unreachable")
     expect(page.get_by_test_id("token-message")).to_have_text(
-        re.compile(r"^The analytics service answered with an error\.")
+        re.compile(r"^The plugin generator answered with an error\.")
     )
 
     # A plugin whose name, description and code carry markup (the stand-in echoes the prompt).
@@ -498,7 +501,7 @@ def test_throttled_and_busy_generations_say_when_to_try_again(
     assert standin.received_for("generate"), "the first generation never reached the stand-in"
     generate(page, "the second")
     expect(page.get_by_test_id("generate-error")).to_have_text(
-        re.compile(r"^The analytics service is busy: try again in \d+ s\.$")
+        re.compile(r"^The plugin generator is busy: try again in \d+ s\.$")
     )
     standin.release()
     assert page.evaluate("window.__first") == 200

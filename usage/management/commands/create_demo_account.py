@@ -3,7 +3,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
-from usage.demo import DEMO_USERNAME, create_demo_user
+from usage.demo import DEMO_USERNAME, create_demo_user, manage_hint
 from usage.tokens import create_token
 
 
@@ -20,7 +20,9 @@ class Command(BaseCommand):
         if get_user_model().objects.exists():
             self.stdout.write(
                 f"Users exist already; log in as '{DEMO_USERNAME}' with the password printed on "
-                "the first run, or set a new one with: python manage.py changepassword demo"
+                "the first run, or set a new one with:\n\n  "
+                + manage_hint(f"changepassword {DEMO_USERNAME}")
+                + "\n"
             )
             return
         user, password = create_demo_user()
@@ -35,7 +37,7 @@ class Command(BaseCommand):
             "    -H 'Content-Type: application/json' \\\n"
             """    -d '{"modelName": "Stable Diffusion", "imageCount": 4}'\n"""
             f"\nRead your records back: {url}/api/model-usage/summary (same header), or browse "
-            f"the API at {url}/api/docs/.\nThe admin at {url}/admin/ needs a staff account: "
-            "python manage.py createsuperuser.\n"
+            f"the API at {url}/api/docs/.\nThe admin at {url}/admin/ needs a staff account; "
+            f"from this folder, in another terminal:\n\n  {manage_hint('createsuperuser')}\n\n"
             "The password and token are shown only now; keep them.\n"
         )
