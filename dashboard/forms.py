@@ -2,7 +2,8 @@
 
 from django import forms
 
-from usage.models import ApiToken
+from usage import budgets, webhooks
+from usage.models import ApiToken, Budget
 from usage.problems import InvalidQuery
 from usage.summary import parse_zone
 
@@ -24,3 +25,44 @@ class TimeZoneForm(forms.Form):
             return parse_zone(self.cleaned_data["tz"].strip()).key
         except InvalidQuery as error:
             raise forms.ValidationError(error.message) from error
+
+
+class BudgetForm(forms.Form):
+    """A monthly budget. The rules are ``usage.budgets``' and ``usage.webhooks``'."""
+
+    image_limit = forms.IntegerField(
+        label="Images a month", min_value=1, max_value=budgets.MAX_IMAGE_LIMIT
+    )
+    thresholds = forms.CharField(
+        label="Alert at (% of the budget)",
+        max_length=100,
+        initial="50, 80, 100",
+        help_text="Comma-separated percentages. One alert per threshold per month.",
+    )
+    time_zone = forms.CharField(label="Months start at midnight in", max_length=64)
+    webhook_url = forms.CharField(
+        label="Webhook URL (optional)",
+        max_length=Budget._meta.get_field("webhook_url").max_length,
+        required=False,
+        help_text="Alerts are also POSTed here as signed JSON.",
+    )
+
+    def clean_thresholds(self) -> list[int]:
+        return _checked(budgets.parse_thresholds, self.cleaned_data["thresholds"])
+
+    def clean_time_zone(self) -> str:
+        return _checked(parse_zone, self.cleaned_data["time_zone"].strip()).key
+
+    def clean_webhook_url(self) -> str:
+        url = self.cleaned_data["webhook_url"].strip()
+        if url:
+            _checked(webhooks.check_url, url)
+        return url
+
+
+def _checked(parse, value):
+    """``parse(value)``, its ``InvalidQuery`` as the field's error."""
+    try:
+        return parse(value)
+    except InvalidQuery as error:
+        raise forms.ValidationError(error.message) from error

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from dashboard import views
+from dashboard import budget, views
 
 app_name = "dashboard"
 
@@ -12,6 +12,9 @@ urlpatterns = [
     path("timezone/", views.set_time_zone, name="timezone"),
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", views.revoke, name="revoke"),
+    path("budget/", budget.budget, name="budget"),
+    path("budget/delete/", budget.delete_budget, name="budget-delete"),
+    path("budget/test-event/", budget.test_event, name="budget-test-event"),
     path("export.csv", views.export_csv, name="export"),
     path("daily-totals.csv", views.export_totals_csv, name="export-totals"),
 ]

@@ -219,3 +219,6 @@ class UserAdmin(CheckedChangeListAdmin, auth_admin.UserAdmin):
 @admin.register(Group)
 class GroupAdmin(CheckedChangeListAdmin, auth_admin.GroupAdmin):
     pass
+
+
+from usage import budget_admin  # noqa: E402, F401 - budgets, alerts and deliveries

@@ -281,3 +281,132 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name} {self.action} {self.subject_name}"
+
+
+class Budget(models.Model):
+    """A user's monthly budget, in images, with the thresholds that send alerts and where
+    they go besides email: an optional webhook, signed with ``webhook_secret``
+    (``usage.webhooks``). Months run in ``time_zone`` (``usage.budgets``)."""
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget"
+    )
+    image_limit = models.PositiveIntegerField(help_text="Images a month.")
+    # Percentages of the limit, ascending, comma-separated: "50,80,100".
+    thresholds = models.CharField(max_length=100, default="50,80,100")
+    time_zone = models.CharField(max_length=64, default="UTC", help_text="An IANA zone name.")
+    webhook_url = models.URLField(max_length=500, blank=True)
+    # Shown to its owner to verify signatures with: kept readable, as Stripe and GitHub do.
+    webhook_secret = models.CharField(max_length=64, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.owner}: {self.image_limit} images a month"
+
+    @property
+    def threshold_list(self) -> list[int]:
+        return sorted({int(part) for part in self.thresholds.split(",") if part.strip()})
+
+
+class BudgetAlert(models.Model):
+    """One threshold of one month's budget, crossed. The unique constraint is what makes it
+    one alert per threshold per month, whichever worker (or retry) gets there first:
+    only the worker whose insert succeeds creates the deliveries (``usage.alerts``)."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget_alerts"
+    )
+    month = models.DateField(help_text="The first day of the month, in the budget's zone.")
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the limit.")
+    created_at = models.DateTimeField(default=timezone.now)
+    used_images = models.PositiveBigIntegerField()
+    image_limit = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "month", "threshold"], name="budget_alert_once_a_month"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner} {self.month:%Y-%m} {self.threshold}%"
+
+
+class Delivery(models.Model):
+    """One event sent to one place (an email address or a webhook), until it arrives or its
+    retry window ends. The state lives here, not in the task queue, so that a worker killed
+    mid-send leaves the delivery leased: once the lease ends another worker sends it again,
+    with the same ``event_id`` and the same body (``usage.deliveries``)."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "email"
+        WEBHOOK = "webhook", "webhook"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        DELIVERED = "delivered", "delivered"
+        FAILED = "failed", "gave up"
+
+    event_id = models.UUIDField(unique=True, editable=False)
+    event_type = models.CharField(max_length=50)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    alert = models.ForeignKey(
+        BudgetAlert, on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries"
+    )
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    target = models.CharField(max_length=500, help_text="The address or URL, as of sending.")
+    # The event as sent: fixed when the event happens, so that every attempt sends the same.
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    leased_until = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["alert", "channel"], name="delivery_once_per_alert")
+        ]
+        indexes = [
+            # What the sweep asks for: pending deliveries that are due.
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} by {self.channel} to {self.target}"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at a delivery: written as it starts, finished when it ends. One left
+    ``sending`` was cut off (the worker died); the delivery is sent again."""
+
+    class Outcome(models.TextChoices):
+        SENDING = "sending", "sending"
+        OK = "ok", "delivered"
+        FAILED = "failed", "failed"
+        INTERRUPTED = "interrupted", "interrupted (worker stopped)"
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
+    response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="delivery_attempt_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number}: {self.outcome}"

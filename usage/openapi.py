@@ -549,3 +549,65 @@ def _views(callback) -> dict:
 
 class SchemaGenerator(generators.SchemaGenerator):
     endpoint_inspector_cls = _Endpoints
+
+
+_percent = {"type": "number", "description": "Of the limit, to one decimal place."}
+BUDGET = {
+    "operation_id": "budget",
+    "summary": "The caller's monthly budget: used, left and the forecast for the month",
+    "description": (
+        "The month is the current calendar month in the budget's time zone. `used` counts "
+        "the images of records that happened in it, late arrivals included; `forecast` is "
+        "`used` scaled by the whole month's length over the part gone (the month's end at "
+        "the pace so far). `crossed` lists the thresholds reached, `alerts` those alerted "
+        "(one per threshold per month; sent by the background worker within a minute). "
+        "Without a budget, `budget` is null and the other fields are absent. The dashboard's "
+        "budget card shows the same numbers."
+    ),
+    "responses": {
+        200: OpenApiResponse(
+            {
+                "type": "object",
+                "required": ["budget"],
+                "properties": {
+                    "budget": {
+                        "type": "object",
+                        "nullable": True,
+                        "properties": {
+                            "unit": {"type": "string", "enum": ["images"]},
+                            "limit": _counts,
+                            "thresholds": {"type": "array", "items": _counts},
+                            "timeZone": _string,
+                        },
+                    },
+                    "month": {
+                        "type": "object",
+                        "properties": {
+                            "start": {"type": "string", "format": "date"},
+                            "end": {"type": "string", "format": "date"},
+                        },
+                    },
+                    "used": _counts,
+                    "left": _counts,
+                    "percent": _percent,
+                    "forecast": _counts,
+                    "forecastPercent": _percent,
+                    "crossed": {"type": "array", "items": _counts},
+                    "alerts": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "threshold": _counts,
+                                "at": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                    },
+                },
+            }
+        ),
+        401: _AUTH_ERRORS[401],
+        503: _AUTH_ERRORS[503],
+    },
+    "tags": ["budget"],
+}

@@ -12,7 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from usage import audit, openapi, plugins, token_usage
+from usage import audit, budgets, openapi, plugins, token_usage
 from usage.auth import BearerTokenAuthentication
 from usage.ingest import ingest, parse_body
 from usage.problems import DatabaseUnavailable
@@ -128,6 +128,14 @@ class PluginGenerateView(APIView):
             {"result": generation.result, "tokenUsage": generation.token_usage},
             status=generation.status,
         )
+
+
+class BudgetView(APIView):
+    """The caller's budget and where this month stands against it."""
+
+    @extend_schema(**openapi.BUDGET)
+    def get(self, request: Request) -> Response:
+        return Response(budgets.budget_status(request.user))
 
 
 class SimpleHealthView(APIView):
