@@ -15,6 +15,9 @@ from usage.summary import parse_zone
 
 
 class BudgetAdminForm(forms.ModelForm):
+    # Checked by usage.webhooks, which says more than URLField's "Enter a valid URL".
+    webhook_url = forms.CharField(max_length=500, required=False)
+
     class Meta:
         model = Budget
         fields = ("owner", "image_limit", "thresholds", "time_zone", "webhook_url")
