@@ -2,6 +2,7 @@
 GET /api/budget, the budget page and the dashboard's budget card."""
 
 import re
+import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -218,7 +219,7 @@ def test_the_budget_page_shows_the_owners_delivery_log_and_no_one_elses(owner, o
     budget_for(other)
     for user, target in ((owner, "alice@example.com"), (other, "bob-secret@example.com")):
         Delivery.objects.create(
-            event_id=f"00000000-0000-0000-0000-00000000000{user.pk}",
+            event_id=uuid.uuid4(),
             event_type="budget.threshold_crossed",
             owner=user,
             channel="email",

@@ -86,6 +86,14 @@ class WebhookReceiver:
         request.send_header("Content-Length", "0")
         request.end_headers()
 
+    def reset(self, *, fail_first: int = 0, hold_first: bool = False) -> None:
+        """Forget what arrived; fail or hold the requests that come next."""
+        self.release.set()  # a request still held goes
+        with self._arrived:
+            self._received.clear()
+            self.fail_first, self.hold_first = fail_first, hold_first
+            self.held, self.release = threading.Event(), threading.Event()
+
     @property
     def received(self) -> list[Received]:
         with self._arrived:

@@ -1,0 +1,252 @@
+"""Budget alerts end to end, on real processes: records posted to a gunicorn server cross
+a budget's thresholds; two background workers (``manage.py run_huey``, as ``./dev.py run``
+starts one) send one email per threshold to a real SMTP server and one signed webhook to a
+real HTTP receiver that fails the first attempts on purpose; a worker killed mid-delivery
+is replaced, and the delivery arrives again with the same event id.
+
+The site has a database of its own: a SQLite file, or a database on the suite's PostgreSQL
+cluster when the suite runs on PostgreSQL.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.live_server import PROJECT, Server, gunicorn, manage, poll, site_env
+from tests.mail_server import MailServer, body_of
+from tests.webhook_receiver import WebhookReceiver
+
+pytestmark = pytest.mark.slow
+
+# Sweeps every second; a webhook waits 8 s for its answer, and a delivery whose worker
+# died is sent again 10 s after that worker took it; retries after half a second.
+WORKER_ENV = {
+    "BUDGET_SWEEP_SECONDS": "1",
+    "WEBHOOK_TIMEOUT_SECONDS": "8",
+    "DELIVERY_LEASE_SECONDS": "10",
+    "DELIVERY_RETRY_BASE_SECONDS": "0.5",
+    "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "1",  # the receiver is on loopback
+    "WORKER_THREADS": "4",
+    "ROLLUP_FOLD_SECONDS": "1",
+}
+USERS = ("alice", "kim", "lou")
+MINUTE = 60.0
+
+PREPARE = """
+import json
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from usage import budgets
+from usage.tokens import create_token
+call_command("migrate", verbosity=0)
+out = {}
+for name in json.loads(%r):
+    user = get_user_model().objects.create_user(name, f"{name}@example.com")
+    budget = budgets.save_budget(user, image_limit=100, thresholds=[50, 100], time_zone="UTC",
+                                 webhook_url=%r)
+    out[name] = {"token": create_token(user, "app").raw, "secret": budget.webhook_secret}
+print(json.dumps(out))
+"""
+
+LOG = """
+import json
+from usage.models import Delivery
+rows = Delivery.objects.filter(owner__username=%r).order_by("pk")
+print(json.dumps([
+    {"event_id": str(d.event_id), "channel": d.channel, "status": d.status,
+     "threshold": d.alert.threshold if d.alert else None,
+     "attempts": list(d.attempt_log.order_by("number").values_list("number", "outcome"))}
+    for d in rows
+]))
+"""
+
+
+@dataclass
+class Site:
+    database_url: str
+    folder: Path
+    server: Server
+    mail: MailServer
+    hooks: WebhookReceiver
+    users: dict[str, dict]
+    workers: list[subprocess.Popen] = field(default_factory=list)
+
+    def worker_env(self) -> dict[str, str]:
+        env = site_env(self.database_url, **WORKER_ENV, **self.mail.environment())
+        env["HUEY_FILE"] = str(self.folder / "queue.sqlite3")
+        return env
+
+    def start_worker(self) -> subprocess.Popen:
+        log = open(self.folder / f"worker-{len(self.workers)}.log", "wb")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_huey"],
+            cwd=PROJECT,
+            env=self.worker_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.workers.append(process)
+        return process
+
+    def stop_workers(self) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.workers:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.workers.clear()
+
+    def post(self, user: str, images: int) -> None:
+        body = [{"model": "SDXL", "imageCount": images}]
+        reply = self.server.post_usage(self.users[user]["token"], body)
+        assert reply.status == 201, reply.body[:300]
+
+    def deliveries(self, user: str) -> list[dict]:
+        output = manage(self.database_url, "shell", "--no-imports", "-c", LOG % user)
+        return json.loads(output.strip().splitlines()[-1])
+
+    def worker_logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-2000:] for p in self.folder.glob("w*.log"))
+
+
+@contextmanager
+def site_database(folder: Path) -> Iterator[str]:
+    if settings.DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        from tests.production_site import own_database, require_cluster
+
+        require_cluster()
+        with own_database("budget_worker") as url:
+            yield url
+    else:
+        yield f"sqlite:///{folder / 'site.sqlite3'}"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Iterator[Site]:
+    folder = tmp_path_factory.mktemp("budget-worker")
+    mail, hooks = MailServer().start(), WebhookReceiver().start()
+    try:
+        with site_database(folder) as database_url:
+            code = PREPARE % (json.dumps(USERS), hooks.url)
+            output = manage_with(database_url, code)
+            users = json.loads(output.strip().splitlines()[-1])
+            with gunicorn(database_url, folder / "gunicorn.log", env=WORKER_ENV) as server:
+                site = Site(database_url, folder, server, mail, hooks, users)
+                try:
+                    yield site
+                finally:
+                    site.stop_workers()
+    finally:
+        hooks.stop()
+        mail.stop()
+
+
+def manage_with(database_url: str, code: str) -> str:
+    # Budgets with loopback webhooks are saved with the setting that allows them.
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=PROJECT,
+        env=site_env(database_url, **WORKER_ENV),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def for_user(received, user: str) -> list:
+    return [r for r in received if r.body and r.body["data"].get("user") == user]
+
+
+def test_two_workers_send_one_email_and_one_verified_webhook_per_threshold(site):
+    site.hooks.secret = site.users["alice"]["secret"]
+    site.hooks.fail_first = 2  # the first two attempts answered 500
+    site.start_worker()
+    site.start_worker()
+
+    site.post("alice", 30)  # 30 of 100: below every threshold
+    site.post("alice", 25)  # 55: crosses 50%
+    crossed_at = time.monotonic()
+    site.hooks.wait_for(lambda r: len([x for x in r if x.answered == 200]) >= 1, MINUTE)
+    [fifty] = site.mail.wait_for(1, timeout=MINUTE - (time.monotonic() - crossed_at))
+    assert fifty["To"] == "alice@example.com"
+    assert fifty["Subject"].startswith("50% of your")
+    assert "You have used 55 of your 100 images" in body_of(fifty)
+
+    site.post("alice", 50)  # 105: crosses 100%
+    crossed_at = time.monotonic()
+    site.hooks.wait_for(lambda r: len([x for x in r if x.answered == 200]) >= 2, MINUTE)
+    site.mail.wait_for(2, timeout=MINUTE - (time.monotonic() - crossed_at))
+
+    # Another user's alert afterwards: by the time it arrives both workers have swept
+    # again and again since alice's, and sent nothing more for her.
+    site.hooks.secret = site.users["lou"]["secret"]
+    site.post("lou", 60)
+    site.hooks.wait_for(lambda r: for_user([x for x in r if x.answered == 200], "lou"), MINUTE)
+    site.mail.wait_for(3, timeout=MINUTE)
+
+    alice = for_user(site.hooks.received, "alice")
+    accepted = [r for r in alice if r.answered == 200]
+    assert [r.body["data"]["threshold"] for r in accepted] == [50, 100]
+    assert [r.body["data"]["used"] for r in accepted] == [55, 105]
+    assert all(r.signature_ok for r in alice)
+    assert all(r.event_id == r.body["id"] for r in alice)
+    # The failed attempts were the same event as the one that then arrived.
+    assert [r.answered for r in alice[:3]] == [500, 500, 200]
+    assert {r.event_id for r in alice[:3]} == {accepted[0].event_id}
+    subjects = [m["Subject"] for m in site.mail.to("alice@example.com")]
+    assert [s.split("%")[0] for s in subjects] == ["50", "100"]
+    log = site.deliveries("alice")
+    assert sorted((d["channel"], d["threshold"], d["status"]) for d in log) == [
+        ("email", 50, "delivered"),
+        ("email", 100, "delivered"),
+        ("webhook", 50, "delivered"),
+        ("webhook", 100, "delivered"),
+    ]
+    webhook_50 = next(d for d in log if d["channel"] == "webhook" and d["threshold"] == 50)
+    assert [outcome for _, outcome in webhook_50["attempts"]] == ["failed", "failed", "ok"]
+
+
+def test_a_worker_killed_mid_delivery_is_replaced_and_the_event_resent(site):
+    site.stop_workers()
+    site.hooks.secret = site.users["kim"]["secret"]
+    # Hold the next request open: the worker is killed while it waits for the answer.
+    site.hooks.reset(hold_first=True)
+    first = site.start_worker()
+
+    site.post("kim", 50)
+    poll(site.hooks.held.is_set, MINUTE, "no webhook held")
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    site.start_worker()
+
+    received = site.hooks.wait_for(lambda r: any(x.answered == 200 for x in r), MINUTE)
+    held, resent = received[0], next(r for r in received if r.answered == 200)
+    assert held.answered is None
+    assert resent.event_id == held.event_id
+    assert resent.body == held.body
+    assert resent.signature_ok
+    poll(
+        lambda: any(
+            d["status"] == "delivered" for d in site.deliveries("kim") if d["channel"] == "webhook"
+        ),
+        MINUTE,
+        "the delivery log does not show the delivery",
+    )
+    [webhook] = [d for d in site.deliveries("kim") if d["channel"] == "webhook"]
+    assert webhook["event_id"] == held.event_id
+    assert [outcome for _, outcome in webhook["attempts"]] == ["interrupted", "ok"]
+    assert len(site.deliveries("kim")) == 2  # one email, one webhook
