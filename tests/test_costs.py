@@ -1,8 +1,9 @@
 """Prices and costs (usage.costs): a record costs its images times the price in force when it
 occurred, and every cost read from the rollups equals that sum over the raw records."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -12,10 +13,21 @@ from hypothesis import strategies as st
 
 from tests.conftest import make_record
 from tests.example_counts import examples
-from usage.costs import Spend, check_price, display, exact, spend_between
+from usage.costs import (
+    NOTHING,
+    Spend,
+    bucket_stretches,
+    check_price,
+    costs_of,
+    display,
+    exact,
+    spend_between,
+    summarize_with_costs,
+)
 from usage.dialects import current
 from usage.ingest import CleanRecord, store
 from usage.models import DailyUsageRollup, ModelPrice, UsageRecord, UsageRollup
+from usage.summary import DateRange, bucket_of, bucket_totals, periods
 
 pytestmark = pytest.mark.django_db
 
@@ -176,6 +188,94 @@ def test_spend_between_equals_the_raw_records_priced_one_by_one(
     assert spend_between(owner.pk, start, end) == raw_spend(owner, start, end)
     current().fold(3)  # some of the uncounted records counted: still exact
     assert spend_between(owner.pk, start, end) == raw_spend(owner, start, end)
+
+
+# Zones whose midnight is on a half or quarter hour, and zones with DST changes in the window
+# (US on 8 March, EU on 29 March, Lord Howe's 30-minute change on 5 April 2026).
+ZONES = [
+    "UTC",
+    "Asia/Kolkata",
+    "Asia/Kathmandu",
+    "America/St_Johns",
+    "Europe/Berlin",
+    "America/New_York",
+    "Australia/Lord_Howe",
+]
+ranges = st.builds(
+    lambda zone, first, length: DateRange(
+        date(2026, 3, 4) + timedelta(days=first),
+        date(2026, 3, 4) + timedelta(days=first + length),
+        ZoneInfo(zone),
+    ),
+    st.sampled_from(ZONES),
+    st.integers(0, 30),
+    st.integers(0, 40),
+)
+
+
+def raw_bucket_spends(owner, date_range: DateRange, granularity: str) -> dict:
+    """``{(bucket, model): Spend}`` from every raw record, each priced on its own."""
+    labels = periods(date_range, granularity)
+    spends: dict[tuple[int, str], Spend] = {}
+    for record in UsageRecord.objects.filter(owner=owner):
+        day = record.occurred_at.astimezone(date_range.tz).date()
+        if not date_range.start <= day <= date_range.end:
+            continue
+        key = (labels.index(bucket_of(day, granularity)), record.model)
+        unit = price_in_force(record.model, record.occurred_at)
+        cost = Decimal(0) if unit is None else record.image_count * unit
+        unpriced = record.image_count if unit is None else 0
+        spends[key] = spends.get(key, NOTHING) + Spend(record.image_count, cost, unpriced)
+    return spends
+
+
+@settings(
+    max_examples=examples(80),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    writes=writes,
+    prices_given=prices,
+    date_range=ranges,
+    granularity=st.sampled_from(["day", "week", "month"]),
+)
+def test_bucket_costs_equal_the_raw_records_priced_one_by_one_in_any_zone(
+    owner, other, writes, prices_given, date_range, granularity
+):
+    """The cost of each bucket and model, read from the rollups (and the uncounted records),
+    is exactly the sum of each raw record's images times the price in force when it
+    occurred, with prices changing inside hours and days, in any zone; and the summary
+    shows each figure, each model's and the total rounded from those exact sums."""
+    reset(prices_given)
+    store_all(owner, writes)
+    store_all(other, writes[-1:])
+    expected = raw_bucket_spends(owner, date_range, granularity)
+
+    rows = bucket_totals(owner.pk, date_range, granularity)
+    stretches = bucket_stretches(date_range, granularity)
+    cells = [(stretches[bucket], model, images) for bucket, model, images, _ in rows]
+    got = costs_of(owner.pk, cells)
+    assert dict(zip([(b, m) for b, m, _, _ in rows], got, strict=True)) == expected
+
+    body = summarize_with_costs(owner, date_range, granularity)
+    labels = body["periods"]
+
+    def shown(spend: Spend) -> str | None:
+        return display(spend.cost) if spend.priced_images or not spend.images else None
+
+    assert {(labels.index(p["period"]), p["model"]): p["cost"] for p in body["series"]} == {
+        key: shown(spend) for key, spend in expected.items()
+    }
+    total = sum(expected.values(), NOTHING)
+    assert body["totals"]["cost"] == shown(total)
+    assert body["totals"]["unpricedImages"] == total.unpriced_images
+    for entry in body["models"]:
+        spend = sum((s for (_, m), s in expected.items() if m == entry["model"]), NOTHING)
+        assert (entry["cost"], entry["unpricedImages"]) == (shown(spend), spend.unpriced_images)
+    for bucket, cost in enumerate(body["periodCosts"]):
+        spend = sum((s for (b, _), s in expected.items() if b == bucket), NOTHING)
+        assert cost == shown(spend)
 
 
 @pytest.mark.skipif(

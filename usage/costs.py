@@ -22,7 +22,7 @@ place from the sum of the rounded parts shown beside it.
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, localcontext
 from functools import lru_cache
 
@@ -294,3 +294,77 @@ def spend_between(owner_id: int, start: datetime, end: datetime) -> Spend:
         if stretch == whole:
             total += split_cost(book, model, whole, images, read)
     return total
+
+
+def costs_of(owner_id: int, cells: list[tuple[Stretch, str, int]]) -> list[Spend]:
+    """What each ``(stretch, model, images)`` costs, the images being the owner's images of
+    the model in the stretch as the rollups hold them (a summary's buckets, say). One read of
+    the prices, and one of the rollups only when a price starts inside some stretch."""
+    book = price_book()
+    tails = tails_needed(book, {stretch for stretch, _, _ in cells})
+    read = interval_images(owner_id, tails) if tails else {}
+    return [split_cost(book, model, stretch, images, read) for stretch, model, images in cells]
+
+
+def bucket_stretches(date_range: summary.DateRange, granularity: str) -> list[Stretch]:
+    """The UTC stretch of each bucket of ``summary.periods``, cut to the range."""
+    tz = date_range.tz
+    starts = [max(day, date_range.start) for day in summary.periods(date_range, granularity)]
+    ends = [*starts[1:], date_range.end + timedelta(days=1)]
+    return [
+        (
+            ceil_quarter(summary.local_midnight(start, tz)),
+            ceil_quarter(summary.local_midnight(end, tz)),
+        )
+        for start, end in zip(starts, ends, strict=True)
+    ]
+
+
+def shown(spend: Spend) -> str | None:
+    """The cost as the API shows it: ``None`` when none of the images had a price."""
+    return display(spend.cost) if spend.priced_images or not spend.images else None
+
+
+def summarize_with_costs(owner, date_range: summary.DateRange, granularity: str) -> dict:
+    """``usage.summary.summarize``, with what each bucket and model, each bucket, each model
+    and the whole range cost, the site's currency, and the models with unpriced images."""
+    payload = summary.summarize(owner, date_range, granularity)
+    stretches = bucket_stretches(date_range, granularity)
+    position = {label: n for n, label in enumerate(payload["periods"])}
+    series = payload["series"]
+    spends = costs_of(
+        owner.pk,
+        [(stretches[position[p["period"]]], p["model"], p["images"]) for p in series],
+    )
+    per_model: dict[str, Spend] = {}
+    per_period = [NOTHING] * len(stretches)
+    for point, spend in zip(series, spends, strict=True):
+        point["cost"] = shown(spend)
+        per_model[point["model"]] = per_model.get(point["model"], NOTHING) + spend
+        per_period[position[point["period"]]] += spend
+    for entry in payload["models"]:
+        spend = per_model[entry["model"]]
+        entry["cost"] = shown(spend)
+        entry["unpricedImages"] = spend.unpriced_images
+    total = sum(per_model.values(), NOTHING)
+    payload["totals"]["cost"] = shown(total)
+    payload["totals"]["unpricedImages"] = total.unpriced_images
+    payload["periodCosts"] = [shown(spend) for spend in per_period]
+    payload["currency"] = currency()
+    payload["unpricedModels"] = [
+        entry["model"] for entry in payload["models"] if entry["unpricedImages"]
+    ]
+    return payload
+
+
+def daily_costs(
+    owner_id: int, date_range: summary.DateRange, totals: dict[tuple[date, str], list[int]]
+) -> dict[tuple[date, str], Spend]:
+    """What each local day and model of ``usage.summary.daily_totals`` cost."""
+    stretches = bucket_stretches(date_range, "day")
+    keys = list(totals)
+    cells = [
+        (stretches[(day - date_range.start).days], model, totals[(day, model)][0])
+        for day, model in keys
+    ]
+    return dict(zip(keys, costs_of(owner_id, cells), strict=True))
