@@ -1,6 +1,6 @@
 """What the site stores: usage records posted by desktop apps, the API tokens they use,
-rollups of the records (and the records not counted into them yet), the plugin-generation
-ledger and the audit log."""
+rollups of the records (and the records not counted into them yet), model prices, the
+plugin-generation ledger and the audit log."""
 
 from django.conf import settings
 from django.db import models
@@ -236,6 +236,52 @@ class UncountedRecord(models.Model):
 
     def __str__(self) -> str:
         return f"record {self.record_id} (not counted yet)"
+
+
+class ModelPrice(models.Model):
+    """A model's price per image, in force from ``valid_from`` until its next price.
+
+    Prices are added, never edited, so that the history stays: a record costs its images
+    times the price in force when it occurred (``usage.costs``). Before a model's first
+    price its images have no price. ``valid_from`` falls on a quarter hour (checked by
+    ``usage.costs.check_price``), the finest time the rollups resolve, so that costs come
+    from the rollups exactly, whatever the zone or where in a day the price changes.
+    """
+
+    model = models.CharField(
+        max_length=MODEL_NAME_MAX_LENGTH,
+        help_text="The model's name as records store it (normalised like them).",
+    )
+    price_per_image = models.DecimalField(
+        max_digits=18,
+        decimal_places=8,
+        help_text="In the site's currency (the SITE_CURRENCY setting).",
+    )
+    valid_from = models.DateTimeField(
+        help_text="When this price starts, on a quarter hour (:00, :15, :30 or :45)."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["model", "-valid_from"]
+        constraints = [
+            # Also the index of "a model's prices in time order".
+            models.UniqueConstraint(fields=["model", "valid_from"], name="model_price_model_time"),
+            models.CheckConstraint(
+                condition=models.Q(price_per_image__gte=0), name="model_price_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.price_per_image} from {self.valid_from:%Y-%m-%d %H:%M} UTC"
 
 
 class AuditEvent(models.Model):

@@ -253,6 +253,9 @@ LIST_RECORDS = {
 }
 
 _counts = {"type": "integer"}
+# Money as a decimal string (never a float), rounded half to even to the currency's usual
+# decimals; null when none of the images it covers had a price (docs/costs-and-budgets.md).
+_cost = {"type": "string", "nullable": True, "pattern": r"^\d+(\.\d+)?$", "example": "12.34"}
 SUMMARY = {
     "operation_id": "model_usage_summary",
     "summary": "The caller's aggregates for a range of local days",
@@ -260,7 +263,11 @@ SUMMARY = {
         "Defaults: the last 30 days ending today in `tz`; `granularity` by range length "
         "(day up to 92 days, week up to 731, month beyond). `period` is the first local day "
         "of a bucket (a Monday for weeks, the 1st for months); `periods` lists every bucket "
-        "in the range, empty ones included; `series` holds only non-zero buckets."
+        "in the range, empty ones included; `series` holds only non-zero buckets. Costs are "
+        "decimal strings in `currency` with its usual decimals, each rounded half to even "
+        "from its exact sum (so a total can differ from the sum of its rounded parts by the "
+        "last digit); `null` when none of the images had a price, and `periodCosts` lists "
+        "one per entry of `periods`."
     ),
     "parameters": [
         *_RANGE_PARAMETERS,
@@ -277,16 +284,28 @@ SUMMARY = {
                     "granularity": {"type": "string", "enum": list(GRANULARITIES)},
                     "totals": {
                         "type": "object",
-                        "properties": {"images": _counts, "events": _counts},
+                        "properties": {
+                            "images": _counts,
+                            "events": _counts,
+                            "cost": _cost,
+                            "unpricedImages": _counts,
+                        },
                     },
                     "models": {
                         "type": "array",
                         "items": {
                             "type": "object",
-                            "properties": {"model": _string, "images": _counts, "events": _counts},
+                            "properties": {
+                                "model": _string,
+                                "images": _counts,
+                                "events": _counts,
+                                "cost": _cost,
+                                "unpricedImages": _counts,
+                            },
                         },
                     },
                     "periods": {"type": "array", "items": {"type": "string", "format": "date"}},
+                    "periodCosts": {"type": "array", "items": _cost},
                     "series": {
                         "type": "array",
                         "items": {
@@ -295,8 +314,18 @@ SUMMARY = {
                                 "period": {"type": "string", "format": "date"},
                                 "model": _string,
                                 "images": _counts,
+                                "cost": _cost,
                             },
                         },
+                    },
+                    "currency": {
+                        "type": "string",
+                        "description": "ISO 4217 code of every cost (the SITE_CURRENCY setting).",
+                    },
+                    "unpricedModels": {
+                        "type": "array",
+                        "items": _string,
+                        "description": "Models with images in the range that had no price.",
                     },
                 },
             }

@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from usage_site.env import (
     database_from_url,
     env_bool,
+    env_currency,
     env_float,
     env_int,
     env_list,
@@ -169,6 +170,9 @@ DATABASE_REPLICA_PIN_SECONDS = env_int("DATABASE_REPLICA_PIN_SECONDS", 30, minim
 # Seconds between folds of uncounted records into the rollups, in each server process
 # (usage.folding); 0 turns the folding thread off (then run manage.py fold_rollups).
 ROLLUP_FOLD_SECONDS = env_float("ROLLUP_FOLD_SECONDS", 1.0, minimum=0.0)
+
+# The one currency of every price and cost (usage.costs), shown with its usual decimals.
+SITE_CURRENCY = env_currency("SITE_CURRENCY", "USD")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
