@@ -49,7 +49,8 @@ def initial_of(request: HttpRequest, current: Budget | None) -> dict:
         zone = Profile.objects.filter(user=request.user).values_list("time_zone", flat=True)
         return {"time_zone": zone.first() or "UTC", "thresholds": "50, 80, 100"}
     return {
-        "image_limit": current.image_limit,
+        "unit": current.unit,
+        "limit": current.limit if current.unit == "images" else current.limit.normalize(),
         "thresholds": ", ".join(str(t) for t in current.threshold_list),
         "time_zone": current.time_zone,
         "webhook_url": current.webhook_url,

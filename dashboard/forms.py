@@ -30,8 +30,17 @@ class TimeZoneForm(forms.Form):
 class BudgetForm(forms.Form):
     """A monthly budget. The rules are ``usage.budgets``' and ``usage.webhooks``'."""
 
-    image_limit = forms.IntegerField(
-        label="Images a month", min_value=1, max_value=budgets.MAX_IMAGE_LIMIT
+    unit = forms.ChoiceField(
+        label="Budget in",
+        choices=[("images", "images"), ("money", "money")],
+        widget=forms.RadioSelect,
+        initial="images",
+    )
+    limit = forms.DecimalField(
+        label="Limit a month",
+        min_value=0,
+        max_digits=16,
+        help_text="Images, or an amount in the site's currency.",
     )
     thresholds = forms.CharField(
         label="Alert at (% of the budget)",
@@ -46,6 +55,15 @@ class BudgetForm(forms.Form):
         required=False,
         help_text="Alerts are also POSTed here as signed JSON.",
     )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if "unit" in data and "limit" in data:
+            try:
+                data["limit"] = budgets.check_limit(data["unit"], data["limit"])
+            except InvalidQuery as error:
+                self.add_error("limit", error.message)
+        return data
 
     def clean_thresholds(self) -> list[int]:
         return _checked(budgets.parse_thresholds, self.cleaned_data["thresholds"])

@@ -22,10 +22,13 @@ def at(text: str) -> datetime:
 NOW = at("2026-12-11T00:00:00")
 
 
-def budget_for(user, limit=100, thresholds=(50, 80, 100), webhook_url="", created=None):
+def budget_for(
+    user, limit=100, thresholds=(50, 80, 100), webhook_url="", created=None, unit="images"
+):
     budget = budgets.save_budget(
         user,
-        image_limit=limit,
+        unit=unit,
+        limit=limit,
         thresholds=list(thresholds),
         time_zone="UTC",
         webhook_url=webhook_url,
@@ -59,9 +62,10 @@ def test_an_alert_records_the_month_and_the_amounts(owner):
     budget_for(owner, limit=200)
     make_record(owner, at("2026-12-02T10:00:00"), images=120)
     [alert] = alerts.check_budgets(NOW)
-    assert (alert.month, alert.threshold, alert.used_images, alert.image_limit) == (
+    assert (alert.month, alert.threshold, alert.unit, alert.used, alert.limit) == (
         date(2026, 12, 1),
         50,
+        "images",
         120,
         200,
     )
@@ -101,12 +105,39 @@ def test_an_alert_creates_an_email_and_a_webhook_delivery(owner, hooks):
         "timeZone": "UTC",
         "threshold": 50,
         "unit": "images",
+        "currency": None,
         "limit": 100,
         "used": 50,
         "left": 50,
         "percent": "50.0",
         "forecast": by_channel["webhook"].payload["data"]["forecast"],
+        "images": 50,
+        "unpricedImages": 50,
     }
+
+
+def test_a_money_budget_alerts_on_what_the_images_cost(owner, mail_server):
+    from decimal import Decimal
+
+    from usage.models import ModelPrice
+
+    budget_for(owner, limit=Decimal("10"), unit="money")
+    ModelPrice.objects.create(
+        model="SD", price_per_image=Decimal("0.10"), valid_from=at("2026-11-01T00:00:00")
+    )
+    ModelPrice.objects.create(
+        model="SD", price_per_image=Decimal("0.50"), valid_from=at("2026-12-05T00:00:00")
+    )
+    make_record(owner, at("2026-12-02T10:00:00"), images=45)  # 4.50: under 50%
+    assert alerts.check_budgets(NOW) == []
+    make_record(owner, at("2026-12-06T10:00:00"), images=1)  # 5.00 with the new price
+    [alert] = alerts.check_budgets(NOW)
+    assert (alert.threshold, alert.unit, alert.used, alert.limit) == (50, "money", 5, 10)
+    deliveries.send(Delivery.objects.get(channel="email").pk)
+    [message] = mail_server.wait_for(1)
+    assert "You have spent USD 5.00 of your USD 10.00 budget for 2026-12 (50.0%)" in body_of(
+        message
+    )
 
 
 def test_a_user_without_an_email_address_gets_only_the_webhook(owner, hooks):

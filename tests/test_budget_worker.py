@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -38,21 +39,38 @@ WORKER_ENV = {
     "WORKER_THREADS": "4",
     "ROLLUP_FOLD_SECONDS": "1",
 }
-USERS = ("alice", "kim", "lou")
 MINUTE = 60.0
+
+
+def price_change_in_this_month() -> tuple[datetime, str]:
+    """A quarter hour an hour ago, when SDXL's price goes from 0.10 to 0.20, and a zone
+    whose current month began well before it (UTC, unless its month began just now)."""
+    now = datetime.now(UTC)
+    change = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+    change -= timedelta(hours=1)
+    month_began = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return change, "UTC" if change - timedelta(hours=1) > month_began else "Etc/GMT+12"
+
 
 PREPARE = """
 import json
+from datetime import datetime
+from decimal import Decimal
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from usage import budgets
+from usage.models import ModelPrice
 from usage.tokens import create_token
 call_command("migrate", verbosity=0)
+setup = json.loads(%r)
+for model, price, valid_from in setup["prices"]:
+    ModelPrice.objects.create(model=model, price_per_image=Decimal(price),
+                              valid_from=datetime.fromisoformat(valid_from))
 out = {}
-for name in json.loads(%r):
+for name, (unit, limit, zone) in setup["budgets"].items():
     user = get_user_model().objects.create_user(name, f"{name}@example.com")
-    budget = budgets.save_budget(user, image_limit=100, thresholds=[50, 100], time_zone="UTC",
-                                 webhook_url=%r)
+    budget = budgets.save_budget(user, unit=unit, limit=Decimal(limit), thresholds=[50, 100],
+                                 time_zone=zone, webhook_url=setup["webhook"])
     out[name] = {"token": create_token(user, "app").raw, "secret": budget.webhook_secret}
 print(json.dumps(out))
 """
@@ -78,6 +96,7 @@ class Site:
     mail: MailServer
     hooks: WebhookReceiver
     users: dict[str, dict]
+    price_change: datetime
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     def worker_env(self) -> dict[str, str]:
@@ -109,8 +128,10 @@ class Site:
                 process.wait()
         self.workers.clear()
 
-    def post(self, user: str, images: int) -> None:
+    def post(self, user: str, images: int, when: datetime | None = None) -> None:
         body = [{"model": "SDXL", "imageCount": images}]
+        if when:
+            body[0]["timestamp"] = when.isoformat()
         reply = self.server.post_usage(self.users[user]["token"], body)
         assert reply.status == 201, reply.body[:300]
 
@@ -140,11 +161,24 @@ def site(tmp_path_factory) -> Iterator[Site]:
     mail, hooks = MailServer().start(), WebhookReceiver().start()
     try:
         with site_database(folder) as database_url:
-            code = PREPARE % (json.dumps(USERS), hooks.url)
-            output = manage_with(database_url, code)
+            change, zone = price_change_in_this_month()
+            setup = {
+                "prices": [
+                    ("SDXL", "0.10", "2000-01-01T00:00:00+00:00"),
+                    ("SDXL", "0.20", change.isoformat()),
+                ],
+                # alice: 100.00 of money a month; the others: 100 images.
+                "budgets": {
+                    "alice": ("money", "100", zone),
+                    "kim": ("images", "100", "UTC"),
+                    "lou": ("images", "100", "UTC"),
+                },
+                "webhook": hooks.url,
+            }
+            output = manage_with(database_url, PREPARE % json.dumps(setup))
             users = json.loads(output.strip().splitlines()[-1])
             with gunicorn(database_url, folder / "gunicorn.log", env=WORKER_ENV) as server:
-                site = Site(database_url, folder, server, mail, hooks, users)
+                site = Site(database_url, folder, server, mail, hooks, users, change)
                 try:
                     yield site
                 finally:
@@ -173,23 +207,27 @@ def for_user(received, user: str) -> list:
 
 def test_two_workers_send_one_email_and_one_verified_webhook_per_threshold(site):
     site.hooks.secret = site.users["alice"]["secret"]
-    site.hooks.fail_first = 2  # the first two attempts answered 500
+    site.hooks.reset(fail_first=2)  # the first two attempts answered 500
     site.start_worker()
     site.start_worker()
+    before = site.price_change - timedelta(minutes=30)  # at 0.10 an image
 
-    site.post("alice", 30)  # 30 of 100: below every threshold
-    site.post("alice", 25)  # 55: crosses 50%
+    site.post("alice", 250, before)  # 25.00 of 100.00: below every threshold
+    site.post("alice", 260, before)  # 51.00: crosses 50%
     crossed_at = time.monotonic()
     site.hooks.wait_for(lambda r: len([x for x in r if x.answered == 200]) >= 1, MINUTE)
     [fifty] = site.mail.wait_for(1, timeout=MINUTE - (time.monotonic() - crossed_at))
     assert fifty["To"] == "alice@example.com"
     assert fifty["Subject"].startswith("50% of your")
-    assert "You have used 55 of your 100 images" in body_of(fifty)
+    assert "You have spent USD 51.00 of your USD 100.00 budget" in body_of(fifty)
 
-    site.post("alice", 50)  # 105: crosses 100%
+    # 250 more at the new price of 0.20: 101.00, over 100%. At the old price the month
+    # would stand at 76.00; at the new price for all, the 50% alert would have said 102.00.
+    site.post("alice", 250)
     crossed_at = time.monotonic()
     site.hooks.wait_for(lambda r: len([x for x in r if x.answered == 200]) >= 2, MINUTE)
-    site.mail.wait_for(2, timeout=MINUTE - (time.monotonic() - crossed_at))
+    [_, hundred] = site.mail.wait_for(2, timeout=MINUTE - (time.monotonic() - crossed_at))
+    assert "You have spent USD 101.00 of your USD 100.00 budget" in body_of(hundred)
 
     # Another user's alert afterwards: by the time it arrives both workers have swept
     # again and again since alice's, and sent nothing more for her.
@@ -201,7 +239,10 @@ def test_two_workers_send_one_email_and_one_verified_webhook_per_threshold(site)
     alice = for_user(site.hooks.received, "alice")
     accepted = [r for r in alice if r.answered == 200]
     assert [r.body["data"]["threshold"] for r in accepted] == [50, 100]
-    assert [r.body["data"]["used"] for r in accepted] == [55, 105]
+    assert [r.body["data"]["used"] for r in accepted] == ["51.00", "101.00"]
+    assert {(r.body["data"]["unit"], r.body["data"]["currency"]) for r in accepted} == {
+        ("money", "USD")
+    }
     assert all(r.signature_ok for r in alice)
     assert all(r.event_id == r.body["id"] for r in alice)
     # The failed attempts were the same event as the one that then arrived.

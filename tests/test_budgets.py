@@ -14,7 +14,7 @@ from django.test import Client
 from dashboard.models import Profile
 from tests.conftest import make_record
 from usage import budgets
-from usage.models import Budget, BudgetAlert, Delivery
+from usage.models import Budget, BudgetAlert, Delivery, ModelPrice
 from usage.problems import InvalidQuery
 
 TOKYO = "Asia/Tokyo"  # +09:00: 1 December starts at 15:00 UTC on 30 November
@@ -30,10 +30,13 @@ def client_for(user) -> Client:
     return client
 
 
-def budget_for(user, limit=100, zone="UTC", thresholds=(50, 80, 100), webhook_url=""):
+def budget_for(
+    user, limit=100, zone="UTC", thresholds=(50, 80, 100), webhook_url="", unit="images"
+):
     return budgets.save_budget(
         user,
-        image_limit=limit,
+        unit=unit,
+        limit=limit,
         thresholds=list(thresholds),
         time_zone=zone,
         webhook_url=webhook_url,
@@ -128,6 +131,9 @@ def test_saving_a_budget_twice_changes_the_one_budget(owner):
     budget_for(owner, limit=250, zone=TOKYO)
     [budget] = Budget.objects.filter(owner=owner)
     assert (budget.image_limit, budget.time_zone) == (250, TOKYO)
+    budget_for(owner, limit=Decimal("12.5"), unit="money")
+    budget.refresh_from_db()
+    assert (budget.unit, budget.image_limit, budget.money_limit) == ("money", None, Decimal("12.5"))
 
 
 def test_a_new_webhook_url_gets_a_new_secret_and_the_same_url_keeps_it(owner, settings):
@@ -136,6 +142,47 @@ def test_a_new_webhook_url_gets_a_new_secret_and_the_same_url_keeps_it(owner, se
     same = budget_for(owner, limit=5, webhook_url="http://127.0.0.1:9/a").webhook_secret
     moved = budget_for(owner, webhook_url="http://127.0.0.1:9/b").webhook_secret
     assert first.startswith("whsec_") and first == same and moved != first
+
+
+def price(model: str, amount: str, valid_from: datetime) -> None:
+    ModelPrice.objects.create(model=model, price_per_image=Decimal(amount), valid_from=valid_from)
+
+
+def test_a_money_budget_counts_each_image_at_the_price_in_force_when_it_was_made(owner):
+    budget = budget_for(owner, limit=Decimal("20.00"), unit="money")
+    price("SD", "0.10", at("2026-11-01T00:00:00"))
+    price("SD", "0.25", at("2026-12-15T09:15:00"))  # mid-month, mid-day
+    make_record(owner, at("2026-12-15T09:14:00"), images=40)  # 40 x 0.10
+    make_record(owner, at("2026-12-15T09:15:00"), images=20)  # 20 x 0.25
+    make_record(owner, at("2026-12-16T10:00:00"), model="Flux", images=7)  # no price
+    status = budgets.status_of(budget, at("2026-12-20T00:00:00"))
+    assert (status.used, status.left, status.percent) == (Decimal("9.00"), Decimal("11.00"), 45)
+    assert (status.spend.images, status.spend.unpriced_images) == (67, 7)
+
+
+def test_a_money_budgets_forecast_is_rounded_only_when_shown(owner):
+    budget = budget_for(owner, limit=Decimal("100"), unit="money")
+    price("SD", "0.01", at("2026-11-01T00:00:00"))
+    make_record(owner, at("2026-12-02T10:00:00"), images=100)
+    status = budgets.status_of(budget, at("2026-12-04T00:00:00"))  # 3 of 31 days gone
+    assert status.forecast.quantize(Decimal("0.000001")) == Decimal("10.333333")
+    assert (status.shown(status.forecast), status.forecast_percent) == ("10.33", Decimal("10.3"))
+
+
+@pytest.mark.parametrize(
+    ("unit", "limit", "says"),
+    [
+        ("money", Decimal("0"), "above 0"),
+        ("money", Decimal("12.345"), "at most 2 decimals"),
+        ("money", Decimal("1e13"), "at most"),
+        ("images", Decimal("2.5"), "1 to"),
+        ("euros", Decimal("5"), "images or in money"),
+    ],
+)
+def test_a_limit_that_does_not_fit_its_unit_is_refused(unit, limit, says):
+    with pytest.raises(InvalidQuery) as refused:
+        budgets.check_limit(unit, limit)
+    assert says in refused.value.message
 
 
 # GET /api/budget
@@ -151,20 +198,46 @@ def test_the_api_answers_the_month_with_the_bearer_token(owner, owner_api):
     budget_for(owner, limit=1000)
     make_record(owner, at("2026-12-02T10:00:00"), images=600)
     BudgetAlert.objects.create(
-        owner=owner, month=date(2026, 12, 1), threshold=50, used_images=600, image_limit=1000
+        owner=owner, month=date(2026, 12, 1), threshold=50, unit="images", used=600, limit=1000
     )
     body = owner_api.get("/api/budget").json()
     assert body == {
-        "budget": {"unit": "images", "limit": 1000, "thresholds": [50, 80, 100], "timeZone": "UTC"},
+        "budget": {
+            "unit": "images",
+            "limit": 1000,
+            "currency": None,
+            "thresholds": [50, 80, 100],
+            "timeZone": "UTC",
+        },
         "month": {"start": "2026-12-01", "end": "2026-12-31"},
         "used": 600,
         "left": 400,
         "percent": 60.0,
         "forecast": 1860,
         "forecastPercent": 186.0,
+        "images": 600,
+        "unpricedImages": 600,  # no prices: counted as images, and would cost nothing
         "crossed": [50],
         "alerts": [{"threshold": 50, "at": body["alerts"][0]["at"]}],
     }
+
+
+@time_machine.travel(at("2026-12-11T00:00:00"), tick=False)
+def test_the_api_shows_money_as_decimal_strings_in_the_currency(owner, owner_api, settings):
+    settings.SITE_CURRENCY = "EUR"
+    budget_for(owner, limit=Decimal("50"), unit="money")
+    price("SD", "0.125", at("2026-11-01T00:00:00"))
+    make_record(owner, at("2026-12-02T10:00:00"), images=100)
+    body = owner_api.get("/api/budget").json()
+    assert body["budget"] | {"thresholds": None} == {
+        "unit": "money",
+        "limit": "50.00",
+        "currency": "EUR",
+        "thresholds": None,
+        "timeZone": "UTC",
+    }
+    assert (body["used"], body["left"], body["percent"]) == ("12.50", "37.50", 25.0)
+    assert (body["forecast"], body["forecastPercent"]) == ("38.75", 77.5)
 
 
 def test_the_api_shows_another_user_nothing_of_the_owners_budget(owner, other_api):
@@ -184,11 +257,22 @@ def test_the_api_needs_a_token(db):
 
 def test_the_budget_page_sets_a_budget(owner):
     client = client_for(owner)
-    form = {"image_limit": "500", "thresholds": "25, 90", "time_zone": TOKYO, "webhook_url": ""}
+    form = {
+        "unit": "images",
+        "limit": "500",
+        "thresholds": "25, 90",
+        "time_zone": TOKYO,
+        "webhook_url": "",
+    }
     response = client.post("/dashboard/budget/", form)
     assert response.status_code == 302
     budget = Budget.objects.get(owner=owner)
-    assert (budget.image_limit, budget.threshold_list, budget.time_zone) == (500, [25, 90], TOKYO)
+    assert (budget.unit, budget.limit, budget.threshold_list, budget.time_zone) == (
+        "images",
+        500,
+        [25, 90],
+        TOKYO,
+    )
 
 
 def test_the_budget_page_offers_the_dashboards_zone(owner):
@@ -200,14 +284,22 @@ def test_the_budget_page_offers_the_dashboards_zone(owner):
 @pytest.mark.parametrize(
     ("field", "value", "says"),
     [
-        ("image_limit", "0", "greater than or equal to 1"),
+        ("limit", "0", "A limit in images is 1 to"),
+        ("limit", "2.5", "A limit in images is 1 to"),
+        ("unit", "euros", "Select a valid choice"),
         ("thresholds", "50, lots", "whole percentages"),
         ("time_zone", "Mars/Olympus", "Unknown time zone"),
         ("webhook_url", "http://169.254.169.254/", "not a public address"),
     ],
 )
 def test_a_bad_field_is_a_400_that_says_why_and_saves_nothing(owner, field, value, says):
-    form = {"image_limit": "500", "thresholds": "50", "time_zone": "UTC", "webhook_url": ""}
+    form = {
+        "unit": "images",
+        "limit": "500",
+        "thresholds": "50",
+        "time_zone": "UTC",
+        "webhook_url": "",
+    }
     response = client_for(owner).post("/dashboard/budget/", {**form, field: value})
     assert response.status_code == 400
     assert says in response.content.decode()
@@ -277,7 +369,7 @@ def card_numbers(html: str) -> dict:
         return match.group(1).replace(",", "")
 
     return {
-        "used": int(number("budget-used-images")),
+        "used": int(number("budget-used-amount")),
         "limit": int(number("budget-limit")),
         "percent": float(number("budget-percent")),
         "left": int(number("budget-left")),
@@ -293,6 +385,18 @@ def test_the_dashboard_card_shows_the_numbers_of_the_api(owner, owner_api):
     api = owner_api.get("/api/budget").json()
     card = card_numbers(client_for(owner).get("/dashboard/").content.decode())
     assert card == {key: api["budget"]["limit"] if key == "limit" else api[key] for key in card}
+
+
+@time_machine.travel(at("2026-12-11T00:00:00"), tick=False)
+def test_the_card_of_a_money_budget_shows_the_apis_amounts(owner, owner_api):
+    budget_for(owner, limit=Decimal("1000"), unit="money")
+    price("SD", "0.37", at("2026-11-01T00:00:00"))
+    make_record(owner, at("2026-12-02T10:00:00"), images=1234)
+    api = owner_api.get("/api/budget").json()
+    html = client_for(owner).get("/dashboard/").content.decode()
+    for testid, key in (("used-amount", "used"), ("left", "left"), ("forecast", "forecast")):
+        assert f'data-testid="budget-{testid}">{api[key]}<' in html
+    assert api["used"] == "456.58"
 
 
 def test_the_card_is_a_region_that_refresh_data_replaces(owner):

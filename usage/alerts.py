@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from django.db import IntegrityError, transaction
 
-from usage import budgets, deliveries
+from usage import budgets, costs, deliveries
 from usage.budgets import BudgetStatus
 from usage.models import Budget, BudgetAlert
 
@@ -66,8 +66,9 @@ def insert_alert(status: BudgetStatus, threshold: int, now: datetime) -> BudgetA
                 month=status.month,
                 threshold=threshold,
                 created_at=now,
-                used_images=status.used,
-                image_limit=status.limit,
+                unit=budget.unit,
+                used=status.used,
+                limit=status.limit,
             )
             deliveries.for_alert(alert, budget, alert_data(status, threshold))
     except IntegrityError:
@@ -82,10 +83,13 @@ def alert_data(status: BudgetStatus, threshold: int) -> dict:
         "month": status.month.strftime("%Y-%m"),
         "timeZone": status.budget.time_zone,
         "threshold": threshold,
-        "unit": "images",
-        "limit": status.limit,
-        "used": status.used,
-        "left": status.left,
+        "unit": status.budget.unit,
+        "currency": costs.currency() if status.in_money else None,
+        "limit": status.shown(status.limit),
+        "used": status.shown(status.used),
+        "left": status.shown(status.left),
         "percent": str(status.percent),
-        "forecast": status.forecast,
+        "forecast": status.shown(status.forecast),
+        "images": status.spend.images,
+        "unpricedImages": status.spend.unpriced_images,
     }

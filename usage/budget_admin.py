@@ -20,10 +20,28 @@ class BudgetAdminForm(forms.ModelForm):
 
     class Meta:
         model = Budget
-        fields = ("owner", "image_limit", "thresholds", "time_zone", "webhook_url")
+        fields = (
+            "owner",
+            "unit",
+            "image_limit",
+            "money_limit",
+            "thresholds",
+            "time_zone",
+            "webhook_url",
+        )
 
-    def clean_image_limit(self) -> int:
-        return _checked(budgets.check_image_limit, self.cleaned_data["image_limit"])
+    def clean(self) -> dict:
+        data = super().clean()
+        unit = data.get("unit")
+        field = "image_limit" if unit == Budget.Unit.IMAGES else "money_limit"
+        if unit and data.get(field) is None:
+            self.add_error(field, f"A budget in {unit} needs this limit.")
+        elif unit:
+            try:
+                data["limit"] = budgets.check_limit(unit, data[field])
+            except InvalidQuery as error:
+                self.add_error(field, error.message)
+        return data
 
     def clean_thresholds(self) -> str:
         parsed = _checked(budgets.parse_thresholds, self.cleaned_data["thresholds"])
@@ -49,7 +67,15 @@ def _checked(check, value):
 @admin.register(Budget)
 class BudgetAdmin(CheckedChangeListAdmin):
     form = BudgetAdminForm
-    list_display = ("owner", "image_limit", "thresholds", "time_zone", "webhook_url", "updated_at")
+    list_display = (
+        "owner",
+        "unit",
+        "limit",
+        "thresholds",
+        "time_zone",
+        "webhook_url",
+        "updated_at",
+    )
     search_fields = ("owner__username", "owner__email")
     list_select_related = ("owner",)
     autocomplete_fields = ("owner",)
@@ -58,7 +84,8 @@ class BudgetAdmin(CheckedChangeListAdmin):
         data = form.cleaned_data
         saved = budgets.save_budget(
             data["owner"],
-            image_limit=data["image_limit"],
+            unit=data["unit"],
+            limit=data["limit"],
             thresholds=budgets.parse_thresholds(data["thresholds"]),
             time_zone=data["time_zone"],
             webhook_url=data["webhook_url"],
@@ -76,7 +103,7 @@ class ReadOnly(CheckedChangeListAdmin):
 
 @admin.register(BudgetAlert)
 class BudgetAlertAdmin(ReadOnly):
-    list_display = ("created_at", "owner", "month", "threshold", "used_images", "image_limit")
+    list_display = ("created_at", "owner", "month", "threshold", "unit", "used", "limit")
     list_filter = ("threshold",)
     search_fields = ("owner__username",)
     list_select_related = ("owner",)

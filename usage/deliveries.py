@@ -170,12 +170,18 @@ def email_text(payload: dict) -> tuple[str, str]:
     if payload["type"] == TEST_EVENT:
         return "Test event", data["message"]
     subject = f"{data['threshold']}% of your {data['month']} budget used"
+    if data["unit"] == "money":
+        used, limit = f"{data['currency']} {data['used']}", f"{data['currency']} {data['limit']}"
+        left, pace = f"{data['currency']} {data['left']}", f"{data['currency']} {data['forecast']}"
+        spent = f"spent {used} of your {limit} budget"
+    else:
+        spent = f"used {data['used']:,} of your {data['limit']:,} images"
+        left, pace = f"{data['left']:,} images", f"{data['forecast']:,} images"
     text = (
         f"Hello {data['user']},\n\n"
-        f"You have used {data['used']:,} of your {data['limit']:,} images for {data['month']} "
-        f"({data['percent']}%), which reaches your {data['threshold']}% alert.\n"
-        f"Left this month: {data['left']:,} images. At the pace so far the month ends at "
-        f"{data['forecast']:,}.\n\n"
+        f"You have {spent} for {data['month']} ({data['percent']}%), which reaches your "
+        f"{data['threshold']}% alert.\n"
+        f"Left this month: {left}. At the pace so far the month ends at {pace}.\n\n"
         f"Event id: {payload['id']}\n"
     )
     return subject, text

@@ -330,14 +330,29 @@ class AuditEvent(models.Model):
 
 
 class Budget(models.Model):
-    """A user's monthly budget, in images, with the thresholds that send alerts and where
-    they go besides email: an optional webhook, signed with ``webhook_secret``
-    (``usage.webhooks``). Months run in ``time_zone`` (``usage.budgets``)."""
+    """A user's monthly budget, in images or in money (the site's currency, priced by
+    ``usage.costs``), with the thresholds that send alerts and where they go besides email:
+    an optional webhook, signed with ``webhook_secret`` (``usage.webhooks``). Months run
+    in ``time_zone`` (``usage.budgets``)."""
+
+    class Unit(models.TextChoices):
+        IMAGES = "images", "images"
+        MONEY = "money", "money"
 
     owner = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget"
     )
-    image_limit = models.PositiveIntegerField(help_text="Images a month.")
+    unit = models.CharField(max_length=6, choices=Unit.choices, default=Unit.IMAGES)
+    image_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Images a month (a budget in images)."
+    )
+    money_limit = models.DecimalField(
+        max_digits=16,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Spend a month in the site's currency (a budget in money).",
+    )
     # Percentages of the limit, ascending, comma-separated: "50,80,100".
     thresholds = models.CharField(max_length=100, default="50,80,100")
     time_zone = models.CharField(max_length=64, default="UTC", help_text="An IANA zone name.")
@@ -347,8 +362,22 @@ class Budget(models.Model):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(default=timezone.now)
 
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(unit="images", image_limit__gte=1)
+                | models.Q(unit="money", money_limit__gt=0),
+                name="budget_limit_of_its_unit",
+            )
+        ]
+
     def __str__(self) -> str:
-        return f"{self.owner}: {self.image_limit} images a month"
+        return f"{self.owner}: {self.limit} {self.unit} a month"
+
+    @property
+    def limit(self):
+        """The month's limit: whole images, or a ``Decimal`` amount of money."""
+        return self.image_limit if self.unit == self.Unit.IMAGES else self.money_limit
 
     @property
     def threshold_list(self) -> list[int]:
@@ -366,8 +395,10 @@ class BudgetAlert(models.Model):
     month = models.DateField(help_text="The first day of the month, in the budget's zone.")
     threshold = models.PositiveSmallIntegerField(help_text="Percent of the limit.")
     created_at = models.DateTimeField(default=timezone.now)
-    used_images = models.PositiveBigIntegerField()
-    image_limit = models.PositiveIntegerField()
+    # The budget and the month's use when the threshold was crossed: images, or money.
+    unit = models.CharField(max_length=6, choices=Budget.Unit.choices)
+    used = models.DecimalField(max_digits=32, decimal_places=8)
+    limit = models.DecimalField(max_digits=16, decimal_places=4)
 
     class Meta:
         ordering = ["-created_at", "-id"]

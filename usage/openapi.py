@@ -581,17 +581,23 @@ class SchemaGenerator(generators.SchemaGenerator):
 
 
 _percent = {"type": "number", "description": "Of the limit, to one decimal place."}
+_amount = {
+    "description": "Whole images (an integer) for a budget in images; for a budget in "
+    'money, a decimal string in `currency` with its usual decimals, e.g. `"12.50"`.',
+}
 BUDGET = {
     "operation_id": "budget",
     "summary": "The caller's monthly budget: used, left and the forecast for the month",
     "description": (
         "The month is the current calendar month in the budget's time zone. `used` counts "
-        "the images of records that happened in it, late arrivals included; `forecast` is "
-        "`used` scaled by the whole month's length over the part gone (the month's end at "
-        "the pace so far). `crossed` lists the thresholds reached, `alerts` those alerted "
-        "(one per threshold per month; sent by the background worker within a minute). "
-        "Without a budget, `budget` is null and the other fields are absent. The dashboard's "
-        "budget card shows the same numbers."
+        "the records that happened in it, late arrivals included: their images, or, for a "
+        "budget in money, what they cost, each image at its model's price in force when it "
+        "was made (images of a model without a price then count for nothing: "
+        "`unpricedImages`). `forecast` is `used` scaled by the whole month's length over "
+        "the part gone: the month's end at the pace so far. `crossed` lists the thresholds "
+        "reached, `alerts` those alerted (one per threshold per month, sent by the "
+        "background worker within a minute). Without a budget, `budget` is null and the "
+        "other fields are absent. The dashboard's budget card shows the same numbers."
     ),
     "responses": {
         200: OpenApiResponse(
@@ -603,8 +609,13 @@ BUDGET = {
                         "type": "object",
                         "nullable": True,
                         "properties": {
-                            "unit": {"type": "string", "enum": ["images"]},
-                            "limit": _counts,
+                            "unit": {"type": "string", "enum": ["images", "money"]},
+                            "limit": _amount,
+                            "currency": {
+                                "type": "string",
+                                "nullable": True,
+                                "description": "ISO 4217, for a budget in money; else null.",
+                            },
                             "thresholds": {"type": "array", "items": _counts},
                             "timeZone": _string,
                         },
@@ -616,11 +627,13 @@ BUDGET = {
                             "end": {"type": "string", "format": "date"},
                         },
                     },
-                    "used": _counts,
-                    "left": _counts,
+                    "used": _amount,
+                    "left": _amount,
                     "percent": _percent,
-                    "forecast": _counts,
+                    "forecast": _amount,
                     "forecastPercent": _percent,
+                    "images": _counts,
+                    "unpricedImages": _counts,
                     "crossed": {"type": "array", "items": _counts},
                     "alerts": {
                         "type": "array",
