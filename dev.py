@@ -95,6 +95,8 @@ def install_venv_support() -> None:
 def run(args: list[str]) -> int:
     ensure_venv("requirements.txt")
     env = {"DEBUG": os.environ.get("DEBUG", "1")}
+    # The demo may point its budget's webhook at a receiver on this machine.
+    env["WEBHOOK_ALLOW_PRIVATE_ADDRESSES"] = os.environ.get("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "1")
     address = os.environ.get("ADDRESS", "127.0.0.1:8000")
     sh(PY, "manage.py", "migrate", "--no-input", "--verbosity", "0", env=env)
     sh(PY, "manage.py", "create_demo_account", "--url", f"http://{address}", env=env)

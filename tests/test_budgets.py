@@ -412,3 +412,36 @@ def test_staff_see_the_users_card_and_another_user_cannot(owner, other, staff):
     assert 'data-testid="budget-limit">777<' in page
     assert client_for(other).get("/dashboard/?user=alice").status_code == 403
     assert 'data-testid="budget-none"' in client_for(other).get("/dashboard/").content.decode()
+
+
+# The demo
+
+
+@time_machine.travel(at("2026-12-20T12:00:00"), tick=False)
+def test_seed_demo_sets_a_budget_the_demo_data_has_crossed(db):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    call_command("seed_demo", "--seed", "7", stdout=StringIO())
+    budget = Budget.objects.get(owner__username="demo")
+    status = budgets.status_of(budget)
+    assert status.used > 0
+    assert status.crossed() == [50, 80]
+
+
+@time_machine.travel(at("2026-12-20T12:00:00"), tick=False)
+def test_with_prices_the_demo_budget_is_in_money(db):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from usage.demo import DEMO_USERNAME, get_or_create_demo_user
+
+    get_or_create_demo_user()
+    for model in ("Stable Diffusion XL", "DALL-E 3", "Midjourney v6"):
+        price(model, "0.04", at("2026-01-01T00:00:00"))
+    call_command("seed_demo", "--seed", "7", stdout=StringIO())
+    status = budgets.status_of(Budget.objects.get(owner__username=DEMO_USERNAME))
+    assert (status.budget.unit, status.crossed()) == ("money", [50, 80])
+    assert status.spend.unpriced_images > 0  # the models without a price
