@@ -4,6 +4,8 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import time
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +135,20 @@ def test_a_closed_port_is_a_failure_without_a_status(settings):
 
 def _loopback():
     return ipaddress.ip_address("127.0.0.1")
+
+
+def test_the_documented_worked_example_is_what_the_site_sends():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "budget-alerts.md").read_text()
+    header = webhooks.sign("whsec_example", 1700000000, b'{"id":"e1"}')
+    assert f"Usage-Signature: {header}" in doc
+
+
+def test_the_documented_python_snippet_verifies_a_real_signature():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "budget-alerts.md").read_text()
+    snippet = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(snippet, namespace)  # our own documentation
+    body = b'{"id":"e1"}'
+    header = webhooks.sign("whsec_example", int(time.time()), body)
+    assert namespace["verify"]("whsec_example", header, body)
+    assert not namespace["verify"]("whsec_other", header, body)
