@@ -185,7 +185,7 @@ def test_every_401_documents_the_bearer_challenge(schema):
         if status == "401"
     ]
 
-    assert len(challenges) == 5
+    assert len(challenges) == 6
     assert set(challenges) == {True}
 
 

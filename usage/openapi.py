@@ -599,6 +599,7 @@ BUDGET = {
         "background worker within a minute). Without a budget, `budget` is null and the "
         "other fields are absent. The dashboard's budget card shows the same numbers."
     ),
+    "parameters": [_WWW_AUTHENTICATE, _retry_after(503)],
     "responses": {
         200: OpenApiResponse(
             {
