@@ -9,12 +9,13 @@ cluster when the suite runs on PostgreSQL.
 """
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,16 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from tests.live_server import PROJECT, Server, gunicorn, manage, poll, site_env
+from tests.live_server import (
+    HOST,
+    PROJECT,
+    Server,
+    free_port,
+    gunicorn,
+    manage,
+    poll,
+    site_env,
+)
 from tests.mail_server import MailServer, body_of
 from tests.webhook_receiver import WebhookReceiver
 
@@ -291,3 +301,61 @@ def test_a_worker_killed_mid_delivery_is_replaced_and_the_event_resent(site):
     assert webhook["event_id"] == held.event_id
     assert [outcome for _, outcome in webhook["attempts"]] == ["interrupted", "ok"]
     assert len(site.deliveries("kim")) == 2  # one email, one webhook
+
+
+def test_the_production_server_starts_a_worker_that_sends_alerts(tmp_path):
+    """``./dev.py serve`` as documented: the front, gunicorn and a worker, with no extra step."""
+    hooks, mail = WebhookReceiver().start(), MailServer().start()
+    try:
+        with site_database(tmp_path) as database_url:
+            setup = {
+                "prices": [],
+                "budgets": {"sam": ("images", "10", "UTC")},
+                "webhook": hooks.url,
+            }
+            users = json.loads(
+                manage_with(database_url, PREPARE % json.dumps(setup)).strip().splitlines()[-1]
+            )
+            hooks.secret = users["sam"]["secret"]
+            env = {**WORKER_ENV, **mail.environment(), "HUEY_FILE": str(tmp_path / "q.sqlite3")}
+            with dev_serve(database_url, tmp_path / "serve.log", env) as server:
+                body = json.dumps([{"model": "SDXL", "imageCount": 5}]).encode()
+                headers = {
+                    "Authorization": f"Bearer {users['sam']['token']}",
+                    "Content-Type": "application/json",
+                }
+                assert server.request("POST", "/api/model-usage", body, headers).status == 201
+                [received] = hooks.wait_for(lambda r: len(r) >= 1, MINUTE)
+                assert received.signature_ok and received.body["data"]["threshold"] == 50
+                [message] = mail.wait_for(1, timeout=MINUTE)
+                assert message["To"] == "sam@example.com"
+    finally:
+        hooks.stop()
+        mail.stop()
+
+
+@contextmanager
+def dev_serve(database_url: str, log: Path, env: dict[str, str]) -> Iterator[Server]:
+    port = free_port()
+    full_env = site_env(database_url, WEB_CONCURRENCY="1", BIND=f"{HOST}:{port}", **env)
+    with open(log, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "dev.py", "serve"],
+            cwd=PROJECT,
+            env=full_env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = Server(port, process, log)
+    try:
+        poll(lambda: server.answers("/api/health/simple", 200), 120, "no answer", log)
+        yield server
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
