@@ -445,3 +445,16 @@ def test_with_prices_the_demo_budget_is_in_money(db):
     status = budgets.status_of(Budget.objects.get(owner__username=DEMO_USERNAME))
     assert (status.budget.unit, status.crossed()) == ("money", [50, 80])
     assert status.spend.unpriced_images > 0  # the models without a price
+
+
+def test_the_card_costs_four_queries_whatever_the_months_records(owner, django_assert_num_queries):
+    # The budget, the prices, the month's rollups and uncounted records, its alerts.
+    from dashboard.budget import budget_card
+
+    budget_for(owner, limit=10)
+    with django_assert_num_queries(4):
+        budget_card(owner)
+    for day in range(1, 28):
+        make_record(owner, at(f"2026-12-{day:02d}T08:00:00"), model=f"m{day % 9}")
+    with django_assert_num_queries(4):
+        budget_card(owner)
