@@ -293,3 +293,12 @@ def test_a_removed_webhook_fails_its_pending_delivery_without_sending(owner, hoo
     budgets.delete_budget(owner)
     assert deliveries.send(delivery.pk) == "failed"
     assert hooks.received == []
+
+
+def test_a_budget_that_cannot_be_checked_does_not_hold_up_the_others(owner, other):
+    from usage.models import Budget
+
+    Budget.objects.create(owner=other, image_limit=10, time_zone="Gone/Nowhere")
+    budget_for(owner)
+    make_record(owner, at("2026-12-02T10:00:00"), images=50)
+    assert [a.owner_id for a in alerts.check_budgets(NOW)] == [owner.pk]

@@ -9,6 +9,7 @@ workers, or a retry, that get there at once. Only the worker whose insert succee
 the alert's deliveries, in the same transaction, so there is exactly one of each.
 """
 
+import logging
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -18,13 +19,20 @@ from usage import budgets, costs, deliveries
 from usage.budgets import BudgetStatus
 from usage.models import Budget, BudgetAlert
 
+log = logging.getLogger("usage.alerts")
+
 
 def check_budgets(now: datetime) -> list[BudgetAlert]:
     """Insert the alerts of every threshold crossed and not yet alerted; the new ones."""
     created = []
     for budget in Budget.objects.select_related("owner").order_by("pk"):
-        for status in months_to_check(budget, now):
-            created += alert_crossed(status, now)
+        try:
+            for status in months_to_check(budget, now):
+                created += alert_crossed(status, now)
+        except Exception:
+            # One budget that cannot be checked (a zone gone from tzdata, say) must not
+            # hold up everyone else's alerts; the next sweep tries it again.
+            log.exception("budget %s of user %s could not be checked", budget.pk, budget.owner_id)
     return created
 
 
