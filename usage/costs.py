@@ -277,6 +277,11 @@ def tails_needed(book: PriceBook, stretches: Iterable[Stretch]) -> list[Stretch]
     return list(needed)
 
 
+def multiply(images: int, price: Decimal) -> Decimal:
+    with localcontext(EXACT):
+        return images * price
+
+
 def spend_between(owner_id: int, start: datetime, end: datetime) -> Spend:
     """The owner's images from ``start`` to ``end`` (aware, on quarter hours; the end
     excluded) and what they cost, exactly: from the rollups and the uncounted records, in
