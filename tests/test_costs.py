@@ -299,6 +299,9 @@ def test_a_price_starts_on_a_quarter_hour_and_its_model_name_is_normalised():
     with pytest.raises(ValidationError) as raised:
         check_price("Flux", Decimal("-1"), datetime(2026, 3, 1, 7, 50, tzinfo=UTC))
     assert set(raised.value.message_dict) == {"price_per_image", "valid_from"}
+    with pytest.raises(ValidationError) as raised:
+        check_price("\ufb03" * 40, Decimal(1), quarter)  # 40 characters, "ffi" x 40 stored
+    assert "at most 100 characters" in raised.value.message_dict["model"][0]
 
 
 @pytest.mark.parametrize(

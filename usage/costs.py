@@ -33,7 +33,7 @@ from django.db import connections, router
 
 from usage import rollups, summary
 from usage.model_names import normal_model_name
-from usage.models import DailyUsageRollup, ModelPrice
+from usage.models import MODEL_NAME_MAX_LENGTH, DailyUsageRollup, ModelPrice
 
 # 60 digits hold any sum of images (at most about 10**16) times any price (18 digits): no
 # operation needs to round, and one that would raises Inexact instead of losing money.
@@ -71,11 +71,13 @@ NOTHING = Spend(0, ZERO, 0)
 
 def check_price(model: str, price_per_image: Decimal, valid_from: datetime) -> str:
     """The model name as prices store it; raises ``ValidationError`` for a price that cannot
-    be one: a blank name, a negative price, or a start off the quarter hour."""
+    be one: a blank or too long name, a negative price, or a start off the quarter hour."""
     name = normal_model_name(model)
     errors = {}
     if not name:
         errors["model"] = "Give the model's name."
+    elif len(name) > MODEL_NAME_MAX_LENGTH:  # normalising can lengthen a name ("ﬃ" is "ffi")
+        errors["model"] = f"A model name has at most {MODEL_NAME_MAX_LENGTH} characters."
     if price_per_image < 0:
         errors["price_per_image"] = "A price cannot be negative."
     if not on_quarter_hour(valid_from):
