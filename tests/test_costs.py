@@ -289,6 +289,18 @@ def test_uncounted_records_are_priced_before_the_fold(owner):
     assert spend == Spend(images=12, cost=Decimal(1), unpriced_images=8)
 
 
+def test_a_stretch_with_a_price_change_is_split_from_one_reading_of_its_images(owner):
+    """Records that arrive between the summary's read and the cost's are in both parts of a
+    split stretch or in neither: never a part with negative images."""
+    stretch = (datetime(2026, 3, 10, tzinfo=UTC), datetime(2026, 3, 11, tzinfo=UTC))
+    price("SD", "1", WINDOW_START)
+    price("SD", "2", datetime(2026, 3, 10, 12, tzinfo=UTC))
+    make_record(owner, datetime(2026, 3, 10, 9, tzinfo=UTC), images=3)
+    stale = 3  # what the summary read; then a record arrives after the change
+    make_record(owner, datetime(2026, 3, 10, 13, tzinfo=UTC), images=5)
+    assert costs_of(owner.pk, [(stretch, "SD", stale)]) == [Spend(8, Decimal(13), 0)]
+
+
 # Prices and money ---------------------------------------------------------------------------
 
 

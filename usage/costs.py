@@ -309,11 +309,25 @@ def spend_between(owner_id: int, start: datetime, end: datetime) -> Spend:
 def costs_of(owner_id: int, cells: list[tuple[Stretch, str, int]]) -> list[Spend]:
     """What each ``(stretch, model, images)`` costs, the images being the owner's images of
     the model in the stretch as the rollups hold them (a summary's buckets, say). One read of
-    the prices, and one of the rollups only when a price starts inside some stretch."""
+    the prices, and one of the rollups only when a price starts inside some stretch.
+
+    That read takes the images of the whole stretch again, beside those after each price
+    start: the parts of a stretch then come from one snapshot, even if records arrived
+    since ``images`` were read.
+    """
     book = price_book()
-    tails = tails_needed(book, {stretch for stretch, _, _ in cells})
-    read = interval_images(owner_id, tails) if tails else {}
-    return [split_cost(book, model, stretch, images, read) for stretch, model, images in cells]
+    changed = {stretch for stretch, model, _ in cells if book.starts_inside(model, *stretch)}
+    read = interval_images(owner_id, [*changed, *tails_needed(book, changed)]) if changed else {}
+    return [
+        split_cost(
+            book,
+            model,
+            stretch,
+            read.get((stretch, model), 0) if stretch in changed else images,
+            read,
+        )
+        for stretch, model, images in cells
+    ]
 
 
 def bucket_stretches(date_range: summary.DateRange, granularity: str) -> list[Stretch]:
