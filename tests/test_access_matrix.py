@@ -15,7 +15,8 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -35,7 +36,7 @@ from django.views.generic import RedirectView
 from dashboard.models import Profile
 from scripts.standin_upstream import StandIn
 from tests.conftest import create_other, create_owner, create_staff, make_record
-from usage.models import ApiToken, AuditEvent, PluginGeneration, UsageRecord
+from usage.models import ApiToken, AuditEvent, ModelPrice, PluginGeneration, UsageRecord
 from usage.tokens import NewToken, create_token
 
 PERSONAS = ("anonymous", "owner", "other", "staff")
@@ -59,6 +60,7 @@ class World:
     generation: PluginGeneration
     event: AuditEvent
     group: Group
+    price: ModelPrice
     upstream: StandIn | None = None
 
     @property
@@ -80,6 +82,7 @@ class Made:
     generation: int
     event: int
     group: int
+    price: int
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +113,12 @@ def made(module_rows) -> Made:
             generation=generation.pk,
             event=event.pk,
             group=Group.objects.create(name=OWNER_GROUP).pk,
+            # Prices are the site's, not a user's: named by the owner's model to be found.
+            price=ModelPrice.objects.create(
+                model=OWNER_MODEL,
+                price_per_image=Decimal("0.5"),
+                valid_from=datetime(2026, 1, 1, tzinfo=UTC),
+            ).pk,
         )
 
 
@@ -126,6 +135,7 @@ def world(made, db) -> World:
         generation=PluginGeneration.objects.get(pk=made.generation),
         event=AuditEvent.objects.get(pk=made.event),
         group=Group.objects.get(pk=made.group),
+        price=ModelPrice.objects.get(pk=made.price),
     )
 
 
@@ -551,6 +561,26 @@ ADMIN_MODELS = (
         ),
         can_change=False,
         delete="refused",
+    ),
+    # Prices are added and deleted, never edited, so that past costs keep theirs.
+    AdminModel(
+        "usage_modelprice",
+        obj=lambda w: w.price,
+        marker=show_record,
+        add=Form(
+            lambda w: {
+                "model": "Priced-By-Staff",
+                "price_per_image": "1",
+                "valid_from_0": "2026-01-02",
+                "valid_from_1": "03:15:00",
+            },
+            creates(ModelPrice, model="Priced-By-Staff"),
+        ),
+        change=Form(
+            lambda w: {"price_per_image": "9"},
+            field_becomes(lambda w: w.price, "price_per_image", Decimal(9)),
+        ),
+        can_change=False,
     ),
 )
 
