@@ -1,6 +1,6 @@
 """What the dashboard shows, built in one place for the first paint and for Refresh Data.
 
-The numbers come from ``usage.summary.summarize``, the same call that answers
+The numbers come from ``usage.costs.summarize_with_costs``, the same call that answers
 ``GET /api/model-usage/summary``, so the page and the API can never disagree.
 """
 
@@ -10,10 +10,11 @@ from datetime import date, datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 
+from usage.costs import summarize_with_costs
 from usage.models import UsageRecord
 from usage.problems import InvalidQuery
 from usage.records import RecordQuery, list_records
-from usage.summary import DateRange, parse_granularity, parse_range, summarize
+from usage.summary import DateRange, parse_granularity, parse_range
 
 PRESET_DAYS = (7, 30, 90)
 DEFAULT_DAYS = 30
@@ -101,7 +102,7 @@ class Overview:
 
 
 def build_overview(owner: AbstractBaseUser, date_range: DateRange) -> Overview:
-    summary = summarize(owner, date_range, parse_granularity(None, date_range.days))
+    summary = summarize_with_costs(owner, date_range, parse_granularity(None, date_range.days))
     lo, hi = date_range.utc_bounds()
     recent, _ = list_records(owner, RecordQuery(lo, hi, RECENT_LIMIT, after=None))
     last_activity = (

@@ -16,7 +16,8 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -42,6 +43,7 @@ from usage.models import (
     Budget,
     BudgetAlert,
     Delivery,
+    ModelPrice,
     PluginGeneration,
     UsageRecord,
 )
@@ -73,6 +75,7 @@ class World:
     budget: Budget
     alert: BudgetAlert
     delivery: Delivery
+    price: ModelPrice
     upstream: StandIn | None = None
 
     @property
@@ -95,6 +98,7 @@ class Made:
     event: int
     group: int
     budget: tuple[int, int, int]  # the owner's budget, its alert and the alert's delivery
+    price: int
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +130,12 @@ def made(module_rows) -> Made:
             event=event.pk,
             group=Group.objects.create(name=OWNER_GROUP).pk,
             budget=make_budget(owner),
+            # Prices are the site's, not a user's: named by the owner's model to be found.
+            price=ModelPrice.objects.create(
+                model=OWNER_MODEL,
+                price_per_image=Decimal("0.5"),
+                valid_from=datetime(2026, 1, 1, tzinfo=UTC),
+            ).pk,
         )
 
 
@@ -168,6 +178,7 @@ def world(made, db) -> World:
         budget=Budget.objects.get(pk=made.budget[0]),
         alert=BudgetAlert.objects.get(pk=made.budget[1]),
         delivery=Delivery.objects.get(pk=made.budget[2]),
+        price=ModelPrice.objects.get(pk=made.price),
     )
 
 
@@ -660,6 +671,26 @@ ADMIN_MODELS = (
         ),
         can_change=False,
         delete="refused",
+    ),
+    # Prices are added and deleted, never edited, so that past costs keep theirs.
+    AdminModel(
+        "usage_modelprice",
+        obj=lambda w: w.price,
+        marker=show_record,
+        add=Form(
+            lambda w: {
+                "model": "Priced-By-Staff",
+                "price_per_image": "1",
+                "valid_from_0": "2026-01-02",
+                "valid_from_1": "03:15:00",
+            },
+            creates(ModelPrice, model="Priced-By-Staff"),
+        ),
+        change=Form(
+            lambda w: {"price_per_image": "9"},
+            field_becomes(lambda w: w.price, "price_per_image", Decimal(9)),
+        ),
+        can_change=False,
     ),
 )
 

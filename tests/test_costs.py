@@ -289,6 +289,18 @@ def test_uncounted_records_are_priced_before_the_fold(owner):
     assert spend == Spend(images=12, cost=Decimal(1), unpriced_images=8)
 
 
+def test_a_stretch_with_a_price_change_is_split_from_one_reading_of_its_images(owner):
+    """Records that arrive between the summary's read and the cost's are in both parts of a
+    split stretch or in neither: never a part with negative images."""
+    stretch = (datetime(2026, 3, 10, tzinfo=UTC), datetime(2026, 3, 11, tzinfo=UTC))
+    price("SD", "1", WINDOW_START)
+    price("SD", "2", datetime(2026, 3, 10, 12, tzinfo=UTC))
+    make_record(owner, datetime(2026, 3, 10, 9, tzinfo=UTC), images=3)
+    stale = 3  # what the summary read; then a record arrives after the change
+    make_record(owner, datetime(2026, 3, 10, 13, tzinfo=UTC), images=5)
+    assert costs_of(owner.pk, [(stretch, "SD", stale)]) == [Spend(8, Decimal(13), 0)]
+
+
 # Prices and money ---------------------------------------------------------------------------
 
 
@@ -299,6 +311,9 @@ def test_a_price_starts_on_a_quarter_hour_and_its_model_name_is_normalised():
     with pytest.raises(ValidationError) as raised:
         check_price("Flux", Decimal("-1"), datetime(2026, 3, 1, 7, 50, tzinfo=UTC))
     assert set(raised.value.message_dict) == {"price_per_image", "valid_from"}
+    with pytest.raises(ValidationError) as raised:
+        check_price("\ufb03" * 40, Decimal(1), quarter)  # 40 characters, "ffi" x 40 stored
+    assert "at most 100 characters" in raised.value.message_dict["model"][0]
 
 
 @pytest.mark.parametrize(
@@ -325,3 +340,73 @@ def test_amounts_are_shown_with_the_currencys_decimals_rounded_half_to_even(
 )
 def test_exact_amounts_keep_every_decimal_and_at_least_the_currencys(amount, shown):
     assert exact(Decimal(amount)) == shown
+
+
+# Through the summary API ------------------------------------------------------------------
+
+
+def test_the_summary_api_shows_costs_per_bucket_model_period_and_total(owner, owner_api):
+    change = datetime(2026, 6, 10, 14, 30, tzinfo=UTC)  # inside Wednesday 10 June
+    price("SDXL", "0.004", datetime(2026, 6, 1, tzinfo=UTC))
+    price("SDXL", "0.0055", change)
+    price("DALL-E", "0.04", datetime(2026, 6, 1, tzinfo=UTC))
+    make_record(owner, change - timedelta(minutes=1), "SDXL", images=3)  # 0.012
+    make_record(owner, change, "SDXL", images=1)  # 0.0055
+    make_record(owner, datetime(2026, 6, 15, 9, tzinfo=UTC), "DALL-E", images=2)  # 0.08
+    make_record(owner, datetime(2026, 6, 16, 9, tzinfo=UTC), "Flux", images=5)  # no price
+    body = owner_api.get(
+        "/api/model-usage/summary",
+        {"start": "2026-06-08", "end": "2026-06-21", "granularity": "week"},
+    ).json()
+    assert body["currency"] == "USD"
+    assert body["series"] == [
+        {"period": "2026-06-08", "model": "SDXL", "images": 4, "cost": "0.02"},  # 0.0175
+        {"period": "2026-06-15", "model": "Flux", "images": 5, "cost": None},
+        {"period": "2026-06-15", "model": "DALL-E", "images": 2, "cost": "0.08"},
+    ]
+    assert body["periodCosts"] == ["0.02", "0.08"]
+    assert [(m["model"], m["cost"], m["unpricedImages"]) for m in body["models"]] == [
+        ("Flux", None, 5),
+        ("SDXL", "0.02", 0),
+        ("DALL-E", "0.08", 0),
+    ]
+    # Rounded from the exact 0.0975, not summed from the rounded 0.02 and 0.08.
+    assert body["totals"] == {"images": 11, "events": 4, "cost": "0.10", "unpricedImages": 5}
+    assert body["unpricedModels"] == ["Flux"]
+
+
+def test_a_currency_without_minor_units_shows_whole_amounts(owner, owner_api, settings):
+    settings.SITE_CURRENCY = "JPY"
+    price("SDXL", "2.5", datetime(2026, 6, 1, tzinfo=UTC))
+    make_record(owner, datetime(2026, 6, 10, tzinfo=UTC), "SDXL", images=3)  # 7.5
+    body = owner_api.get(
+        "/api/model-usage/summary", {"start": "2026-06-10", "end": "2026-06-10"}
+    ).json()
+    assert (body["currency"], body["totals"]["cost"]) == ("JPY", "8")  # 7.5, half to even
+
+
+def test_another_users_records_add_nothing_to_this_owners_costs(owner, other, owner_api, other_api):
+    price("SDXL", "1", datetime(2026, 6, 1, tzinfo=UTC))
+    make_record(other, datetime(2026, 6, 10, tzinfo=UTC), "SDXL", images=50)
+    make_record(other, datetime(2026, 6, 10, tzinfo=UTC), "Flux", images=1)
+    params = {"start": "2026-06-10", "end": "2026-06-10"}
+    mine = owner_api.get("/api/model-usage/summary", params).json()
+    assert (mine["totals"]["cost"], mine["unpricedModels"], mine["series"]) == ("0.00", [], [])
+    assert mine["periodCosts"] == ["0.00"]
+    theirs = other_api.get("/api/model-usage/summary", params).json()
+    assert (theirs["totals"]["cost"], theirs["unpricedModels"]) == ("50.00", ["Flux"])
+
+
+def test_a_price_change_inside_a_bucket_costs_one_more_query_and_no_more(
+    owner, owner_api, django_assert_num_queries
+):
+    for day in range(1, 29):
+        make_record(owner, datetime(2026, 6, day, 12, tzinfo=UTC), f"m{day % 5}")
+        price(f"m{day % 5}", "1", datetime(2026, 6, day, 11, 45, tzinfo=UTC))
+    owner_api.get("/api/model-usage/summary", {"start": "2026-06-01", "end": "2026-06-30"})
+    # The buckets, the prices, and the images after each change inside a bucket.
+    with django_assert_num_queries(3):
+        body = owner_api.get(
+            "/api/model-usage/summary", {"start": "2026-06-01", "end": "2026-06-30"}
+        ).json()
+    assert body["totals"]["cost"] == "28.00"

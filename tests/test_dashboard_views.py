@@ -404,12 +404,12 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(
     owner, march_records, django_assert_max_num_queries
 ):
     client = client_for(owner)
-    # session, user, profile, summary, recent, last, budget (none: the card says so)
-    with django_assert_max_num_queries(7):
+    # Session, user, profile, summary, prices, recent, last, budget (none: the card says so).
+    with django_assert_max_num_queries(8):
         client.get("/dashboard/", MARCH)
     for day in range(1, 28):
         make_record(owner, at(f"2026-03-{day:02d}T08:00:00"), model=f"m{day % 12}")
-    with django_assert_max_num_queries(7):
+    with django_assert_max_num_queries(8):
         client.get("/dashboard/", MARCH)
 
 

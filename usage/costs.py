@@ -13,7 +13,7 @@ too (``interval_images``), and the differences give the images of each price's p
 Prices start on quarter hours, which the hourly rollups resolve, so this is exact in any
 zone, wherever in a day a price changes; only stretches that contain a change cost a read.
 
-Money is ``Decimal`` throughout, in a context that raises rather than rounds
+Money is ``Decimal`` throughout, worked out in a context that raises rather than rounds
 (``EXACT``). Figures are rounded once, half to even, to the currency's usual decimals
 (``display``), each from its exact sum: a total shown can differ by a unit in the last
 place from the sum of the rounded parts shown beside it.
@@ -23,7 +23,7 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact
 from functools import lru_cache
 
 from babel.numbers import get_currency_precision
@@ -33,11 +33,12 @@ from django.db import connections, router
 
 from usage import rollups, summary
 from usage.model_names import normal_model_name
-from usage.models import DailyUsageRollup, ModelPrice
+from usage.models import MODEL_NAME_MAX_LENGTH, DailyUsageRollup, ModelPrice
 
 # 60 digits hold any sum of images (at most about 10**16) times any price (18 digits): no
 # operation needs to round, and one that would raises Inexact instead of losing money.
 EXACT = Context(prec=60, traps=[Inexact])
+ROUNDING = Context(prec=60)  # for ``display``, the one place that rounds
 ZERO = Decimal(0)
 
 
@@ -51,12 +52,11 @@ class Spend:
     unpriced_images: int
 
     def __add__(self, other: "Spend") -> "Spend":
-        with localcontext(EXACT):
-            return Spend(
-                self.images + other.images,
-                self.cost + other.cost,
-                self.unpriced_images + other.unpriced_images,
-            )
+        return Spend(
+            self.images + other.images,
+            EXACT.add(self.cost, other.cost),
+            self.unpriced_images + other.unpriced_images,
+        )
 
     @property
     def priced_images(self) -> int:
@@ -71,11 +71,13 @@ NOTHING = Spend(0, ZERO, 0)
 
 def check_price(model: str, price_per_image: Decimal, valid_from: datetime) -> str:
     """The model name as prices store it; raises ``ValidationError`` for a price that cannot
-    be one: a blank name, a negative price, or a start off the quarter hour."""
+    be one: a blank or too long name, a negative price, or a start off the quarter hour."""
     name = normal_model_name(model)
     errors = {}
     if not name:
         errors["model"] = "Give the model's name."
+    elif len(name) > MODEL_NAME_MAX_LENGTH:  # normalising can lengthen a name ("ﬃ" is "ffi")
+        errors["model"] = f"A model name has at most {MODEL_NAME_MAX_LENGTH} characters."
     if price_per_image < 0:
         errors["price_per_image"] = "A price cannot be negative."
     if not on_quarter_hour(valid_from):
@@ -132,21 +134,20 @@ def currency() -> str:
 
 
 @lru_cache(maxsize=8)
-def _decimals(code: str) -> int:
-    return get_currency_precision(code)
+def _quantum(code: str) -> Decimal:
+    return Decimal(1).scaleb(-get_currency_precision(code))
 
 
 def decimals() -> int:
     """How many decimals the site currency is usually shown with (2 for USD, 0 for JPY)."""
-    return _decimals(currency())
+    return -_quantum(currency()).as_tuple().exponent
 
 
-def display(amount: Decimal) -> str:
-    """``amount`` as a decimal string with the currency's decimals, rounded half to even."""
-    quantum = Decimal(1).scaleb(-decimals())
-    with localcontext(EXACT) as context:
-        context.traps[Inexact] = False  # this is the one place that rounds
-        return f"{amount.quantize(quantum, rounding=ROUND_HALF_EVEN):f}"
+def display(amount: Decimal, code: str | None = None) -> str:
+    """``amount`` as a decimal string with the decimals of the currency (the site's unless
+    ``code`` is given), rounded half to even."""
+    quantum = _quantum(code or currency())
+    return f"{amount.quantize(quantum, rounding=ROUND_HALF_EVEN, context=ROUNDING):f}"
 
 
 def exact(amount: Decimal) -> str:
@@ -252,18 +253,23 @@ def split_cost(
     """What ``images`` of ``model`` in ``stretch`` cost, given in ``tails`` the images from
     each price start inside the stretch to its end (``interval_images``)."""
     start, end = stretch
-    starts = [start, *book.starts_inside(model, start, end)]
+    cuts = book.starts_inside(model, start, end)
+    if not cuts:  # nearly always: one price (or none) for the whole stretch
+        price = book.price_at(model, start)
+        if price is None:
+            return Spend(images, ZERO, images)
+        return Spend(images, multiply(images, price), 0)
+    starts = [start, *cuts]
     from_start = [images, *(tails.get(((cut, end), model), 0) for cut in starts[1:])]
     cost, unpriced = ZERO, 0
-    with localcontext(EXACT):
-        for position, moment in enumerate(starts):
-            later = from_start[position + 1] if position + 1 < len(starts) else 0
-            part = from_start[position] - later
-            price = book.price_at(model, moment)
-            if price is None:
-                unpriced += part
-            else:
-                cost += part * price
+    for position, moment in enumerate(starts):
+        later = from_start[position + 1] if position + 1 < len(starts) else 0
+        part = from_start[position] - later
+        price = book.price_at(model, moment)
+        if price is None:
+            unpriced += part
+        else:
+            cost = EXACT.add(cost, multiply(part, price))
     return Spend(images, cost, unpriced)
 
 
@@ -275,6 +281,10 @@ def tails_needed(book: PriceBook, stretches: Iterable[Stretch]) -> list[Stretch]
         for cut in book.starts_between(start, end):
             needed[(cut, end)] = None
     return list(needed)
+
+
+def multiply(images: int, price: Decimal) -> Decimal:
+    return EXACT.multiply(Decimal(images), price)
 
 
 def spend_between(owner_id: int, start: datetime, end: datetime) -> Spend:
@@ -299,11 +309,25 @@ def spend_between(owner_id: int, start: datetime, end: datetime) -> Spend:
 def costs_of(owner_id: int, cells: list[tuple[Stretch, str, int]]) -> list[Spend]:
     """What each ``(stretch, model, images)`` costs, the images being the owner's images of
     the model in the stretch as the rollups hold them (a summary's buckets, say). One read of
-    the prices, and one of the rollups only when a price starts inside some stretch."""
+    the prices, and one of the rollups only when a price starts inside some stretch.
+
+    That read takes the images of the whole stretch again, beside those after each price
+    start: the parts of a stretch then come from one snapshot, even if records arrived
+    since ``images`` were read.
+    """
     book = price_book()
-    tails = tails_needed(book, {stretch for stretch, _, _ in cells})
-    read = interval_images(owner_id, tails) if tails else {}
-    return [split_cost(book, model, stretch, images, read) for stretch, model, images in cells]
+    changed = {stretch for stretch, model, _ in cells if book.starts_inside(model, *stretch)}
+    read = interval_images(owner_id, [*changed, *tails_needed(book, changed)]) if changed else {}
+    return [
+        split_cost(
+            book,
+            model,
+            stretch,
+            read.get((stretch, model), 0) if stretch in changed else images,
+            read,
+        )
+        for stretch, model, images in cells
+    ]
 
 
 def bucket_stretches(date_range: summary.DateRange, granularity: str) -> list[Stretch]:
@@ -320,15 +344,16 @@ def bucket_stretches(date_range: summary.DateRange, granularity: str) -> list[St
     ]
 
 
-def shown(spend: Spend) -> str | None:
+def shown(spend: Spend, code: str | None = None) -> str | None:
     """The cost as the API shows it: ``None`` when none of the images had a price."""
-    return display(spend.cost) if spend.priced_images or not spend.images else None
+    return display(spend.cost, code) if spend.priced_images or not spend.images else None
 
 
 def summarize_with_costs(owner, date_range: summary.DateRange, granularity: str) -> dict:
     """``usage.summary.summarize``, with what each bucket and model, each bucket, each model
     and the whole range cost, the site's currency, and the models with unpriced images."""
     payload = summary.summarize(owner, date_range, granularity)
+    code = currency()
     stretches = bucket_stretches(date_range, granularity)
     position = {label: n for n, label in enumerate(payload["periods"])}
     series = payload["series"]
@@ -339,18 +364,18 @@ def summarize_with_costs(owner, date_range: summary.DateRange, granularity: str)
     per_model: dict[str, Spend] = {}
     per_period = [NOTHING] * len(stretches)
     for point, spend in zip(series, spends, strict=True):
-        point["cost"] = shown(spend)
+        point["cost"] = shown(spend, code)
         per_model[point["model"]] = per_model.get(point["model"], NOTHING) + spend
         per_period[position[point["period"]]] += spend
     for entry in payload["models"]:
         spend = per_model[entry["model"]]
-        entry["cost"] = shown(spend)
+        entry["cost"] = shown(spend, code)
         entry["unpricedImages"] = spend.unpriced_images
     total = sum(per_model.values(), NOTHING)
-    payload["totals"]["cost"] = shown(total)
+    payload["totals"]["cost"] = shown(total, code)
     payload["totals"]["unpricedImages"] = total.unpriced_images
-    payload["periodCosts"] = [shown(spend) for spend in per_period]
-    payload["currency"] = currency()
+    payload["periodCosts"] = [shown(spend, code) for spend in per_period]
+    payload["currency"] = code
     payload["unpricedModels"] = [
         entry["model"] for entry in payload["models"] if entry["unpricedImages"]
     ]

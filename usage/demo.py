@@ -1,6 +1,7 @@
 """The ``demo`` account that ``./dev.py run`` makes for a first look at the site."""
 
 import secrets
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
@@ -9,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
 from usage import budgets
-from usage.models import Budget
+from usage.models import Budget, ModelPrice
 
 DEMO_USERNAME = "demo"
 DEMO_EMAIL = "demo@example.com"
@@ -45,3 +46,34 @@ def set_demo_budget(user: AbstractBaseUser) -> Budget:
     return budgets.save_budget(
         user, unit=unit, limit=limit, thresholds=[50, 80, 100], time_zone=DEMO_ZONE
     )
+
+
+# Prices per image in the site currency: the first from the start of the demo's range, the
+# second (if any) from a third of the way back, at 10:15 UTC, so that prices change inside
+# a day. Stable Diffusion 1.5 has none: it shows "no price".
+DEMO_PRICES = {
+    "Stable Diffusion XL": ("0.0040", None),
+    "DALL-E 3": ("0.0400", "0.0320"),
+    "Midjourney v6": ("0.0250", None),
+    "Flux.1 [dev]": ("0.0030", None),
+    "Imagen 3": ("0.0300", "0.0350"),
+}
+
+
+def set_demo_prices(now: datetime, days: int) -> int:
+    """Give the demo's models their prices, one change inside the range, unless a model has
+    prices already (prices are the site's, not the demo user's: staff's are kept).
+    Returns how many prices were added."""
+    start = datetime.combine((now - timedelta(days=days + 1)).date(), datetime.min.time(), UTC)
+    change = datetime.combine((now - timedelta(days=days // 3)).date(), datetime.min.time(), UTC)
+    change += timedelta(hours=10, minutes=15)
+    priced = set(ModelPrice.objects.values_list("model", flat=True).distinct())
+    added = [
+        ModelPrice(model=model, price_per_image=Decimal(amount), valid_from=valid_from)
+        for model, amounts in DEMO_PRICES.items()
+        if model not in priced
+        for amount, valid_from in zip(amounts, (start, change), strict=True)
+        if amount is not None
+    ]
+    ModelPrice.objects.bulk_create(added)
+    return len(added)
