@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -104,8 +105,12 @@ def run(args: list[str]) -> int:
         sh(PY, "manage.py", "seed_demo", "--if-empty", env=env)
     # The background worker (budget alerts, webhooks: usage.tasks) beside the server, and
     # stopped with it. Its queue is a SQLite file beside the database: nothing to start.
-    print("+", PY, "manage.py", "run_huey", "(in the background)", flush=True)
-    worker = subprocess.Popen([str(PY), "manage.py", "run_huey"], env={**os.environ, **env})
+    print("+", PY, "manage.py", "run_huey --quiet", "(in the background)", flush=True)
+    worker = subprocess.Popen(
+        [str(PY), "manage.py", "run_huey", "--quiet"], env={**os.environ, **env}
+    )
+    # SIGTERM as Ctrl-C: the server stops, then the worker, rather than leaving it behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         sh(PY, "manage.py", "runserver", address, *args, env=env)
     finally:

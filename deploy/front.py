@@ -122,7 +122,8 @@ def serve(listen: str, gunicorn_options: list[str], run_dir: Path) -> int:
     nginx = [nginx_binary(), "-p", str(run_dir), "-c", str(config), "-e", "stderr"]
     children.append(subprocess.Popen([*nginx, "-g", "daemon off;"], cwd=run_dir))
     if os.environ.get("WORKER", "1") != "0":
-        children.append(subprocess.Popen([sys.executable, "manage.py", "run_huey"], cwd=ROOT))
+        worker = [sys.executable, "manage.py", "run_huey", "--quiet"]  # warnings and errors
+        children.append(subprocess.Popen(worker, cwd=ROOT))
     print(f"Serving http://{listen} (nginx, in front of gunicorn on {socket})", flush=True)
     while not stop.asked and all(child.poll() is None for child in children):
         time.sleep(0.2)

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
 
-from usage import budgets
+from usage import budgets, costs
 from usage.models import Budget, ModelPrice
 
 DEMO_USERNAME = "demo"
@@ -39,7 +39,8 @@ def set_demo_budget(user: AbstractBaseUser) -> Budget:
     tz = ZoneInfo(DEMO_ZONE)
     spend = budgets.spend_in_month(user.pk, budgets.month_start(now, tz), tz)
     if spend.cost > 0:
-        limit = max((spend.cost * 100 / 85).to_integral_value(ROUND_HALF_UP), Decimal(1))
+        cent = Decimal(1).scaleb(-costs.decimals())
+        limit = max((spend.cost * 100 / 85).quantize(cent, ROUND_HALF_UP), cent)
         unit = Budget.Unit.MONEY
     else:
         limit, unit = max(round(spend.images * 100 / 85), 1), Budget.Unit.IMAGES

@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
+from usage import costs
 from usage.demo import DEMO_USERNAME, get_or_create_demo_user, set_demo_budget, set_demo_prices
 from usage.ingest import CleanRecord, store
 from usage.management.progress import show_progress
@@ -59,7 +60,8 @@ class Command(BaseCommand):
             priced = set_demo_prices(now, days)
         images = sum(record.image_count for record in records)
         budget = set_demo_budget(user)
-        self.stdout.write(f"Budget: {budget.limit} {budget.unit} a month, 85% used so far.")
+        unit = costs.currency() if budget.unit == "money" else "images"
+        self.stdout.write(f"Budget: {budget.limit} {unit} a month, 85% used so far.")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Seeded '{DEMO_USERNAME}': {len(records)} generations, {images} images, "
