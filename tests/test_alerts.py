@@ -302,3 +302,24 @@ def test_a_budget_that_cannot_be_checked_does_not_hold_up_the_others(owner, othe
     budget_for(owner)
     make_record(owner, at("2026-12-02T10:00:00"), images=50)
     assert [a.owner_id for a in alerts.check_budgets(NOW)] == [owner.pk]
+
+
+def test_an_unreachable_mail_server_is_a_failed_attempt_and_the_retry_arrives(
+    owner, mail_server, settings
+):
+    from tests.live_server import free_port
+
+    budget_for(owner)
+    make_record(owner, at("2026-12-02T10:00:00"), images=50)
+    alerts.check_budgets(NOW)
+    [email] = Delivery.objects.filter(channel="email")
+    settings.EMAIL_PORT = free_port()  # nothing listens there
+    assert deliveries.send(email.pk) == "failed"
+    settings.EMAIL_PORT = mail_server.port
+    Delivery.objects.filter(pk=email.pk).update(next_attempt_at=timezone.now())
+    assert deliveries.send(email.pk) == "ok"
+    [message] = mail_server.wait_for(1)
+    assert message["X-Usage-Event-Id"] == str(email.event_id)
+    outcomes = list(email.attempt_log.values_list("outcome", flat=True))
+    assert outcomes == ["failed", "ok"]
+    assert "Connection refused" in email.attempt_log.first().error
