@@ -18,6 +18,7 @@ from usage import budgets, deliveries
 from usage.models import Budget, Delivery
 
 DELIVERY_LOG_LENGTH = 50
+DEFAULT_THRESHOLDS = ", ".join(str(t) for t in budgets.DEFAULT_THRESHOLDS)
 
 
 def budget_card(subject: AbstractBaseUser) -> dict:
@@ -47,7 +48,7 @@ def initial_of(request: HttpRequest, current: Budget | None) -> dict:
     if current is None:
         # The zone the dashboard is shown in, so that its months are the dashboard's months.
         zone = Profile.objects.filter(user=request.user).values_list("time_zone", flat=True)
-        return {"time_zone": zone.first() or "UTC", "thresholds": "50, 80, 100"}
+        return {"time_zone": zone.first() or "UTC", "thresholds": DEFAULT_THRESHOLDS}
     return {
         "unit": current.unit,
         "limit": current.limit if current.unit == "images" else current.limit.normalize(),

@@ -45,7 +45,7 @@ class BudgetForm(forms.Form):
     thresholds = forms.CharField(
         label="Alert at (% of the budget)",
         max_length=100,
-        initial="50, 80, 100",
+        initial=", ".join(str(t) for t in budgets.DEFAULT_THRESHOLDS),
         help_text="Comma-separated percentages. One alert per threshold per month.",
     )
     time_zone = forms.CharField(label="Months start at midnight in", max_length=64)

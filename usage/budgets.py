@@ -128,7 +128,9 @@ def forecast(used: Amount, first: date, tz: ZoneInfo, now: datetime) -> Amount:
     return scaled if isinstance(used, Decimal) else int(scaled.to_integral_value(ROUND_HALF_UP))
 
 
-def status_of(budget: Budget, now: datetime | None = None, first: date | None = None):
+def status_of(
+    budget: Budget, now: datetime | None = None, first: date | None = None
+) -> BudgetStatus:
     """Where the month holding ``now`` (or the month starting on ``first``) stands."""
     now = now or timezone.now()
     tz = ZoneInfo(budget.time_zone)
