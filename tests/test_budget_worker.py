@@ -227,6 +227,7 @@ def test_two_workers_send_one_email_and_one_verified_webhook_per_threshold(site)
     crossed_at = time.monotonic()
     site.hooks.wait_for(lambda r: len([x for x in r if x.answered == 200]) >= 1, MINUTE)
     [fifty] = site.mail.wait_for(1, timeout=MINUTE - (time.monotonic() - crossed_at))
+    print(f"50%: email and webhook {time.monotonic() - crossed_at:.1f} s after the post")
     assert fifty["To"] == "alice@example.com"
     assert fifty["Subject"].startswith("50% of your")
     assert "You have spent USD 51.00 of your USD 100.00 budget" in body_of(fifty)
@@ -237,6 +238,7 @@ def test_two_workers_send_one_email_and_one_verified_webhook_per_threshold(site)
     crossed_at = time.monotonic()
     site.hooks.wait_for(lambda r: len([x for x in r if x.answered == 200]) >= 2, MINUTE)
     [_, hundred] = site.mail.wait_for(2, timeout=MINUTE - (time.monotonic() - crossed_at))
+    print(f"100%: email and webhook {time.monotonic() - crossed_at:.1f} s after the post")
     assert "You have spent USD 101.00 of your USD 100.00 budget" in body_of(hundred)
 
     # Another user's alert afterwards: by the time it arrives both workers have swept
