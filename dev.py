@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """The project's two commands, and a few more, with nothing but Python 3.11+ installed.
 
-    ./dev.py run     set up, then run the site on SQLite at http://127.0.0.1:8000
+    ./dev.py run     set up, then run the site on SQLite at http://127.0.0.1:8000, and the
+                     background worker beside it (budget alerts, webhooks)
     ./dev.py test    set up, then run every check and test (SQLite, then PostgreSQL)
     ./dev.py serve   run the production server (nginx in front of gunicorn + whitenoise)
+                     and the background worker (manage.py run_huey; WORKER=0: not here)
     ./dev.py bench   measure the performance targets, write docs/performance.md
     ./dev.py upstream  run the development stand-in of the external API on 127.0.0.1:3001
 
@@ -15,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -95,12 +98,26 @@ def run(args: list[str]) -> int:
     # Sign-up open in the demo, so that the whole account flow can be tried (mail goes to
     # the console).
     env = {"DEBUG": os.environ.get("DEBUG", "1"), "SIGNUP_OPEN": os.environ.get("SIGNUP_OPEN", "1")}
+    # The demo may point its budget's webhook at a receiver on this machine.
+    env["WEBHOOK_ALLOW_PRIVATE_ADDRESSES"] = os.environ.get("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", "1")
     address = os.environ.get("ADDRESS", "127.0.0.1:8000")
     sh(PY, "manage.py", "migrate", "--no-input", "--verbosity", "0", env=env)
     sh(PY, "manage.py", "create_demo_account", "--url", f"http://{address}", env=env)
     if env["DEBUG"] == "1":  # 90 days of demo usage, once, so the charts are full at once
         sh(PY, "manage.py", "seed_demo", "--if-empty", env=env)
-    sh(PY, "manage.py", "runserver", address, *args, env=env)
+    # The background worker (budget alerts, webhooks: usage.tasks) beside the server, and
+    # stopped with it. Its queue is a SQLite file beside the database: nothing to start.
+    print("+", PY, "manage.py", "run_huey --quiet", "(in the background)", flush=True)
+    worker = subprocess.Popen(
+        [str(PY), "manage.py", "run_huey", "--quiet"], env={**os.environ, **env}
+    )
+    # SIGTERM as Ctrl-C: the server stops, then the worker, rather than leaving it behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        sh(PY, "manage.py", "runserver", address, *args, env=env)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 from django import forms
 
-from usage.models import ApiToken
+from usage import budgets, webhooks
+from usage.models import ApiToken, Budget
 from usage.problems import InvalidQuery
 from usage.summary import parse_zone
 
@@ -24,3 +25,62 @@ class TimeZoneForm(forms.Form):
             return parse_zone(self.cleaned_data["tz"].strip()).key
         except InvalidQuery as error:
             raise forms.ValidationError(error.message) from error
+
+
+class BudgetForm(forms.Form):
+    """A monthly budget. The rules are ``usage.budgets``' and ``usage.webhooks``'."""
+
+    unit = forms.ChoiceField(
+        label="Budget in",
+        choices=[("images", "images"), ("money", "money")],
+        widget=forms.RadioSelect,
+        initial="images",
+    )
+    limit = forms.DecimalField(
+        label="Limit a month",
+        min_value=0,
+        max_digits=16,
+        help_text="Images, or an amount in the site's currency.",
+    )
+    thresholds = forms.CharField(
+        label="Alert at (% of the budget)",
+        max_length=100,
+        initial=", ".join(str(t) for t in budgets.DEFAULT_THRESHOLDS),
+        help_text="Comma-separated percentages. One alert per threshold per month.",
+    )
+    time_zone = forms.CharField(label="Months start at midnight in", max_length=64)
+    webhook_url = forms.CharField(
+        label="Webhook URL (optional)",
+        max_length=Budget._meta.get_field("webhook_url").max_length,
+        required=False,
+        help_text="Alerts are also POSTed here as signed JSON.",
+    )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if "unit" in data and "limit" in data:
+            try:
+                data["limit"] = budgets.check_limit(data["unit"], data["limit"])
+            except InvalidQuery as error:
+                self.add_error("limit", error.message)
+        return data
+
+    def clean_thresholds(self) -> list[int]:
+        return _checked(budgets.parse_thresholds, self.cleaned_data["thresholds"])
+
+    def clean_time_zone(self) -> str:
+        return _checked(parse_zone, self.cleaned_data["time_zone"].strip()).key
+
+    def clean_webhook_url(self) -> str:
+        url = self.cleaned_data["webhook_url"].strip()
+        if url:
+            _checked(webhooks.check_url, url)
+        return url
+
+
+def _checked(parse, value):
+    """``parse(value)``, its ``InvalidQuery`` as the field's error."""
+    try:
+        return parse(value)
+    except InvalidQuery as error:
+        raise forms.ValidationError(error.message) from error

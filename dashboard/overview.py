@@ -1,6 +1,6 @@
 """What the dashboard shows, built in one place for the first paint and for Refresh Data.
 
-The numbers come from ``usage.summary.summarize``, the same call that answers
+The numbers come from ``usage.costs.summarize_with_costs``, the same call that answers
 ``GET /api/model-usage/summary``, so the page and the API can never disagree.
 """
 
@@ -12,10 +12,11 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from dashboard.comparison import Change, period_words, previous_range, versus_words
 from dashboard.model_colours import OTHER, chart_slots
+from usage.costs import summarize_with_costs
 from usage.models import UsageRecord
 from usage.problems import InvalidQuery
 from usage.records import RecordQuery, list_records
-from usage.summary import DateRange, parse_granularity, parse_range, summarize
+from usage.summary import DateRange, parse_granularity, parse_range
 
 PRESET_DAYS = (7, 30, 90)
 DEFAULT_DAYS = 30
@@ -165,10 +166,10 @@ class Overview:
 
 def build_overview(owner: AbstractBaseUser, date_range: DateRange) -> Overview:
     granularity = parse_granularity(None, date_range.days)
-    summary = summarize(owner, date_range, granularity)
+    summary = summarize_with_costs(owner, date_range, granularity)
     # The same query again for the days before: the cost of the comparison is one rollup read.
     before = previous_range(date_range)
-    previous = summarize(owner, before, granularity)
+    previous = summarize_with_costs(owner, before, granularity)
     lo, hi = date_range.utc_bounds()
     recent, _ = list_records(owner, RecordQuery(lo, hi, RECENT_LIMIT, after=None))
     last_activity = (

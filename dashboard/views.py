@@ -28,6 +28,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
+from dashboard.budget import budget_card
 from dashboard.forms import TimeZoneForm, TokenForm
 from dashboard.models import Profile
 from dashboard.overview import PRESET_DAYS, DashboardQuery, Overview, build_overview, parse_query
@@ -55,7 +56,7 @@ from usage.tokens import (
 )
 
 # The parts of the page that Refresh Data replaces, each rendered from its own template.
-REGIONS = ("cards", "usage-table", "share-table", "recent-records")
+REGIONS = ("cards", "budget", "usage-table", "share-table", "recent-records")
 # What the token panel charts of the plugin generator's counts: its last days and months.
 TOKEN_DAYS = 30
 TOKEN_MONTHS = 12
@@ -153,6 +154,7 @@ def page_context(
         "overview": overview,
         "summary": overview.summary,
         "query_string": urlencode(params),
+        **budget_card(subject),
     }
 
 

@@ -6,7 +6,9 @@
 ``./dev.py serve`` too. It fills in the nginx template from the site's settings (the body
 limit, whether a TLS proxy's X-Forwarded-Proto is trusted, the security headers of nginx's
 own answers), starts gunicorn with gunicorn.conf.py on a socket in a fresh run folder, then
-nginx on the public address, and stops both when either stops or on SIGTERM or Ctrl-C.
+nginx on the public address, and the background worker (``manage.py run_huey``: budget
+alerts and webhooks; WORKER=0 leaves it to another machine), and stops them all when one
+stops or on SIGTERM or Ctrl-C.
 
 With ``APP_SERVERS`` (``host:port,host:port``: gunicorn with gunicorn.conf.py on other
 machines or ports) it starts no gunicorn of its own, and nginx spreads the requests over
@@ -145,6 +147,9 @@ def serve(listen: str, gunicorn_options: list[str], run_dir: Path) -> int:
         time.sleep(0.05)
     nginx = [nginx_binary(), "-p", str(run_dir), "-c", str(config), "-e", "stderr"]
     children.append(subprocess.Popen([*nginx, "-g", "daemon off;"], cwd=run_dir))
+    if os.environ.get("WORKER", "1") != "0":
+        worker = [sys.executable, "manage.py", "run_huey", "--quiet"]  # warnings and errors
+        children.append(subprocess.Popen(worker, cwd=ROOT))
     print(f"Serving http://{listen} (nginx, in front of gunicorn on {socket})", flush=True)
     while not stop.asked and all(child.poll() is None for child in children):
         time.sleep(0.2)

@@ -81,6 +81,51 @@ async function readServerClock({ fetch, baseUrl, timeoutMs, signal, clock = Date
   }
 }
 
+/**
+ * The user's monthly budget as `GET /api/budget` reports it (see docs/api.md), or null when
+ * they have none. Throws on no usable answer: a warning is a nicety, so the caller simply
+ * tries again later. `budgetWarning` turns the answer into a sentence for the user.
+ */
+async function readBudget({ fetch, baseUrl, token, timeoutMs, signal }) {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  const abort = () => controller.abort();
+  signal?.addEventListener('abort', abort);
+  try {
+    const response = await fetch(`${baseUrl.replace(/\/+$/, '')}/api/budget`, {
+      headers: { Authorization: `Bearer ${token}` },
+      signal: controller.signal,
+    });
+    const body = parseJson(await response.text());
+    if (response.status !== 200 || !body || !('budget' in body)) {
+      throw new Error(typeof body?.error === 'string' ? body.error : `HTTP ${response.status}`);
+    }
+    return body.budget === null ? null : body;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener('abort', abort);
+  }
+}
+
+/**
+ * A warning for the user when this month's budget is used up to `atPercent` or more, or
+ * the month's pace will go past it; null otherwise. Amounts are shown as the server sends
+ * them (images, or money with its currency).
+ */
+function budgetWarning(status, { atPercent = 80 } = {}) {
+  if (!status) return null;
+  const unit = status.budget.unit === 'money' ? ` ${status.budget.currency}` : ' images';
+  const of = `${status.used} of ${status.budget.limit}${unit}`;
+  if (status.percent >= 100) return `Your monthly budget is used up: ${of}.`;
+  if (status.percent >= atPercent) {
+    return `You have used ${status.percent}% of your monthly budget (${of}).`;
+  }
+  if (status.forecastPercent > 100) {
+    return `At this pace you will use ${status.forecast}${unit} this month, over your budget of ${status.budget.limit}${unit}.`;
+  }
+  return null;
+}
+
 function classify(response, body, records) {
   const status = response.status;
   const message = typeof body?.error === 'string' ? body.error : `HTTP ${status}`;
@@ -153,4 +198,12 @@ function describe(error) {
   return cause?.code || cause?.message || error?.message || String(error);
 }
 
-module.exports = { postRecords, readServerClock, parseRetryAfter, MAX_BATCH, MAX_BODY_BYTES };
+module.exports = {
+  postRecords,
+  readServerClock,
+  readBudget,
+  budgetWarning,
+  parseRetryAfter,
+  MAX_BATCH,
+  MAX_BODY_BYTES,
+};

@@ -361,6 +361,7 @@ def create_accounts() -> Accounts:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
+    from usage.models import Budget
     from usage.tokens import create_token
 
     user_model = get_user_model()
@@ -373,6 +374,11 @@ def create_accounts() -> Accounts:
     )
     token = create_token(measured, "bench")
     apps = user_model.objects.filter(pk__in=others[:APP_USERS])
+    # Budgets active for the users who post, so that the worker beside the site checks them
+    # all through the run (alerts are never the ingestion request's work).
+    Budget.objects.bulk_create(
+        Budget(owner_id=pk, image_limit=1_000_000) for pk in [measured.pk, *others[:APP_USERS]]
+    )
     app_tokens = tuple(create_token(user, "bench app").raw for user in apps)
     browser = Client()
     browser.force_login(measured)
@@ -1157,6 +1163,7 @@ def serve_and_measure(
         env={"REDIS_URL": "", "BIND": f"127.0.0.1:{plain_port}"},
     )
     servers = {"site": site, "peer": peer, "site-table-cache": table_cache}
+    worker = None
     try:
         with phases.phase("migrate and collect static files"):
             manage("collectstatic", "--no-input", "--verbosity", "0")
@@ -1173,6 +1180,8 @@ def serve_and_measure(
             for name, server in servers.items():
                 server.start()
                 say(f"   {name} on 127.0.0.1:{server.port}, log in {server.log_path}")
+            # The background worker, as ./dev.py serve starts it beside the site.
+            worker = start_worker(workdir, redis_url)
         bench = Bench(servers, options.warmup, options.duration)
         plan = scenarios(accounts, options)
         loader = Loader(accounts, workers=options.loaders)
@@ -1194,7 +1203,23 @@ def serve_and_measure(
     finally:
         for server in servers.values():
             server.stop()
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_worker(workdir: Path, redis_url: str) -> subprocess.Popen[bytes]:
+    """``manage.py run_huey`` (budget checks every BUDGET_SWEEP_SECONDS) on the site's Redis."""
+    with open(workdir / "worker.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "manage.py", "run_huey"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            env={**os.environ, "REDIS_URL": redis_url},
+        )
 
 
 def distinct_free_ports(count: int) -> list[int]:

@@ -13,9 +13,11 @@ sends none.
 
 import json
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -36,7 +38,16 @@ from django.views.generic import RedirectView
 from dashboard.models import Profile
 from scripts.standin_upstream import StandIn
 from tests.conftest import create_other, create_owner, create_staff, make_record
-from usage.models import ApiToken, AuditEvent, PluginGeneration, UsageRecord
+from usage.models import (
+    ApiToken,
+    AuditEvent,
+    Budget,
+    BudgetAlert,
+    Delivery,
+    ModelPrice,
+    PluginGeneration,
+    UsageRecord,
+)
 from usage.tokens import NewToken, create_token
 
 PERSONAS = ("anonymous", "owner", "other", "staff")
@@ -47,6 +58,8 @@ OWNER_MODEL = "Owner-Only-Model-Q7"
 OWNER_GROUP = "alice-team"
 OWNER_ADDRESS = "alice.owner@example.com"
 PROMPT = "A plugin that counts the words of a page"
+OWNER_HOOK = "https://owner-only-hook.example.com/q7"
+OWNER_LIMIT = 4321
 CSRF_FIELD = re.compile(r'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
@@ -62,6 +75,10 @@ class World:
     event: AuditEvent
     group: Group
     address: EmailAddress
+    budget: Budget
+    alert: BudgetAlert
+    delivery: Delivery
+    price: ModelPrice
     upstream: StandIn | None = None
 
     @property
@@ -84,6 +101,8 @@ class Made:
     event: int
     group: int
     address: int
+    budget: tuple[int, int, int]  # the owner's budget, its alert and the alert's delivery
+    price: int
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +136,37 @@ def made(module_rows) -> Made:
             address=EmailAddress.objects.create(
                 user=owner, email=OWNER_ADDRESS, verified=True, primary=True
             ).pk,
+            budget=make_budget(owner),
+            # Prices are the site's, not a user's: named by the owner's model to be found.
+            price=ModelPrice.objects.create(
+                model=OWNER_MODEL,
+                price_per_image=Decimal("0.5"),
+                valid_from=datetime(2026, 1, 1, tzinfo=UTC),
+            ).pk,
         )
+
+
+def make_budget(owner) -> tuple[int, int, int]:
+    # Stored as is: its webhook's host is never resolved, and no worker sends anything.
+    budget = Budget.objects.create(
+        owner=owner,
+        image_limit=OWNER_LIMIT,
+        webhook_url=OWNER_HOOK,
+        webhook_secret="whsec_matrix",
+    )
+    alert = BudgetAlert.objects.create(
+        owner=owner, month=date(2026, 12, 1), threshold=50, unit="images", used=5, limit=10
+    )
+    delivery = Delivery.objects.create(
+        event_id=uuid.uuid4(),
+        event_type="budget.threshold_crossed",
+        owner=owner,
+        alert=alert,
+        channel="webhook",
+        target=OWNER_HOOK,
+        payload={},
+    )
+    return budget.pk, alert.pk, delivery.pk
 
 
 @pytest.fixture
@@ -134,6 +183,10 @@ def world(made, db) -> World:
         event=AuditEvent.objects.get(pk=made.event),
         group=Group.objects.get(pk=made.group),
         address=EmailAddress.objects.get(pk=made.address),
+        budget=Budget.objects.get(pk=made.budget[0]),
+        alert=BudgetAlert.objects.get(pk=made.budget[1]),
+        delivery=Delivery.objects.get(pk=made.budget[2]),
+        price=ModelPrice.objects.get(pk=made.price),
     )
 
 
@@ -303,6 +356,23 @@ def generates_for_asker(w: World, persona: str, done: bool, client: Client) -> N
     assert asked == ([w.users[persona].username] if done else [])
     ledger = PluginGeneration.objects.exclude(pk=w.generation.pk).values_list("user__username")
     assert [name for (name,) in ledger] == asked
+
+
+def sets_own_budget(w: World, persona: str, done: bool, client: Client) -> None:
+    limits = dict(Budget.objects.values_list("owner__username", "image_limit"))
+    expected = {"alice": OWNER_LIMIT}
+    if done:
+        expected[w.users[persona].username] = 321
+    assert limits == expected
+
+
+def deletes_own_budget(w: World, persona: str, done: bool, client: Client) -> None:
+    assert Budget.objects.filter(owner=w.owner).exists() is not (done and persona == "owner")
+
+
+def queues_own_test_event(w: World, persona: str, done: bool, client: Client) -> None:
+    tests = Delivery.objects.filter(event_type="webhook.test").values_list("owner__username")
+    assert [name for (name,) in tests] == (["alice"] if done and persona == "owner" else [])
 
 
 def deletes(obj: Callable[[World], Model]) -> Check:
@@ -584,6 +654,56 @@ ADMIN_MODELS = (
         changelist_action="make_verified",
         action_check=lambda w, p, done, client: None,
     ),
+    # Staff set anyone's budget; alerts and deliveries are a log, read and deleted only.
+    AdminModel(
+        "usage_budget",
+        obj=lambda w: w.budget,
+        marker=show_owner,
+        add=Form(
+            lambda w: {
+                "owner": w.users["other"].pk,
+                "unit": "images",
+                "image_limit": "55",
+                "thresholds": "50",
+                "time_zone": "UTC",
+                "webhook_url": "",
+            },
+            creates(Budget, image_limit=55),
+        ),
+        change=Form(
+            lambda w: {
+                "owner": w.owner.pk,
+                "unit": "images",
+                "image_limit": "77",
+                "thresholds": "50, 80",
+                "time_zone": "UTC",
+                "webhook_url": "",
+            },
+            field_becomes(lambda w: w.budget, "image_limit", 77),
+        ),
+    ),
+    AdminModel(
+        "usage_budgetalert",
+        obj=lambda w: w.alert,
+        marker=show_owner,
+        add=Form(lambda w: {"threshold": "5"}, creates(BudgetAlert, threshold=5)),
+        can_add=False,
+        change=Form(
+            lambda w: {"threshold": "60"}, field_becomes(lambda w: w.alert, "threshold", 60)
+        ),
+        can_change=False,
+    ),
+    AdminModel(
+        "usage_delivery",
+        obj=lambda w: w.delivery,
+        marker=lambda w: OWNER_HOOK,
+        add=Form(lambda w: {"target": "x"}, creates(Delivery, target="x")),
+        can_add=False,
+        change=Form(
+            lambda w: {"status": "failed"}, field_becomes(lambda w: w.delivery, "status", "failed")
+        ),
+        can_change=False,
+    ),
     AdminModel(
         "usage_auditevent",
         obj=lambda w: w.event,
@@ -599,6 +719,26 @@ ADMIN_MODELS = (
         ),
         can_change=False,
         delete="refused",
+    ),
+    # Prices are added and deleted, never edited, so that past costs keep theirs.
+    AdminModel(
+        "usage_modelprice",
+        obj=lambda w: w.price,
+        marker=show_record,
+        add=Form(
+            lambda w: {
+                "model": "Priced-By-Staff",
+                "price_per_image": "1",
+                "valid_from_0": "2026-01-02",
+                "valid_from_1": "03:15:00",
+            },
+            creates(ModelPrice, model="Priced-By-Staff"),
+        ),
+        change=Form(
+            lambda w: {"price_per_image": "9"},
+            field_becomes(lambda w: w.price, "price_per_image", Decimal(9)),
+        ),
+        can_change=False,
     ),
 )
 
@@ -789,6 +929,39 @@ TABLE: dict[str, Route] = {
             check=removes_owner_token,
         ),
     ),
+    # Budgets: everyone sees and sets only their own, staff included (staff use the admin).
+    "dashboard:budget": Route(
+        lambda w: reverse("dashboard:budget"),
+        get=Action(by(SIGN_IN, MINE, NOT_MINE, NOT_MINE)),
+        post=Action(
+            signed_in(SIGN_IN, Expect(302, to="/dashboard/budget/")),
+            data=lambda w, p: {
+                "unit": "images",
+                "limit": "321",
+                "thresholds": "50",
+                "time_zone": "UTC",
+                "webhook_url": "",
+            },
+            check=sets_own_budget,
+        ),
+        marker=lambda w: OWNER_HOOK,
+    ),
+    "dashboard:budget-delete": Route(
+        lambda w: reverse("dashboard:budget-delete"),
+        post=Action(
+            signed_in(SIGN_IN, Expect(302, to="/dashboard/budget/")),
+            data=lambda w, p: {},
+            check=deletes_own_budget,
+        ),
+    ),
+    "dashboard:budget-test-event": Route(
+        lambda w: reverse("dashboard:budget-test-event"),
+        post=Action(
+            signed_in(SIGN_IN, Expect(302, to="/dashboard/budget/")),
+            data=lambda w, p: {},
+            check=queues_own_test_event,
+        ),
+    ),
     # The admin: staff only; everyone else is sent to its sign-in page.
     "admin:index": Route(lambda w: reverse("admin:index"), get=Action(admin_only(OK))),
     "admin:login": Route(
@@ -906,6 +1079,13 @@ TABLE: dict[str, Route] = {
         get=Action(by(UNAUTHORIZED, MINE, NOT_MINE, NOT_MINE)),
         vias=("bearer", "session"),
         marker=show_record,
+        api=True,
+    ),
+    "usage:budget": Route(
+        lambda w: "/api/budget",
+        get=Action(by(UNAUTHORIZED, MINE, NOT_MINE, NOT_MINE)),
+        vias=("bearer", "session"),
+        marker=lambda w: f'"limit":{OWNER_LIMIT}',
         api=True,
     ),
     "usage:health": Route(lambda w: "/api/health", get=Action(everyone(OK)), api=True),

@@ -3,6 +3,7 @@
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib import admin
@@ -13,7 +14,7 @@ from django.utils import timezone
 from tests.conftest import make_record, post_usage
 from usage import admin as usage_admin
 from usage.ingest import ingest
-from usage.models import ApiToken, PluginGeneration, UsageRecord, UsageRollup
+from usage.models import ApiToken, ModelPrice, PluginGeneration, UsageRecord, UsageRollup
 
 RECORDS_URL = "/admin/usage/usagerecord/"
 TOKENS_URL = "/admin/usage/apitoken/"
@@ -469,3 +470,72 @@ def test_the_owner_autocomplete_finds_nobody_for_a_nul(staff_client, owner):
     response = staff_client.get("/admin/autocomplete/", {**query, "term": "ali\x00"})
     assert response.status_code == 200
     assert response.json()["results"] == []
+
+
+# --- Model prices -----------------------------------------------------------------------------
+
+PRICES_URL = "/admin/usage/modelprice/"
+
+
+def add_price(client, model: str, price: str, day: str, time: str):
+    return client.post(
+        f"{PRICES_URL}add/",
+        {"model": model, "price_per_image": price, "valid_from_0": day, "valid_from_1": time},
+    )
+
+
+def test_staff_add_a_price_stored_under_the_models_normal_name_and_by_whom(staff_client, staff):
+    response = add_price(staff_client, " \uff26lux\u200b ", "0.0125", "2026-03-10", "09:45:00")
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    price = ModelPrice.objects.get()
+    assert (price.model, price.price_per_image) == ("Flux", Decimal("0.0125"))
+    assert price.valid_from == datetime(2026, 3, 10, 9, 45, tzinfo=UTC)
+    assert price.created_by == staff
+    listing = staff_client.get(PRICES_URL)
+    assert b"0.0125 USD" in listing.content
+
+
+def test_a_price_off_the_quarter_hour_is_refused_with_the_reason(staff_client):
+    response = add_price(staff_client, "Flux", "0.01", "2026-03-10", "09:50:00")
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "quarter hour" in errors["valid_from"][0]
+    assert not ModelPrice.objects.exists()
+
+
+def test_a_negative_price_and_a_second_price_at_the_same_time_are_refused(staff_client):
+    assert add_price(staff_client, "Flux", "-1", "2026-03-10", "09:45:00").status_code == 200
+    assert add_price(staff_client, "Flux", "1", "2026-03-10", "09:45:00").status_code == 302
+    again = add_price(staff_client, "\uff26lux", "2", "2026-03-10", "09:45:00")
+    assert again.status_code == 200
+    assert list(ModelPrice.objects.values_list("price_per_image", flat=True)) == [Decimal(1)]
+
+
+def test_prices_are_kept_not_edited_and_can_be_deleted(staff_client):
+    add_price(staff_client, "Flux", "1", "2026-03-10", "09:45:00")
+    price = ModelPrice.objects.get()
+    page = staff_client.get(f"{PRICES_URL}{price.pk}/change/")
+    assert page.status_code == 200
+    assert b'name="price_per_image"' not in page.content  # shown as text, not as a field
+    staff_client.post(
+        f"{PRICES_URL}{price.pk}/change/",
+        {
+            "model": "Flux",
+            "price_per_image": "9",
+            "valid_from_0": "2026-03-10",
+            "valid_from_1": "09:45:00",
+        },
+    )
+    price.refresh_from_db()
+    assert price.price_per_image == Decimal(1)
+    response = staff_client.post(f"{PRICES_URL}{price.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not ModelPrice.objects.exists()
+
+
+def test_people_who_are_not_staff_cannot_set_prices(client, owner):
+    client.force_login(owner)
+    response = add_price(client, "Flux", "1", "2026-03-10", "09:45:00")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/admin/login/")
+    assert not ModelPrice.objects.exists()

@@ -5,6 +5,8 @@ import re
 import shlex
 import subprocess
 import sys
+from datetime import timedelta
+from decimal import Decimal
 from io import StringIO
 from pathlib import Path
 
@@ -15,7 +17,8 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from tests.conftest import make_record, post_usage
-from usage.models import ApiToken, UsageRecord
+from usage.costs import summarize_with_costs
+from usage.models import ApiToken, ModelPrice, UsageRecord
 from usage.summary import parse_range, summarize
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -196,3 +199,22 @@ def test_seed_demo_leaves_other_users_alone(owner):
     make_record(owner, timezone.now())
     run("seed_demo", "--days", "5")
     assert UsageRecord.objects.filter(owner=owner).count() == 1
+
+
+def test_seed_demo_prices_its_models_with_a_change_inside_a_day_and_keeps_staffs_prices(db):
+    staffs = ModelPrice.objects.create(
+        model="Midjourney v6",
+        price_per_image=Decimal("9"),
+        valid_from=timezone.now() - timedelta(days=400),
+    )
+    run("seed_demo", "--seed", "7", "--days", "30")
+    demo = get_user_model().objects.get(username="demo")
+    changes = ModelPrice.objects.filter(model="DALL-E 3").order_by("valid_from")
+    assert [price.price_per_image for price in changes] == [Decimal("0.04"), Decimal("0.032")]
+    assert (changes[1].valid_from.hour, changes[1].valid_from.minute) == (10, 15)
+    assert list(ModelPrice.objects.filter(model="Midjourney v6")) == [staffs]
+    summary = summarize_with_costs(demo, parse_range({"tz": "UTC"}, default_days=30), "day")
+    assert summary["unpricedModels"] == ["Stable Diffusion 1.5"]
+    assert Decimal(summary["totals"]["cost"]) > 0
+    run("seed_demo", "--seed", "7", "--days", "30")  # again: no second set of prices
+    assert ModelPrice.objects.filter(model="DALL-E 3").count() == 2

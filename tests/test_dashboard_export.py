@@ -2,7 +2,8 @@
 
 import csv
 import io
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -10,6 +11,9 @@ from django.test import Client
 
 from dashboard.models import Profile
 from tests.conftest import make_record
+from usage.models import ModelPrice
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def client_for(user) -> Client:
@@ -40,7 +44,16 @@ def test_the_csv_has_a_header_and_the_owners_records_in_their_zone(owner, record
         'attachment; filename="usage-alice-2026-03-02-to-2026-03-31.csv"'
     )
     rows = rows_of(response)
-    assert rows[0] == ["occurred_at", "date", "model", "image_count", "event_id", "received_at"]
+    assert rows[0] == [
+        "occurred_at",
+        "date",
+        "model",
+        "image_count",
+        "event_id",
+        "received_at",
+        "cost",
+        "currency",
+    ]
     # 22:30 UTC on 1 March is 07:30 on 2 March in Tokyo: inside the range, on the local day.
     assert rows[1][:4] == ["2026-03-02T07:30:00.000000+09:00", "2026-03-02", "SDXL", "4"]
     assert rows[2][:4] == ["2026-03-02T18:00:00.000000+09:00", "2026-03-02", "DALL-E 3", "1"]
@@ -98,7 +111,18 @@ def test_a_bad_range_gets_a_clear_400(owner):
 
 def test_an_empty_range_is_just_the_header(owner):
     rows = rows_of(client_for(owner).get("/dashboard/export.csv", {"days": "7"}))
-    assert rows == [["occurred_at", "date", "model", "image_count", "event_id", "received_at"]]
+    assert rows == [
+        [
+            "occurred_at",
+            "date",
+            "model",
+            "image_count",
+            "event_id",
+            "received_at",
+            "cost",
+            "currency",
+        ]
+    ]
 
 
 def test_daily_totals_are_per_local_day_and_model_from_the_rollups(owner, records):
@@ -113,9 +137,50 @@ def test_daily_totals_are_per_local_day_and_model_from_the_rollups(owner, record
     )
     # 22:30 and 23:00 UTC on the 1st are 04:00 and 04:30 on the 2nd in Kolkata (+05:30).
     assert rows_of(response) == [
-        ["date", "model", "images", "generations"],
-        ["2026-03-02", "DALL-E 3", "1", "1"],
-        ["2026-03-02", "SDXL", "6", "2"],
+        ["date", "model", "images", "generations", "cost", "currency"],
+        ["2026-03-02", "DALL-E 3", "1", "1", "", ""],  # no price: no cost
+        ["2026-03-02", "SDXL", "6", "2", "", ""],
+    ]
+
+
+def test_each_record_costs_its_images_times_the_price_in_force_when_it_occurred(owner, other):
+    change = datetime(2026, 3, 2, 9, 15, tzinfo=UTC)
+    ModelPrice.objects.create(model="SDXL", price_per_image=Decimal("0.04"), valid_from=START)
+    ModelPrice.objects.create(model="SDXL", price_per_image=Decimal("0.0125"), valid_from=change)
+    make_record(owner, change - timedelta(seconds=1), model="SDXL", images=4)
+    make_record(owner, change, model="SDXL", images=3)  # at valid_from: the new price
+    make_record(owner, change, model="Flux", images=2)  # no price
+    make_record(other, change, model="SDXL", images=100)
+    rows = rows_of(
+        client_for(owner).get("/dashboard/export.csv", {"start": "2026-03-02", "end": "2026-03-02"})
+    )
+    assert [(row[2], row[3], row[6], row[7]) for row in rows[1:]] == [
+        ("SDXL", "4", "0.16", "USD"),
+        ("SDXL", "3", "0.0375", "USD"),  # exact: never rounded in the CSV
+        ("Flux", "2", "", ""),
+    ]
+
+
+def test_daily_totals_cost_each_local_day_across_a_price_change_inside_it(owner, settings):
+    settings.SITE_CURRENCY = "JPY"
+    # Kolkata's 2 March runs from 18:30 UTC on the 1st; the price changes at 02:45 UTC.
+    ModelPrice.objects.create(model="SDXL", price_per_image=Decimal("3"), valid_from=START)
+    change = datetime(2026, 3, 2, 2, 45, tzinfo=UTC)
+    ModelPrice.objects.create(model="SDXL", price_per_image=Decimal("5.5"), valid_from=change)
+    make_record(owner, datetime(2026, 3, 1, 18, 29, tzinfo=UTC), model="SDXL", images=1)
+    make_record(owner, datetime(2026, 3, 1, 18, 30, tzinfo=UTC), model="SDXL", images=2)
+    make_record(owner, change - timedelta(minutes=1), model="SDXL", images=10)
+    make_record(owner, change, model="SDXL", images=100)
+    make_record(owner, datetime(2026, 3, 2, 18, 29, tzinfo=UTC), model="SDXL", images=1000)
+    make_record(owner, datetime(2026, 3, 2, 18, 30, tzinfo=UTC), model="SDXL", images=7)
+    response = client_for(owner).get(
+        "/dashboard/daily-totals.csv",
+        {"start": "2026-03-01", "end": "2026-03-03", "tz": "Asia/Kolkata"},
+    )
+    assert rows_of(response)[1:] == [
+        ["2026-03-01", "SDXL", "1", "1", "3", "JPY"],
+        ["2026-03-02", "SDXL", "1112", "4", "6086", "JPY"],  # 12 x 3 + 1100 x 5.5
+        ["2026-03-03", "SDXL", "7", "1", "38.5", "JPY"],
     ]
 
 
@@ -123,7 +188,7 @@ def test_daily_totals_of_another_user_need_staff(owner, other, staff, records):
     params = {"user": "bob", "start": "2026-03-01", "end": "2026-03-31"}
     assert client_for(owner).get("/dashboard/daily-totals.csv", params).status_code == 403
     response = client_for(staff).get("/dashboard/daily-totals.csv", params)
-    assert rows_of(response)[1:] == [["2026-03-02", "bob's model", "9", "1"]]
+    assert rows_of(response)[1:] == [["2026-03-02", "bob's model", "9", "1", "", ""]]
 
 
 def test_daily_totals_refuse_a_bad_range_in_plain_words(owner):

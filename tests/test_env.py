@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from usage_site.env import database_from_url, env_bool, env_float, env_int, env_list, env_rate
+from usage_site.env import (
+    database_from_url,
+    env_bool,
+    env_currency,
+    env_float,
+    env_int,
+    env_list,
+    env_rate,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 VAR = "USAGE_TEST_VARIABLE"
@@ -261,3 +269,17 @@ def test_an_external_api_url_that_is_not_http_is_refused():
 
     assert result.returncode != 0
     assert "EXTERNAL_API_URL must start with http:// or https://" in result.stderr
+
+
+def test_env_currency_takes_an_iso_code_and_defaults_to_the_given_one(monkeypatch):
+    monkeypatch.delenv(VAR, raising=False)
+    assert env_currency(VAR, "USD") == "USD"
+    monkeypatch.setenv(VAR, "EUR")
+    assert env_currency(VAR, "USD") == "EUR"
+
+
+@pytest.mark.parametrize("raw", ["usd", "XXQ", "", "US$", "EURO"])
+def test_env_currency_refuses_anything_else_and_names_the_variable(monkeypatch, raw):
+    monkeypatch.setenv(VAR, raw)
+    with pytest.raises(ImproperlyConfigured, match=VAR):
+        env_currency(VAR, "USD")

@@ -243,7 +243,8 @@ def assert_summary_adds_up(server: Gunicorn, token: str, sent: list[dict]) -> No
         per_model[record["model"]] += record["imageCount"]
         events[record["model"]] += 1
 
-    assert summary["totals"] == {"images": sum(per_model.values()), "events": len(sent)}
+    totals = summary["totals"]
+    assert (totals["images"], totals["events"]) == (sum(per_model.values()), len(sent))
     assert {m["model"]: (m["images"], m["events"]) for m in summary["models"]} == {
         model: (per_model[model], events[model]) for model in per_model
     }

@@ -16,9 +16,10 @@ does not change the next. The run is reproducible (derandomized).
 
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
@@ -38,7 +39,7 @@ from tests.conftest import make_record
 from tests.documented import documented_error_codes
 from tests.example_counts import examples
 from tests.hostile_names import HOSTILE_NAMES
-from usage.models import AuditEvent, PluginGeneration
+from usage.models import AuditEvent, Budget, BudgetAlert, Delivery, PluginGeneration
 from usage.tokens import create_token
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "BREW"]
@@ -119,7 +120,11 @@ def world(owner, other, staff, upstream) -> Ids:
         subject_name=owner.username,
         detail=owner_token.token.display_prefix,
     )
+    budget, alert, delivery = budget_rows(owner)
     rows = {
+        "usage/budget": budget.pk,
+        "usage/budgetalert": alert.pk,
+        "usage/delivery": delivery.pk,
         "usage/usagerecord": record.pk,
         "usage/apitoken": owner_token.token.pk,
         "usage/plugingeneration": generation.pk,
@@ -130,6 +135,27 @@ def world(owner, other, staff, upstream) -> Ids:
     }
     user_type = ContentType.objects.get_for_model(owner).pk
     return Ids(owner.pk, owner_token.token.pk, rows, user_type), owner_token.raw
+
+
+def budget_rows(owner) -> tuple[Budget, BudgetAlert, Delivery]:
+    """A budget with a webhook, one alert and its delivery (stored as is: the URL is not
+    resolved)."""
+    budget = Budget.objects.create(
+        owner=owner, image_limit=10, webhook_url="https://hooks.example.com/a", webhook_secret="s"
+    )
+    alert = BudgetAlert.objects.create(
+        owner=owner, month=date(2026, 12, 1), threshold=50, unit="images", used=5, limit=10
+    )
+    delivery = Delivery.objects.create(
+        event_id=uuid.uuid4(),
+        event_type="budget.threshold_crossed",
+        owner=owner,
+        alert=alert,
+        channel="webhook",
+        target=budget.webhook_url,
+        payload={},
+    )
+    return budget, alert, delivery
 
 
 @pytest.fixture

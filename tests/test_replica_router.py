@@ -206,7 +206,7 @@ def test_refresh_right_after_a_post_counts_it_and_reads_only_the_primary(owner_a
 
     summary, _, replica = refresh(browser)
 
-    assert summary["totals"] == {"images": 7, "events": 3}
+    assert (summary["totals"]["images"], summary["totals"]["events"]) == (7, 3)
     assert [(m["model"], m["images"]) for m in summary["models"]] == [("Flux", 6), ("SD", 1)]
     assert replica == []
 
@@ -218,7 +218,7 @@ def test_once_the_pin_ends_the_aggregates_come_from_the_replica(owner, owner_api
 
     summary, primary, replica = refresh(browser)
 
-    assert summary["totals"] == {"images": 7, "events": 3}
+    assert (summary["totals"]["images"], summary["totals"]["events"]) == (7, 3)
     assert [(m["model"], m["images"]) for m in summary["models"]] == [("Flux", 6), ("SD", 1)]
     assert reads_table(replica, "usage_dailyusagerollup")
     assert not reads_table(primary, "usage_dailyusagerollup")
@@ -243,7 +243,7 @@ def test_the_summary_api_answers_the_same_from_either_database(owner, owner_api)
         unpinned = owner_api.get("/api/model-usage/summary", params).json()
 
     assert pinned == unpinned
-    assert pinned["totals"] == {"images": 7, "events": 3}
+    assert (pinned["totals"]["images"], pinned["totals"]["events"]) == (7, 3)
     replica_sql = [query["sql"] for query in replica.captured_queries]
     assert reads_table(replica_sql, "usage_dailyusagerollup")
 

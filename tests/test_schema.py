@@ -97,6 +97,23 @@ def test_summary_documents_its_query_parameters(schema):
     assert set(granularity["schema"]["enum"]) == {"day", "week", "month"}
 
 
+def test_summary_documents_its_costs_as_nullable_decimal_strings_and_its_currency(schema):
+    answer = schema["paths"]["/api/model-usage/summary"]["get"]["responses"]["200"]
+    body = answer["content"]["application/json"]["schema"]["properties"]
+    costs = [
+        body["totals"]["properties"]["cost"],
+        body["models"]["items"]["properties"]["cost"],
+        body["series"]["items"]["properties"]["cost"],
+        body["periodCosts"]["items"],
+    ]
+    for cost in costs:
+        assert (cost["type"], cost["nullable"]) == ("string", True)
+        assert re.fullmatch(cost["pattern"], "12.34") and not re.fullmatch(cost["pattern"], "1e3")
+    assert body["currency"]["type"] == "string"
+    assert body["unpricedModels"]["items"]["type"] == "string"
+    assert "unpricedImages" in body["totals"]["properties"]
+
+
 def test_bearer_token_is_the_documented_scheme_for_posting(schema):
     schemes = schema["components"]["securitySchemes"]
     post = schema["paths"]["/api/model-usage"]["post"]
@@ -185,7 +202,7 @@ def test_every_401_documents_the_bearer_challenge(schema):
         if status == "401"
     ]
 
-    assert len(challenges) == 5
+    assert len(challenges) == 6
     assert set(challenges) == {True}
 
 

@@ -1,9 +1,11 @@
-"""Admin for usage records and API tokens: browse, filter, export, revoke. Never a secret.
+"""Admin for usage records, API tokens and model prices: browse, filter, export, revoke, set
+prices. Never a secret.
 
 Every change list, Django's users and groups too, is checked (``usage.admin_changelist``)."""
 
 from allauth.account import admin as account_admin
 from allauth.account.models import EmailAddress
+from django import forms
 from django.contrib import admin
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth import get_user_model
@@ -14,12 +16,14 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 
+from usage import costs
 from usage.admin_changelist import CheckedChangeListAdmin
 from usage.export import ADMIN_HEADER, admin_rows, csv_lines, csv_response
 from usage.model_names import normal_model_name
 from usage.models import (
     ApiToken,
     AuditEvent,
+    ModelPrice,
     PluginGeneration,
     UncountedRecord,
     UsageRecord,
@@ -176,6 +180,58 @@ class ApiTokenAdmin(CheckedChangeListAdmin):
         self.message_user(request, f"Revoked {len(tokens)} token(s).")
 
 
+class ModelPriceForm(forms.ModelForm):
+    class Meta:
+        model = ModelPrice
+        fields = ("model", "price_per_image", "valid_from")
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if {"model", "price_per_image", "valid_from"} <= data.keys():
+            # Stored as records store names, so that a fullwidth "Flux" prices Flux's records.
+            data["model"] = costs.check_price(
+                data["model"], data["price_per_image"], data["valid_from"]
+            )
+        return data
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(CheckedChangeListAdmin):
+    """Prices per image: added, never edited, so that every past cost keeps its price. A
+    wrong price is deleted (the admin's history says by whom) and the right one added."""
+
+    form = ModelPriceForm
+    list_display = ("model", "price", "valid_from", "created_by", "created_at")
+    list_filter = ("model", "valid_from")
+    search_fields = ("model",)
+    date_hierarchy = "valid_from"
+    list_select_related = ("created_by",)
+    readonly_fields = ("created_by", "created_at")
+
+    @admin.display(description="price per image", ordering="price_per_image")
+    def price(self, price: ModelPrice) -> str:
+        return f"{price.price_per_image.normalize():f} {costs.currency()}"
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ModelPrice, form, change: bool) -> None:
+        obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+
+    def get_form(self, request: HttpRequest, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        if "price_per_image" in form.base_fields:
+            form.base_fields[
+                "price_per_image"
+            ].help_text = f"In {costs.currency()}, the site's currency (the SITE_CURRENCY setting)."
+            form.base_fields["valid_from"].help_text = (
+                "In UTC, on a quarter hour (:00, :15, :30 or :45). The price holds from then "
+                "until the model's next price; images before its first price have no price."
+            )
+        return form
+
+
 class ReadOnlyAdmin(CheckedChangeListAdmin):
     """A record of what happened: listed and viewed, never added, changed or deleted."""
 
@@ -259,3 +315,6 @@ class GroupAdmin(CheckedChangeListAdmin, auth_admin.GroupAdmin):
 @admin.register(EmailAddress)
 class EmailAddressAdmin(CheckedChangeListAdmin, account_admin.EmailAddressAdmin):
     pass
+
+
+from usage import budget_admin  # noqa: E402, F401 - budgets, alerts and deliveries

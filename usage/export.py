@@ -4,6 +4,7 @@ import csv
 import unicodedata
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from decimal import Decimal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -12,6 +13,7 @@ from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.utils.http import content_disposition_header
 
+from usage import costs
 from usage.models import UsageRecord
 from usage.summary import DateRange, daily_totals
 
@@ -103,6 +105,10 @@ ADMIN_HEADER = [
     "event_id",
 ]
 OWNER_HEADER = ["occurred_at", "date", "model", "image_count", "event_id", "received_at"]
+# Both CSVs end with the cost, exact (not rounded, so that a spreadsheet's sums come out as
+# the site's totals do), and its currency; both empty when no price was in force.
+COST_HEADER = ["cost", "currency"]
+OWNER_HEADER += COST_HEADER
 
 
 def owner_rows(
@@ -115,8 +121,10 @@ def owner_rows(
         .order_by("occurred_at", "id")
         .only("model", "image_count", "occurred_at", "received_at", "event_id")
     )
+    book = costs.price_book()
     for record in records.iterator(chunk_size=CHUNK_ROWS):
         local = record.occurred_at.astimezone(tz)
+        price = book.price_at(record.model, record.occurred_at)
         yield [
             csv_time(local),
             local.date().isoformat(),
@@ -124,15 +132,24 @@ def owner_rows(
             record.image_count,
             spreadsheet_safe(record.event_id),
             csv_time(record.received_at.astimezone(tz)),
+            *cost_cells(None if price is None else costs.multiply(record.image_count, price)),
         ]
 
 
-TOTALS_HEADER = ["date", "model", "images", "generations"]
+def cost_cells(cost: Decimal | None) -> list[str]:
+    return ["", ""] if cost is None else [costs.exact(cost), costs.currency()]
+
+
+TOTALS_HEADER = ["date", "model", "images", "generations", *COST_HEADER]
 
 
 def total_rows(owner: AbstractBaseUser, date_range: DateRange) -> Iterator[list[object]]:
-    """Images and generations per local day and model, from the rollups, by day then model."""
+    """Images, generations and their cost per local day and model, from the rollups, by day
+    then model. A day whose images only partly had a price shows the priced ones' cost."""
     totals = daily_totals(owner.pk, date_range)
+    spends = costs.daily_costs(owner.pk, date_range, totals)
     for day, model in sorted(totals):
         images, events = totals[(day, model)]
-        yield [day.isoformat(), spreadsheet_safe(model), images, events]
+        spend = spends[(day, model)]
+        cost = spend.cost if spend.priced_images else None
+        yield [day.isoformat(), spreadsheet_safe(model), images, events, *cost_cells(cost)]

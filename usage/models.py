@@ -1,6 +1,6 @@
 """What the site stores: usage records posted by desktop apps, the API tokens they use,
-rollups of the records (and the records not counted into them yet), the plugin-generation
-ledger and the audit log."""
+rollups of the records (and the records not counted into them yet), model prices, the
+plugin-generation ledger and the audit log."""
 
 from django.conf import settings
 from django.db import models
@@ -287,6 +287,52 @@ class RecordRetention(models.Model):
         return f"raw records kept from {self.kept_from:%Y-%m-%d}"
 
 
+class ModelPrice(models.Model):
+    """A model's price per image, in force from ``valid_from`` until its next price.
+
+    Prices are added, never edited, so that the history stays: a record costs its images
+    times the price in force when it occurred (``usage.costs``). Before a model's first
+    price its images have no price. ``valid_from`` falls on a quarter hour (checked by
+    ``usage.costs.check_price``), the finest time the rollups resolve, so that costs come
+    from the rollups exactly, whatever the zone or where in a day the price changes.
+    """
+
+    model = models.CharField(
+        max_length=MODEL_NAME_MAX_LENGTH,
+        help_text="The model's name as records store it (normalised like them).",
+    )
+    price_per_image = models.DecimalField(
+        max_digits=18,
+        decimal_places=8,
+        help_text="In the site's currency (the SITE_CURRENCY setting).",
+    )
+    valid_from = models.DateTimeField(
+        help_text="When this price starts, on a quarter hour (:00, :15, :30 or :45)."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        editable=False,
+        related_name="+",
+    )
+
+    class Meta:
+        ordering = ["model", "-valid_from"]
+        constraints = [
+            # Also the index of "a model's prices in time order".
+            models.UniqueConstraint(fields=["model", "valid_from"], name="model_price_model_time"),
+            models.CheckConstraint(
+                condition=models.Q(price_per_image__gte=0), name="model_price_not_negative"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.price_per_image} from {self.valid_from:%Y-%m-%d %H:%M} UTC"
+
+
 class AuditEvent(models.Model):
     """Who did what to whose tokens or data: token creation, revocation, renaming and
     removal from the list, staff reading another user's usage. Written by ``usage.audit``;
@@ -333,3 +379,163 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_name} {self.action} {self.subject_name}"
+
+
+class Budget(models.Model):
+    """A user's monthly budget, in images or in money (the site's currency, priced by
+    ``usage.costs``), with the thresholds that send alerts and where they go besides email:
+    an optional webhook, signed with ``webhook_secret`` (``usage.webhooks``). Months run
+    in ``time_zone`` (``usage.budgets``)."""
+
+    class Unit(models.TextChoices):
+        IMAGES = "images", "images"
+        MONEY = "money", "money"
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget"
+    )
+    unit = models.CharField(max_length=6, choices=Unit.choices, default=Unit.IMAGES)
+    image_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Images a month (a budget in images)."
+    )
+    money_limit = models.DecimalField(
+        max_digits=16,
+        decimal_places=4,
+        null=True,
+        blank=True,
+        help_text="Spend a month in the site's currency (a budget in money).",
+    )
+    # Percentages of the limit, ascending, comma-separated: "50,80,100".
+    thresholds = models.CharField(max_length=100, default="50,80,100")
+    time_zone = models.CharField(max_length=64, default="UTC", help_text="An IANA zone name.")
+    webhook_url = models.URLField(max_length=500, blank=True)
+    # Shown to its owner to verify signatures with: kept readable, as Stripe and GitHub do.
+    webhook_secret = models.CharField(max_length=64, blank=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(unit="images", image_limit__gte=1)
+                | models.Q(unit="money", money_limit__gt=0),
+                name="budget_limit_of_its_unit",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner}: {self.limit} {self.unit} a month"
+
+    @property
+    def limit(self):
+        """The month's limit: whole images, or a ``Decimal`` amount of money."""
+        return self.image_limit if self.unit == self.Unit.IMAGES else self.money_limit
+
+    @property
+    def threshold_list(self) -> list[int]:
+        return sorted({int(part) for part in self.thresholds.split(",") if part.strip()})
+
+
+class BudgetAlert(models.Model):
+    """One threshold of one month's budget, crossed. The unique constraint is what makes it
+    one alert per threshold per month, whichever worker (or retry) gets there first:
+    only the worker whose insert succeeds creates the deliveries (``usage.alerts``)."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budget_alerts"
+    )
+    month = models.DateField(help_text="The first day of the month, in the budget's zone.")
+    threshold = models.PositiveSmallIntegerField(help_text="Percent of the limit.")
+    created_at = models.DateTimeField(default=timezone.now)
+    # The budget and the month's use when the threshold was crossed: images, or money.
+    unit = models.CharField(max_length=6, choices=Budget.Unit.choices)
+    used = models.DecimalField(max_digits=32, decimal_places=8)
+    limit = models.DecimalField(max_digits=16, decimal_places=4)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["owner", "month", "threshold"], name="budget_alert_once_a_month"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.owner} {self.month:%Y-%m} {self.threshold}%"
+
+
+class Delivery(models.Model):
+    """One event sent to one place (an email address or a webhook), until it arrives or its
+    retry window ends. The state lives here, not in the task queue, so that a worker killed
+    mid-send leaves the delivery leased: once the lease ends another worker sends it again,
+    with the same ``event_id`` and the same body (``usage.deliveries``)."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email", "email"
+        WEBHOOK = "webhook", "webhook"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "pending"
+        DELIVERED = "delivered", "delivered"
+        FAILED = "failed", "gave up"
+
+    event_id = models.UUIDField(unique=True, editable=False)
+    event_type = models.CharField(max_length=50)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    alert = models.ForeignKey(
+        BudgetAlert, on_delete=models.CASCADE, null=True, blank=True, related_name="deliveries"
+    )
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    target = models.CharField(max_length=500, help_text="The address or URL, as of sending.")
+    # The event as sent: fixed when the event happens, so that every attempt sends the same.
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    leased_until = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "deliveries"
+        constraints = [
+            models.UniqueConstraint(fields=["alert", "channel"], name="delivery_once_per_alert")
+        ]
+        indexes = [
+            # What the sweep asks for: pending deliveries that are due.
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} by {self.channel} to {self.target}"
+
+
+class DeliveryAttempt(models.Model):
+    """One try at a delivery: written as it starts, finished when it ends. One left
+    ``sending`` was cut off (the worker died); the delivery is sent again."""
+
+    class Outcome(models.TextChoices):
+        SENDING = "sending", "sending"
+        OK = "ok", "delivered"
+        FAILED = "failed", "failed"
+        INTERRUPTED = "interrupted", "interrupted (worker stopped)"
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=12, choices=Outcome.choices)
+    response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["delivery", "number"], name="delivery_attempt_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number}: {self.outcome}"

@@ -264,6 +264,9 @@ LIST_RECORDS = {
 }
 
 _counts = {"type": "integer"}
+# Money as a decimal string (never a float), rounded half to even to the currency's usual
+# decimals; null when none of the images it covers had a price (docs/costs-and-budgets.md).
+_cost = {"type": "string", "nullable": True, "pattern": r"^\d+(\.\d+)?$", "example": "12.34"}
 SUMMARY = {
     "operation_id": "model_usage_summary",
     "summary": "The caller's aggregates for a range of local days",
@@ -271,7 +274,11 @@ SUMMARY = {
         "Defaults: the last 30 days ending today in `tz`; `granularity` by range length "
         "(day up to 92 days, week up to 731, month beyond). `period` is the first local day "
         "of a bucket (a Monday for weeks, the 1st for months); `periods` lists every bucket "
-        "in the range, empty ones included; `series` holds only non-zero buckets."
+        "in the range, empty ones included; `series` holds only non-zero buckets. Costs are "
+        "decimal strings in `currency` with its usual decimals, each rounded half to even "
+        "from its exact sum (so a total can differ from the sum of its rounded parts by the "
+        "last digit); `null` when none of the images had a price, and `periodCosts` lists "
+        "one per entry of `periods`."
     ),
     "parameters": [
         *_RANGE_PARAMETERS,
@@ -288,16 +295,28 @@ SUMMARY = {
                     "granularity": {"type": "string", "enum": list(GRANULARITIES)},
                     "totals": {
                         "type": "object",
-                        "properties": {"images": _counts, "events": _counts},
+                        "properties": {
+                            "images": _counts,
+                            "events": _counts,
+                            "cost": _cost,
+                            "unpricedImages": _counts,
+                        },
                     },
                     "models": {
                         "type": "array",
                         "items": {
                             "type": "object",
-                            "properties": {"model": _string, "images": _counts, "events": _counts},
+                            "properties": {
+                                "model": _string,
+                                "images": _counts,
+                                "events": _counts,
+                                "cost": _cost,
+                                "unpricedImages": _counts,
+                            },
                         },
                     },
                     "periods": {"type": "array", "items": {"type": "string", "format": "date"}},
+                    "periodCosts": {"type": "array", "items": _cost},
                     "series": {
                         "type": "array",
                         "items": {
@@ -306,8 +325,18 @@ SUMMARY = {
                                 "period": {"type": "string", "format": "date"},
                                 "model": _string,
                                 "images": _counts,
+                                "cost": _cost,
                             },
                         },
+                    },
+                    "currency": {
+                        "type": "string",
+                        "description": "ISO 4217 code of every cost (the SITE_CURRENCY setting).",
+                    },
+                    "unpricedModels": {
+                        "type": "array",
+                        "items": _string,
+                        "description": "Models with images in the range that had no price.",
                     },
                 },
             }
@@ -573,3 +602,79 @@ def _views(callback) -> dict:
 
 class SchemaGenerator(generators.SchemaGenerator):
     endpoint_inspector_cls = _Endpoints
+
+
+_percent = {"type": "number", "description": "Of the limit, to one decimal place."}
+_amount = {
+    "description": "Whole images (an integer) for a budget in images; for a budget in "
+    'money, a decimal string in `currency` with its usual decimals, e.g. `"12.50"`.',
+}
+BUDGET = {
+    "operation_id": "budget",
+    "summary": "The caller's monthly budget: used, left and the forecast for the month",
+    "description": (
+        "The month is the current calendar month in the budget's time zone. `used` counts "
+        "the records that happened in it, late arrivals included: their images, or, for a "
+        "budget in money, what they cost, each image at its model's price in force when it "
+        "was made (images of a model without a price then count for nothing: "
+        "`unpricedImages`). `forecast` is `used` scaled by the whole month's length over "
+        "the part gone: the month's end at the pace so far. `crossed` lists the thresholds "
+        "reached, `alerts` those alerted (one per threshold per month, sent by the "
+        "background worker within a minute). Without a budget, `budget` is null and the "
+        "other fields are absent. The dashboard's budget card shows the same numbers."
+    ),
+    "parameters": [_WWW_AUTHENTICATE, _retry_after(503)],
+    "responses": {
+        200: OpenApiResponse(
+            {
+                "type": "object",
+                "required": ["budget"],
+                "properties": {
+                    "budget": {
+                        "type": "object",
+                        "nullable": True,
+                        "properties": {
+                            "unit": {"type": "string", "enum": ["images", "money"]},
+                            "limit": _amount,
+                            "currency": {
+                                "type": "string",
+                                "nullable": True,
+                                "description": "ISO 4217, for a budget in money; else null.",
+                            },
+                            "thresholds": {"type": "array", "items": _counts},
+                            "timeZone": _string,
+                        },
+                    },
+                    "month": {
+                        "type": "object",
+                        "properties": {
+                            "start": {"type": "string", "format": "date"},
+                            "end": {"type": "string", "format": "date"},
+                        },
+                    },
+                    "used": _amount,
+                    "left": _amount,
+                    "percent": _percent,
+                    "forecast": _amount,
+                    "forecastPercent": _percent,
+                    "images": _counts,
+                    "unpricedImages": _counts,
+                    "crossed": {"type": "array", "items": _counts},
+                    "alerts": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "threshold": _counts,
+                                "at": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                    },
+                },
+            }
+        ),
+        401: _AUTH_ERRORS[401],
+        503: _AUTH_ERRORS[503],
+    },
+    "tags": ["budget"],
+}

@@ -12,8 +12,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from usage import audit, openapi, plugins, token_usage
+from usage import audit, budgets, openapi, plugins, token_usage
 from usage.auth import BearerTokenAuthentication
+from usage.costs import summarize_with_costs
 from usage.ingest import ingest, parse_body
 from usage.problems import DatabaseUnavailable
 from usage.records import (
@@ -26,7 +27,7 @@ from usage.records import (
 from usage.renderers import FastJSONRenderer
 from usage.request_body import json_object, read_body, require_json
 from usage.routing import by_method
-from usage.summary import parse_granularity, parse_range, summarize
+from usage.summary import parse_granularity, parse_range
 from usage.throttles import IngestTokenThrottle, IngestUserThrottle, PluginUserThrottle
 from usage.upstream_health import upstream_health
 from usage.user_header import check_claimed_user
@@ -101,7 +102,7 @@ def log_ingestion(request: Request, response: Response, seconds: float) -> None:
 
 
 class UsageSummaryView(APIView):
-    """The caller's totals, per model and per bucket, for a range of local days."""
+    """The caller's totals, per model and per bucket, for a range of local days, with costs."""
 
     renderer_classes = [FastJSONRenderer]  # its 40 KB answer, written in a tenth of the time
 
@@ -109,7 +110,7 @@ class UsageSummaryView(APIView):
     def get(self, request: Request) -> Response:
         date_range = parse_range(request.query_params)
         granularity = parse_granularity(request.query_params.get("granularity"), date_range.days)
-        return Response(summarize(request.user, date_range, granularity))
+        return Response(summarize_with_costs(request.user, date_range, granularity))
 
 
 class TokenUsageView(APIView):
@@ -135,6 +136,14 @@ class PluginGenerateView(APIView):
             {"result": generation.result, "tokenUsage": generation.token_usage},
             status=generation.status,
         )
+
+
+class BudgetView(APIView):
+    """The caller's budget and where this month stands against it."""
+
+    @extend_schema(**openapi.BUDGET)
+    def get(self, request: Request) -> Response:
+        return Response(budgets.budget_status(request.user))
 
 
 class SimpleHealthView(APIView):

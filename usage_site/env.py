@@ -159,3 +159,16 @@ def env_redis_url(name: str) -> str:
     if database and not (database.isascii() and database.isdigit()):
         raise ImproperlyConfigured(f"{name} must end with a database number, like /0")
     return raw
+
+
+def env_currency(name: str, default: str) -> str:
+    """An ISO 4217 currency code (``USD``, ``EUR``, ``JPY``), as Babel's CLDR data knows it."""
+    # Imported here: settings read this once, and nothing else of Babel's is needed then.
+    from babel.numbers import is_currency
+
+    value = os.environ.get(name, default).strip()
+    if not is_currency(value):
+        raise ImproperlyConfigured(
+            f"{name} must be an ISO 4217 currency code in capitals, such as USD; got {value!r}"
+        )
+    return value

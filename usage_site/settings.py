@@ -10,6 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from usage_site.env import (
     database_from_url,
     env_bool,
+    env_currency,
     env_float,
     env_int,
     env_list,
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "allauth",  # self-service accounts: sign-up, email verification, reset (docs/accounts.md)
     "allauth.account",
+    "huey.contrib.djhuey",  # the background worker: manage.py run_huey (usage.tasks)
     "usage",
     "dashboard",
 ]
@@ -184,6 +186,8 @@ ROLLUP_FOLD_SECONDS = env_float("ROLLUP_FOLD_SECONDS", 1.0, minimum=0.0)
 # Months of raw records kept before the current one (usage.retention); 0 keeps them all.
 # Summaries, dashboards and daily totals read the rollups, which are never dropped.
 RECORD_RETENTION_MONTHS = env_int("RECORD_RETENTION_MONTHS", 0, minimum=0)
+# The one currency of every price and cost (usage.costs), shown with its usual decimals.
+SITE_CURRENCY = env_currency("SITE_CURRENCY", "USD")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -312,6 +316,43 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Usage site <noreply@localhos
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 LOGIN_URL = "account_login"
+# The background worker (usage.tasks, docs/budget-alerts.md): huey, on the Redis of
+# REDIS_URL when there is one, else on a SQLite file (HUEY_FILE; default: beside the SQLite
+# database, or huey.sqlite3 in the project folder). The queue holds nothing that matters:
+# what to deliver is in the database, and a sweep re-enqueues whatever is due.
+HUEY_FILE = env_str("HUEY_FILE", "") or str(
+    Path(DATABASES["default"]["NAME"]).with_suffix(".huey.sqlite3")
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3")
+    and DATABASES["default"]["NAME"] != ":memory:"
+    else BASE_DIR / "huey.sqlite3"
+)
+HUEY = {
+    "name": "usage-site",
+    "immediate": False,  # djhuey's default follows DEBUG; the run command starts a worker
+    "results": False,  # the tasks' outcomes are in the delivery log
+    "consumer": {"workers": env_int("WORKER_THREADS", 4, minimum=1), "worker_type": "thread"},
+}
+if REDIS_URL:
+    HUEY |= {"huey_class": "huey.RedisHuey", "url": REDIS_URL}
+else:
+    HUEY |= {"huey_class": "huey.SqliteHuey", "filename": HUEY_FILE}
+# Seconds between the worker's sweeps: budgets checked, due deliveries sent. Alerts go out
+# within about this long after the record that crossed the threshold arrives.
+BUDGET_SWEEP_SECONDS = env_int("BUDGET_SWEEP_SECONDS", 15, minimum=1)
+# Webhooks: seconds to wait for the receiver, and whether a URL may point at a loopback,
+# private or link-local address (never in production: it would make the site an SSRF tool).
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
+# Failed deliveries (email and webhook) are retried after BASE seconds, doubling each time,
+# at most MAX_DELAY apart, until WINDOW seconds after the event; a worker holds a delivery
+# for LEASE seconds (more than a webhook or SMTP timeout), then another may send it again.
+DELIVERY_RETRY_BASE_SECONDS = env_float("DELIVERY_RETRY_BASE_SECONDS", 30.0, minimum=0.01)
+DELIVERY_RETRY_MAX_DELAY_SECONDS = env_float(
+    "DELIVERY_RETRY_MAX_DELAY_SECONDS", 3600.0, minimum=0.01
+)
+DELIVERY_RETRY_WINDOW_SECONDS = env_float("DELIVERY_RETRY_WINDOW_SECONDS", 86400.0, minimum=0.0)
+DELIVERY_LEASE_SECONDS = env_float("DELIVERY_LEASE_SECONDS", 60.0, minimum=0.1)
+
 LOGIN_REDIRECT_URL = "dashboard:index"
 LOGOUT_REDIRECT_URL = "account_login"  # the admin's log-out; allauth's is set below
 

@@ -9,7 +9,8 @@ from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
 
-from usage.demo import DEMO_USERNAME, get_or_create_demo_user
+from usage import costs
+from usage.demo import DEMO_USERNAME, get_or_create_demo_user, set_demo_budget, set_demo_prices
 from usage.ingest import CleanRecord, store
 from usage.management.progress import show_progress
 from usage.models import UsageRecord
@@ -56,11 +57,15 @@ class Command(BaseCommand):
             for done in range(0, len(records), BATCH):
                 store(user, None, records[done : done + BATCH], now)
                 show_progress(self.stdout, min(done + BATCH, len(records)), len(records), "records")
+            priced = set_demo_prices(now, days)
         images = sum(record.image_count for record in records)
+        budget = set_demo_budget(user)
+        unit = costs.currency() if budget.unit == "money" else "images"
+        self.stdout.write(f"Budget: {budget.limit} {unit} a month, 85% used so far.")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Seeded '{DEMO_USERNAME}': {len(records)} generations, {images} images, "
-                f"over {days} days."
+                f"over {days} days; {priced} model prices added."
             )
         )
 
