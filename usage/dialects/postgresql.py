@@ -143,7 +143,7 @@ def _insert_sql(returning: str) -> str:
 def _insert_and_count_sql() -> str:
     hourly, daily = rollups.count_in_sql("batch")
     return (
-        f"WITH batch AS ({_insert_sql('owner_id, model, image_count, occurred_at')}), "
+        f"WITH batch AS ({_insert_sql('owner_id, model, image_count, occurred_at, token_id')}), "
         f"hourly AS ({hourly}), daily AS ({daily}) "
         "SELECT count(*) FROM batch"
     )
@@ -170,7 +170,7 @@ def _fold_sql() -> str:
         f"WITH taken AS (DELETE FROM {uncounted} WHERE record_id IN ("
         f"SELECT record_id FROM {uncounted} ORDER BY record_id LIMIT %s "
         "FOR UPDATE SKIP LOCKED) RETURNING record_id), "
-        "counted AS (SELECT r.owner_id, r.model, r.image_count, r.occurred_at "
+        "counted AS (SELECT r.owner_id, r.model, r.image_count, r.occurred_at, r.token_id "
         f"FROM {records} r JOIN taken ON r.id = taken.record_id), "
         f"hourly AS ({hourly}), daily AS ({daily}) "
         "SELECT count(*) FROM taken"
