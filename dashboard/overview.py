@@ -100,8 +100,10 @@ class Overview:
         }
 
 
-def build_overview(owner: AbstractBaseUser, date_range: DateRange) -> Overview:
-    summary = summarize(owner, date_range, parse_granularity(None, date_range.days))
+def build_overview(
+    owner: AbstractBaseUser, date_range: DateRange, token: int | None = None
+) -> Overview:
+    summary = summarize(owner, date_range, parse_granularity(None, date_range.days), token)
     lo, hi = date_range.utc_bounds()
     recent, _ = list_records(owner, RecordQuery(lo, hi, RECENT_LIMIT, after=None))
     last_activity = (

@@ -40,7 +40,15 @@ def test_the_csv_has_a_header_and_the_owners_records_in_their_zone(owner, record
         'attachment; filename="usage-alice-2026-03-02-to-2026-03-31.csv"'
     )
     rows = rows_of(response)
-    assert rows[0] == ["occurred_at", "date", "model", "image_count", "event_id", "received_at"]
+    assert rows[0] == [
+        "occurred_at",
+        "date",
+        "model",
+        "image_count",
+        "event_id",
+        "received_at",
+        "token",
+    ]
     # 22:30 UTC on 1 March is 07:30 on 2 March in Tokyo: inside the range, on the local day.
     assert rows[1][:4] == ["2026-03-02T07:30:00+09:00", "2026-03-02", "SDXL", "4"]
     assert rows[2][:4] == ["2026-03-02T18:00:00+09:00", "2026-03-02", "DALL-E 3", "1"]
@@ -81,7 +89,9 @@ def test_a_bad_range_gets_a_clear_400(owner):
 
 def test_an_empty_range_is_just_the_header(owner):
     rows = rows_of(client_for(owner).get("/dashboard/export.csv", {"days": "7"}))
-    assert rows == [["occurred_at", "date", "model", "image_count", "event_id", "received_at"]]
+    assert rows == [
+        ["occurred_at", "date", "model", "image_count", "event_id", "received_at", "token"]
+    ]
 
 
 def test_daily_totals_are_per_local_day_and_model_from_the_rollups(owner, records):

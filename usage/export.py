@@ -12,7 +12,7 @@ from django.db.models import QuerySet
 from django.http import StreamingHttpResponse
 from django.utils.http import content_disposition_header
 
-from usage.models import UsageRecord
+from usage.models import NO_TOKEN, ApiToken, UsageRecord
 from usage.summary import DateRange, daily_totals
 
 # A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
@@ -95,18 +95,26 @@ ADMIN_HEADER = [
     "received_at_utc",
     "event_id",
 ]
-OWNER_HEADER = ["occurred_at", "date", "model", "image_count", "event_id", "received_at"]
+OWNER_HEADER = ["occurred_at", "date", "model", "image_count", "event_id", "received_at", "token"]
 
 
 def owner_rows(
-    owner: AbstractBaseUser, start: datetime, end: datetime, tz: ZoneInfo
+    owner: AbstractBaseUser,
+    start: datetime,
+    end: datetime,
+    tz: ZoneInfo,
+    token: int | None = None,
 ) -> Iterator[list[object]]:
     """One user's records from ``start`` (inclusive) to ``end`` (exclusive), oldest first,
-    with times in ``tz`` and their UTC offset, so every row says which zone it is in."""
+    with times in ``tz`` and their UTC offset, so every row says which zone it is in, and
+    the API token that sent each; only ``token``'s with ``token`` (``usage.devices``)."""
+    records = _of_token(
+        UsageRecord.objects.filter(owner=owner, occurred_at__gte=start, occurred_at__lt=end), token
+    )
     records = (
-        UsageRecord.objects.filter(owner=owner, occurred_at__gte=start, occurred_at__lt=end)
-        .order_by("occurred_at", "id")
-        .only("model", "image_count", "occurred_at", "received_at", "event_id")
+        records.order_by("occurred_at", "id")
+        .select_related("token")
+        .only("model", "image_count", "occurred_at", "received_at", "event_id", *_TOKEN_FIELDS)
     )
     for record in records.iterator(chunk_size=CHUNK_ROWS):
         local = record.occurred_at.astimezone(tz)
@@ -117,15 +125,34 @@ def owner_rows(
             record.image_count,
             spreadsheet_safe(record.event_id),
             record.received_at.astimezone(tz).isoformat(),
+            token_cell(record.token),
         ]
+
+
+_TOKEN_FIELDS = ("token__prefix", "token__name")
+
+
+def _of_token(records: QuerySet, token: int | None) -> QuerySet:
+    if token is None:
+        return records
+    return records.filter(token__isnull=True) if token == NO_TOKEN else records.filter(token=token)
+
+
+def token_cell(token: ApiToken | None) -> str:
+    """The token as people know it, its public prefix and its name (``usg_1a2b3c4d
+    (Laptop)``); empty for a record sent without one."""
+    return "" if token is None else spreadsheet_safe(token)
 
 
 TOTALS_HEADER = ["date", "model", "images", "generations"]
 
 
-def total_rows(owner: AbstractBaseUser, date_range: DateRange) -> Iterator[list[object]]:
-    """Images and generations per local day and model, from the rollups, by day then model."""
-    totals = daily_totals(owner.pk, date_range)
+def total_rows(
+    owner: AbstractBaseUser, date_range: DateRange, token: int | None = None
+) -> Iterator[list[object]]:
+    """Images and generations per local day and model, from the rollups, by day then model;
+    of one token's records only with ``token``."""
+    totals = daily_totals(owner.pk, date_range, token)
     for day, model in sorted(totals):
         images, events = totals[(day, model)]
         yield [day.isoformat(), spreadsheet_safe(model), images, events]

@@ -11,6 +11,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
+from usage.devices import DELETED_TOKEN_NAME, NO_TOKEN_NAME, NO_TOKEN_PARAM
 from usage.ingest import MAX_BATCH
 from usage.models import EVENT_ID_MAX_LENGTH, MAX_IMAGE_COUNT, MODEL_NAME_MAX_LENGTH
 from usage.records import MAX_LIMIT
@@ -253,6 +254,34 @@ LIST_RECORDS = {
 }
 
 _counts = {"type": "integer"}
+_BY_TOKEN = {
+    "type": "object",
+    "description": "One API token's part of the range, most images first.",
+    "properties": {
+        "token": {
+            "type": "integer",
+            "nullable": True,
+            "description": "The token's id; null for the records sent without a token.",
+        },
+        "name": {
+            "type": "string",
+            "description": f"The token's name; `{NO_TOKEN_NAME}` without one, "
+            f"`{DELETED_TOKEN_NAME}` for a token that no longer exists.",
+        },
+        "prefix": {
+            "type": "string",
+            "nullable": True,
+            "description": "The token's public prefix, as `usg_` and 8 characters.",
+        },
+        "revoked": {"type": "boolean"},
+        "images": _counts,
+        "events": {**_counts, "description": "Generations (records)."},
+        "share": {
+            "type": "number",
+            "description": "Its share of the range's images, 0 to 1, to 4 decimals.",
+        },
+    },
+}
 SUMMARY = {
     "operation_id": "model_usage_summary",
     "summary": "The caller's aggregates for a range of local days",
@@ -260,11 +289,21 @@ SUMMARY = {
         "Defaults: the last 30 days ending today in `tz`; `granularity` by range length "
         "(day up to 92 days, week up to 731, month beyond). `period` is the first local day "
         "of a bucket (a Monday for weeks, the 1st for months); `periods` lists every bucket "
-        "in the range, empty ones included; `series` holds only non-zero buckets."
+        "in the range, empty ones included; `series` holds only non-zero buckets. "
+        "`byToken` splits the range's totals by the API token (desktop app or machine) that "
+        "sent the records; with `token`, every figure is that token's alone."
     ),
     "parameters": [
         *_RANGE_PARAMETERS,
         OpenApiParameter("granularity", str, enum=list(GRANULARITIES)),
+        OpenApiParameter(
+            "token",
+            {"type": "string", "example": "42"},
+            description=(
+                "Only the records sent with this API token: the id of one of the caller's "
+                f"tokens (`byToken[].token`), or `{NO_TOKEN_PARAM}` for records sent without one."
+            ),
+        ),
     ],
     "responses": {
         200: OpenApiResponse(
@@ -287,6 +326,7 @@ SUMMARY = {
                         },
                     },
                     "periods": {"type": "array", "items": {"type": "string", "format": "date"}},
+                    "byToken": {"type": "array", "items": _BY_TOKEN},
                     "series": {
                         "type": "array",
                         "items": {
@@ -301,7 +341,10 @@ SUMMARY = {
                 },
             }
         ),
-        400: _error("A bad date, zone, range or granularity.", field={"type": "string"}),
+        400: _error(
+            "A bad date, zone, range or granularity, or a token that is not one of yours.",
+            field={"type": "string"},
+        ),
         401: _AUTH_ERRORS[401],
         503: _AUTH_ERRORS[503],
     },

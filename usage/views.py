@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from usage import audit, openapi, plugins, token_usage
 from usage.auth import BearerTokenAuthentication
+from usage.devices import parse_token
 from usage.ingest import ingest, parse_body
 from usage.problems import DatabaseUnavailable
 from usage.records import encode_cursor, list_records, parse_record_query, record_as_dict
@@ -94,7 +95,7 @@ def log_ingestion(request: Request, response: Response, seconds: float) -> None:
 
 
 class UsageSummaryView(APIView):
-    """The caller's totals, per model and per bucket, for a range of local days."""
+    """The caller's totals, per model, per bucket and per token, for a range of local days."""
 
     renderer_classes = [FastJSONRenderer]  # its 40 KB answer, written in a tenth of the time
 
@@ -102,7 +103,8 @@ class UsageSummaryView(APIView):
     def get(self, request: Request) -> Response:
         date_range = parse_range(request.query_params)
         granularity = parse_granularity(request.query_params.get("granularity"), date_range.days)
-        return Response(summarize(request.user, date_range, granularity))
+        token = parse_token(request.user, request.query_params.get("token"))
+        return Response(summarize(request.user, date_range, granularity, token))
 
 
 class TokenUsageView(APIView):
