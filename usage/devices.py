@@ -9,9 +9,11 @@ the records sent without one. Only the owner's own tokens can be asked for: any 
 is refused with the same answer as one that does not exist, so that it tells nothing.
 """
 
+from dataclasses import dataclass
+
 from django.contrib.auth.models import AbstractBaseUser
 
-from usage.models import NO_TOKEN, ApiToken
+from usage.models import NO_TOKEN, TOKEN_SCHEME, ApiToken
 from usage.problems import InvalidQuery
 
 NO_TOKEN_PARAM = "none"
@@ -36,41 +38,53 @@ def parse_token(owner: AbstractBaseUser, value: str | None) -> int | None:
     )
 
 
-def breakdown(owner: AbstractBaseUser, totals: dict[int, list[int]]) -> list[dict]:
-    """``totals`` (``{token id: [images, events]}``) as one entry per token, most images
-    first: its id, name, display prefix, whether it is revoked, and its share of the images.
+@dataclass(frozen=True)
+class TokenTotal:
+    """One API token's images and events in a range, with what names it."""
+
+    token_id: int  # NO_TOKEN for the records sent without one
+    images: int
+    events: int
+    name: str | None  # None for NO_TOKEN, or for a token that no longer exists
+    prefix: str | None
+    revoked: bool
+
+
+def breakdown(totals: list[TokenTotal]) -> list[dict]:
+    """A range's totals per token (``usage.summary.range_totals``) as one entry each, most
+    images first: its id, name, display prefix, whether it is revoked, and its share of the
+    images.
 
     The records without a token have ``token: null``. A token id the owner has no token for
-    any more (a token deleted outside the site) is kept, under ``DELETED_TOKEN_NAME``: the
+    any more (a token deleted outside the site) is kept, as ``DELETED_TOKEN_NAME``: the
     rollups never forget a token's usage, so the entries always add up to the totals.
     """
-    ids = [token_id for token_id in totals if token_id != NO_TOKEN]
-    tokens = (
-        {token.pk: token for token in ApiToken.objects.filter(owner=owner, pk__in=ids)}
-        if ids
-        else {}
-    )
-    all_images = sum(images for images, _ in totals.values())
+    all_images = sum(total.images for total in totals)
     entries = [
         {
-            **_describe(token_id, tokens.get(token_id)),
-            "images": images,
-            "events": events,
-            "share": round(images / all_images, 4) if all_images else 0,
+            **_describe(total),
+            "images": total.images,
+            "events": total.events,
+            "share": round(total.images / all_images, 4) if all_images else 0,
         }
-        for token_id, (images, events) in totals.items()
+        for total in totals
     ]
     return sorted(entries, key=lambda entry: (-entry["images"], entry["name"], entry["token"] or 0))
 
 
-def _describe(token_id: int, token: ApiToken | None) -> dict:
-    if token_id == NO_TOKEN:
+def _describe(total: TokenTotal) -> dict:
+    if total.token_id == NO_TOKEN:
         return {"token": None, "name": NO_TOKEN_NAME, "prefix": None, "revoked": False}
-    if token is None:
-        return {"token": token_id, "name": DELETED_TOKEN_NAME, "prefix": None, "revoked": True}
+    if total.name is None:
+        return {
+            "token": total.token_id,
+            "name": DELETED_TOKEN_NAME,
+            "prefix": None,
+            "revoked": True,
+        }
     return {
-        "token": token_id,
-        "name": token.name,
-        "prefix": token.display_prefix,
-        "revoked": token.is_revoked,
+        "token": total.token_id,
+        "name": total.name,
+        "prefix": f"{TOKEN_SCHEME}{total.prefix}",
+        "revoked": total.revoked,
     }

@@ -20,7 +20,8 @@ from django.db import connections, models, router
 from django.utils import timezone
 
 from usage import devices, dialects, rollups
-from usage.models import DailyUsageRollup, UncountedRecord, UsageRecord, UsageRollup
+from usage.devices import TokenTotal
+from usage.models import ApiToken, DailyUsageRollup, UncountedRecord, UsageRecord, UsageRollup
 from usage.problems import InvalidQuery
 
 GRANULARITIES = ("day", "week", "month")
@@ -140,27 +141,33 @@ def daily_totals(
     """``{(local day, model): [images, events]}`` for the range, read from the rollups; of
     one token's records only with ``token`` (``NO_TOKEN``: those sent without one)."""
     days = periods(date_range, "day")
-    totals: dict[tuple[date, str], list[int]] = {}
-    for bucket, model, _, images, events in bucket_totals(owner_id, date_range, "day", token):
-        cell = totals.setdefault((days[bucket], model), [0, 0])
-        cell[0] += images
-        cell[1] += events
-    return totals
+    return {
+        (days[bucket], model): [images, events]
+        for bucket, model, images, events in range_totals(
+            owner_id, date_range, "day", token
+        ).buckets
+    }
 
 
-def bucket_totals(
+@dataclass(frozen=True)
+class RangeTotals:
+    buckets: list[tuple[int, str, int, int]]  # (bucket, model, images, events)
+    tokens: list[TokenTotal]
+
+
+def range_totals(
     owner_id: int, date_range: DateRange, granularity: str, token: int | None = None
-) -> list[tuple[int, str, int, int, int]]:
-    """``(bucket, model, token, images, events)`` for every bucket, model and token with
-    records, where ``bucket`` is a position in ``periods(date_range, granularity)`` and
-    ``token`` an ``ApiToken`` id or ``NO_TOKEN``; only ``token``'s rows when it is given.
-    One statement, which adds up the pieces of ``_Plan`` in the database and returns one row
-    per bucket, model and token: a user has a few tokens, so a few times the rows at most.
+) -> RangeTotals:
+    """``(bucket, model, images, events)`` for every bucket and model with records, where
+    ``bucket`` is a position in ``periods(date_range, granularity)``, and the range's totals
+    per API token; only ``token``'s records when it is given. One statement, which adds up
+    the pieces of ``_Plan`` in the database and returns one row per bucket and model, then
+    one per token, whatever the number of records.
     """
     filtered = token is not None
     plan = _plan(date_range, granularity, filtered)
     if not plan.sql:
-        return []
+        return RangeTotals([], [])
     # Both rollups go to the same database: the router decides for them together.
     connection = connections[router.db_for_read(DailyUsageRollup)]
     day, moment = connection.ops.adapt_datefield_value, connection.ops.adapt_datetimefield_value
@@ -172,11 +179,20 @@ def bucket_totals(
     if plan.hours:  # each cut hour once, looked up in the index like the days
         params += [owner_id, *(moment(value) for value in dict.fromkeys(plan.hours))]
         params += of_token
-    # Then the records not yet counted into the rollups, cut by the same pieces.
+    # Then the records not yet counted into the rollups, cut by the same pieces; then the
+    # owner again, whose tokens alone name the tokens' rows.
     params += [owner_id, *of_token] * (bool(plan.days) + bool(plan.hours))
+    params.append(owner_id)
     with connection.cursor() as cursor:
         cursor.execute(plan.sql, params)
-        return cursor.fetchall()
+        rows = cursor.fetchall()
+    buckets, tokens = [], []
+    for bucket, label, token_id, images, events, prefix, revoked in rows:
+        if bucket is not None:
+            buckets.append((bucket, label, images, events))
+        else:
+            tokens.append(TokenTotal(token_id, images, events, label, prefix, bool(revoked)))
+    return RangeTotals(buckets, tokens)
 
 
 @dataclass(frozen=True)
@@ -219,11 +235,19 @@ def _plan(date_range: DateRange, granularity: str, filtered: bool = False) -> _P
     selects = " UNION ALL ".join(
         [rollup for _, rollup, _ in parts] + [uncounted for _, _, uncounted in parts]
     )
+    tokens = _quoted_table(ApiToken)
+    # The pieces are added up twice, per bucket and model, then per token with the token's
+    # name beside it: one statement and one round trip, where asking for the names apart
+    # would cost a second one.
     sql = (
-        f"WITH {ctes} "
-        "SELECT bucket, model, token_id, CAST(SUM(images) AS BIGINT), "
-        f"CAST(SUM(events) AS BIGINT) FROM ({selects}) AS pieces "
-        "GROUP BY bucket, model, token_id HAVING SUM(events) > 0"
+        f"WITH {ctes}, pieces AS ({selects}) "
+        "SELECT bucket, model, NULL, CAST(SUM(images) AS BIGINT), CAST(SUM(events) AS BIGINT), "
+        "NULL, NULL FROM pieces GROUP BY bucket, model HAVING SUM(events) > 0 "
+        "UNION ALL "
+        "SELECT NULL, t.name, p.token_id, CAST(SUM(p.images) AS BIGINT), "
+        "CAST(SUM(p.events) AS BIGINT), t.prefix, t.revoked_at IS NOT NULL FROM pieces p "
+        f"LEFT JOIN {tokens} t ON t.id = p.token_id AND t.owner_id = %s "
+        "GROUP BY p.token_id, t.name, t.prefix, t.revoked_at HAVING SUM(p.events) > 0"
     )
     return _Plan(sql, tuple(piece[0] for piece in daily), tuple(piece[0] for piece in hourly))
 
@@ -400,19 +424,16 @@ def summarize(
 ) -> dict:
     """The owner's images and events in the range: totals, per model, per bucket and per
     API token; of one token's records only with ``token`` (``usage.devices.parse_token``)."""
+    totals = range_totals(owner.pk, date_range, granularity, token)
+    rows = totals.buckets
     per_model: dict[str, list[int]] = {}
-    per_token: dict[int, list[int]] = {}
-    per_cell: dict[tuple[int, str], int] = {}
-    for bucket, model, token_id, images, events in bucket_totals(
-        owner.pk, date_range, granularity, token
-    ):
-        for totals in (per_model.setdefault(model, [0, 0]), per_token.setdefault(token_id, [0, 0])):
-            totals[0] += images
-            totals[1] += events
-        per_cell[(bucket, model)] = per_cell.get((bucket, model), 0) + images
+    for _, model, images, events in rows:
+        model_totals = per_model.setdefault(model, [0, 0])
+        model_totals[0] += images
+        model_totals[1] += events
     models = sorted(per_model, key=lambda name: (-per_model[name][0], name))
     rank = {name: position for position, name in enumerate(models)}
-    cells = sorted(per_cell.items(), key=lambda cell: (cell[0][0], rank[cell[0][1]]))
+    rows.sort(key=lambda row: (row[0], rank[row[1]]))
     labels = [period.isoformat() for period in periods(date_range, granularity)]
     return {
         "start": date_range.start.isoformat(),
@@ -430,7 +451,7 @@ def summarize(
         "periods": labels,
         "series": [
             {"period": labels[bucket], "model": model, "images": images}
-            for (bucket, model), images in cells
+            for bucket, model, images, _ in rows
         ],
-        "byToken": devices.breakdown(owner, per_token),
+        "byToken": devices.breakdown(totals.tokens),
     }
