@@ -186,12 +186,14 @@ def range_totals(
     with connection.cursor() as cursor:
         cursor.execute(plan.sql, params)
         rows = cursor.fetchall()
-    buckets, tokens = [], []
-    for bucket, label, token_id, images, events, prefix, revoked in rows:
-        if bucket is not None:
-            buckets.append((bucket, label, images, events))
-        else:
-            tokens.append(TokenTotal(token_id, images, events, label, prefix, bool(revoked)))
+    # Bucket rows first in each row's columns, so that they are a slice: this loop runs for
+    # every bucket and model, the token rows are a few.
+    buckets = [row[:4] for row in rows if row[0] is not None]
+    tokens = [
+        TokenTotal(token_id, images, events, name, prefix, bool(revoked))
+        for bucket, _, images, events, token_id, name, prefix, revoked in rows
+        if bucket is None
+    ]
     return RangeTotals(buckets, tokens)
 
 
@@ -235,19 +237,15 @@ def _plan(date_range: DateRange, granularity: str, filtered: bool = False) -> _P
     selects = " UNION ALL ".join(
         [rollup for _, rollup, _ in parts] + [uncounted for _, _, uncounted in parts]
     )
-    tokens = _quoted_table(ApiToken)
-    # The pieces are added up twice, per bucket and model, then per token with the token's
-    # name beside it: one statement and one round trip, where asking for the names apart
-    # would cost a second one.
+    # The pieces are added up per bucket and model and per token in one pass where the
+    # database can (``usage.dialects``), and each token's name joined to its row: one
+    # statement and one round trip, where asking for the names apart would cost a second.
     sql = (
         f"WITH {ctes}, pieces AS ({selects}) "
-        "SELECT bucket, model, NULL, CAST(SUM(images) AS BIGINT), CAST(SUM(events) AS BIGINT), "
-        "NULL, NULL FROM pieces GROUP BY bucket, model HAVING SUM(events) > 0 "
-        "UNION ALL "
-        "SELECT NULL, t.name, p.token_id, CAST(SUM(p.images) AS BIGINT), "
-        "CAST(SUM(p.events) AS BIGINT), t.prefix, t.revoked_at IS NOT NULL FROM pieces p "
-        f"LEFT JOIN {tokens} t ON t.id = p.token_id AND t.owner_id = %s "
-        "GROUP BY p.token_id, t.name, t.prefix, t.revoked_at HAVING SUM(p.events) > 0"
+        "SELECT g.bucket, g.model, g.images, g.events, g.token_id, "
+        "t.name, t.prefix, t.revoked_at IS NOT NULL "
+        f"FROM ({dialects.current().BY_BUCKET_AND_TOKEN}) AS g "
+        f"LEFT JOIN {_quoted_table(ApiToken)} t ON t.id = g.token_id AND t.owner_id = %s"
     )
     return _Plan(sql, tuple(piece[0] for piece in daily), tuple(piece[0] for piece in hourly))
 

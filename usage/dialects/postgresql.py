@@ -39,6 +39,12 @@ BUCKETS = Buckets(
     hour_of_day=f"extract(hour FROM {_UTC})::int",
 )
 
+# Both sums in one pass over the pieces, which are read once.
+BY_BUCKET_AND_TOKEN = (
+    "SELECT bucket, model, CAST(SUM(images) AS BIGINT) AS images, "
+    "CAST(SUM(events) AS BIGINT) AS events, token_id FROM pieces "
+    "GROUP BY GROUPING SETS ((bucket, model), (token_id)) HAVING SUM(events) > 0"
+)
 
 # Batches up to this size are left for the fold; larger ones are counted at once.
 DEFER_UP_TO = 10
