@@ -2,10 +2,14 @@
 API token equal a recount from the raw records whatever the writes, folds, deletes and
 rebuilds, add up to the unfiltered figures, and never name another user's token."""
 
+import random
 from datetime import UTC, date, datetime, timedelta
+from importlib import import_module
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -245,3 +249,73 @@ def test_a_single_record_is_in_its_tokens_figures_before_the_fold_too(owner, dev
     after = summarize(owner, day, "day", laptop.pk)
     assert by_token(before) == by_token(after) == {laptop.pk: (3, 1)}
     assert summarize(owner, day, "day", NO_TOKEN)["totals"] == {"images": 0, "events": 0}
+
+
+# --- Migration 0008: the token into the rollups' keys -------------------------------------
+
+BEFORE_TOKENS = ("usage", "0007_uncounted_records")
+
+
+def rollup_sums(by_token: bool) -> tuple[list[tuple], list[tuple]]:
+    """Every hourly and daily rollup row's totals, keyed by owner, hour or day, model (and
+    token), from the tables as they are now."""
+    token = ", token_id" if by_token else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT owner_id, hour, model{token}, images_q0 + images_q1 + images_q2 + images_q3, "
+            "events_q0 + events_q1 + events_q2 + events_q3 FROM usage_usagerollup"
+        )
+        hourly = sorted(cursor.fetchall())
+        cursor.execute(
+            f"SELECT owner_id, day, model{token}, images_by_24, events_by_24, images_by_07 "
+            "FROM usage_dailyusagerollup"
+        )
+        daily = sorted(cursor.fetchall())
+    return hourly, daily
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_recounts_the_rollups_by_token_and_back(owner, other):
+    executor = MigrationExecutor(connection)
+    latest = executor.loader.graph.leaf_nodes()
+    executor.migrate([BEFORE_TOKENS])
+    old = executor.loader.project_state([BEFORE_TOKENS]).apps
+    token_model = old.get_model("usage", "ApiToken")
+    tokens = [
+        token_model.objects.create(owner_id=user.pk, name=name, prefix=name[:8], secret_hash="")
+        for user, name in ((owner, "laptop01"), (owner, "studio01"), (other, "bobs0001"))
+    ]
+    chance = random.Random(8)
+    start = datetime(2026, 3, 28, 20, tzinfo=UTC)
+    records = []
+    for _ in range(400):
+        user = chance.choice([owner, owner, other])
+        mine = [token for token in tokens if token.owner_id == user.pk]
+        moment = start + timedelta(minutes=chance.randrange(3 * 24 * 60))
+        records.append(
+            old.get_model("usage", "UsageRecord")(
+                owner_id=user.pk,
+                model=chance.choice(["SDXL", "Flux"]),
+                image_count=chance.randint(1, 50),
+                occurred_at=moment,
+                received_at=moment,
+                token_id=chance.choice([None, *(token.pk for token in mine)]),
+            )
+        )
+    old.get_model("usage", "UsageRecord").objects.bulk_create(records)
+    migration = import_module("usage.migrations.0008_token_rollups")
+    migration.count_all(old, connection)  # the rollups as they were kept before it
+    old_hourly, old_daily = rollup_sums(by_token=False)
+
+    MigrationExecutor(connection).migrate(latest)
+    kept = rollup_sums(by_token=True)
+    rebuild()  # today's recount from the records agrees, row for row
+    assert rollup_sums(by_token=True) == kept
+    assert len(kept[0]) > len(old_hourly)  # split by token
+    whole = DateRange(date(2026, 3, 28), date(2026, 4, 1), ZoneInfo("UTC"))
+    for user in (owner, other):
+        assert by_token(summarize(user, whole, "day")) == recount_by_token(user.pk, whole)
+
+    MigrationExecutor(connection).migrate([BEFORE_TOKENS])  # and back: the sums per model
+    assert rollup_sums(by_token=False) == (old_hourly, old_daily)
+    MigrationExecutor(connection).migrate(latest)
