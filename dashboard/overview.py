@@ -164,12 +164,14 @@ class Overview:
         }
 
 
-def build_overview(owner: AbstractBaseUser, date_range: DateRange) -> Overview:
+def build_overview(
+    owner: AbstractBaseUser, date_range: DateRange, token: int | None = None
+) -> Overview:
     granularity = parse_granularity(None, date_range.days)
-    summary = summarize_with_costs(owner, date_range, granularity)
+    summary = summarize_with_costs(owner, date_range, granularity, token)
     # The same query again for the days before: the cost of the comparison is one rollup read.
     before = previous_range(date_range)
-    previous = summarize_with_costs(owner, before, granularity)
+    previous = summarize_with_costs(owner, before, granularity, token)
     lo, hi = date_range.utc_bounds()
     recent, _ = list_records(owner, RecordQuery(lo, hi, RECENT_LIMIT, after=None))
     last_activity = (

@@ -29,10 +29,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 
 from dashboard.budget import budget_card
+from dashboard.devices import device_rows, token_choices
 from dashboard.forms import TimeZoneForm, TokenForm
 from dashboard.models import Profile
 from dashboard.overview import PRESET_DAYS, DashboardQuery, Overview, build_overview, parse_query
 from usage import audit
+from usage.devices import parse_token
 from usage.errors import problem_response, with_headers
 from usage.export import (
     OWNER_HEADER,
@@ -56,7 +58,7 @@ from usage.tokens import (
 )
 
 # The parts of the page that Refresh Data replaces, each rendered from its own template.
-REGIONS = ("cards", "budget", "usage-table", "share-table", "recent-records")
+REGIONS = ("cards", "budget", "usage-table", "share-table", "recent-records", "devices")
 # What the token panel charts of the plugin generator's counts: its last days and months.
 TOKEN_DAYS = 30
 TOKEN_MONTHS = 12
@@ -106,9 +108,15 @@ def index(request: HttpRequest) -> HttpResponse:
     except InvalidQuery as invalid:  # the page still shows something: the default range
         problem = f"{invalid.message} Showing the last 30 days instead."
         query = parse_query({}, zone or "UTC")
-    overview = build_overview(subject, query.date_range)
+    try:
+        token = token_of(request, subject)
+    except InvalidQuery as invalid:  # and every device's usage
+        problem = " ".join(filter(None, [problem, f"{invalid.message} Showing every device."]))
+        token = None
+    overview = build_overview(subject, query.date_range, token)
     context = {
-        **page_context(request, subject, query, overview),
+        **page_context(request, subject, query, overview, token),
+        "token_choices": token_choices(subject, token),
         **token_panels(subject, own=subject == request.user),
         "problem": problem,
         "detect_zone": not zone and not request.GET.get("tz"),
@@ -130,10 +138,11 @@ def data(request: HttpRequest) -> JsonResponse:
     subject = subject_of(request)
     try:
         query = query_of(request)
+        token = token_of(request, subject)
     except Problem as problem:
         return problem_response(problem)
-    overview = build_overview(subject, query.date_range)
-    context = page_context(request, subject, query, overview)
+    overview = build_overview(subject, query.date_range, token)
+    context = page_context(request, subject, query, overview, token)
     html = {region: render_to_string(f"dashboard/_{region}.html", context) for region in REGIONS}
     return JsonResponse(
         {"summary": overview.summary, "chart": overview.chart(), "html": html},
@@ -141,11 +150,22 @@ def data(request: HttpRequest) -> JsonResponse:
     )
 
 
+def token_of(request: HttpRequest, subject: AbstractBaseUser) -> int | None:
+    """The device filter, ``?token=``: one of the subject's tokens, ``none``, or every one."""
+    return parse_token(subject, request.GET.get("token"))
+
+
 def page_context(
-    request: HttpRequest, subject: AbstractBaseUser, query: DashboardQuery, overview: Overview
+    request: HttpRequest,
+    subject: AbstractBaseUser,
+    query: DashboardQuery,
+    overview: Overview,
+    token: int | None = None,
 ) -> dict:
     own = subject == request.user
     params = query_params(query, None if own else subject.get_username())
+    if token is not None:
+        params["token"] = request.GET["token"]
     return {
         "subject": subject,
         "own": own,
@@ -155,6 +175,8 @@ def page_context(
         "summary": overview.summary,
         "query_string": urlencode(params),
         **budget_card(subject),
+        "devices": device_rows(overview.summary),
+        "token": token,
     }
 
 
@@ -188,7 +210,7 @@ def query_params(query: DashboardQuery, username: str | None) -> dict[str, str]:
 
 
 def range_links(request: HttpRequest, query: DashboardQuery) -> list[dict]:
-    base = {key: request.GET[key] for key in ("tz", "user") if request.GET.get(key)}
+    base = {key: request.GET[key] for key in ("tz", "user", "token") if request.GET.get(key)}
     return [
         {
             "label": f"{days} days",
@@ -371,8 +393,8 @@ def export_csv(request: HttpRequest) -> HttpResponse:
     response = _export(
         request,
         "usage",
-        lambda subject, date_range: csv_lines(
-            OWNER_HEADER, owner_rows(subject, *date_range.utc_bounds(), date_range.tz)
+        lambda subject, date_range, token: csv_lines(
+            OWNER_HEADER, owner_rows(subject, *date_range.utc_bounds(), date_range.tz, token)
         ),
     )
     if kept_from := kept_from_text():
@@ -388,20 +410,25 @@ def export_totals_csv(request: HttpRequest) -> HttpResponse:
     return _export(
         request,
         "daily-totals",
-        lambda subject, date_range: csv_lines(TOTALS_HEADER, total_rows(subject, date_range)),
+        lambda subject, date_range, token: csv_lines(
+            TOTALS_HEADER, total_rows(subject, date_range, token)
+        ),
     )
 
 
 def _export(
-    request: HttpRequest, kind: str, lines: Callable[[AbstractBaseUser, DateRange], Iterator[str]]
+    request: HttpRequest,
+    kind: str,
+    lines: Callable[[AbstractBaseUser, DateRange, int | None], Iterator[str]],
 ) -> HttpResponse:
     subject = subject_of(request)
     try:
         query = query_of(request)
+        token = token_of(request, subject)
     except Problem as problem:  # a CSV download that cannot be made says why, as text
         return HttpResponse(
             problem.message, status=problem.status, content_type="text/plain; charset=utf-8"
         )
     date_range = query.date_range
     filename = f"{kind}-{subject.get_username()}-{date_range.start}-to-{date_range.end}.csv"
-    return csv_response(filename, lines(subject, date_range))
+    return csv_response(filename, lines(subject, date_range, token))

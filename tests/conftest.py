@@ -260,7 +260,7 @@ def post_usage(client: APIClient, body, *, content_type="application/json", **he
     return client.post("/api/model-usage", data=data, content_type=content_type, **headers)
 
 
-def make_record(owner, when, model="SD", images=1, received_at=None) -> UsageRecord:
+def make_record(owner, when, model="SD", images=1, received_at=None, token=None) -> UsageRecord:
     """A stored record at an exact time, including times the ingestion window would refuse.
 
     Counted into the rollups as ingestion does, in the same transaction.
@@ -272,6 +272,7 @@ def make_record(owner, when, model="SD", images=1, received_at=None) -> UsageRec
             image_count=images,
             occurred_at=when,
             received_at=received_at or when,
+            token=token,
         )
         rollups.count_records([record.pk])
     return record

@@ -619,6 +619,8 @@ ADMIN_MODELS = (
         ),
         changelist_action="revoke",
         action_check=revokes_owner_token,
+        # Revoked, never deleted: the rollups count usage per token (usage.devices).
+        delete="refused",
     ),
     # The ledger and the audit log are read-only.
     AdminModel(

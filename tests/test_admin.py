@@ -247,6 +247,15 @@ def test_revoke_action_leaves_unselected_tokens_alone(staff_client, owner_token,
     assert ApiToken.objects.get(pk=other_token.token.pk).revoked_at is None
 
 
+def test_tokens_are_revoked_in_the_admin_never_deleted(staff_client, owner_token):
+    token = owner_token.token
+    assert staff_client.post(f"{TOKENS_URL}{token.pk}/delete/", {"post": "yes"}).status_code == 403
+    staff_client.post(
+        TOKENS_URL, {"action": "delete_selected", "_selected_action": [token.pk], "post": "yes"}
+    )
+    assert ApiToken.objects.filter(pk=token.pk).exists()
+
+
 @pytest.mark.parametrize("url", [RECORDS_URL, TOKENS_URL])
 def test_non_staff_user_is_sent_to_the_admin_login(client, owner, url):
     client.force_login(owner)

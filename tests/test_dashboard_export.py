@@ -12,6 +12,7 @@ from django.test import Client
 from dashboard.models import Profile
 from tests.conftest import make_record
 from usage.models import ModelPrice
+from usage.tokens import create_token
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -51,6 +52,7 @@ def test_the_csv_has_a_header_and_the_owners_records_in_their_zone(owner, record
         "image_count",
         "event_id",
         "received_at",
+        "token",
         "cost",
         "currency",
     ]
@@ -119,6 +121,7 @@ def test_an_empty_range_is_just_the_header(owner):
             "image_count",
             "event_id",
             "received_at",
+            "token",
             "cost",
             "currency",
         ]
@@ -219,3 +222,68 @@ def test_accents_fall_back_to_their_letters_and_quotes_to_underscores(db):
         'attachment; filename="usage-Jose__x-2026-03-01-to-2026-03-01.csv"; '
         "filename*=UTF-8''usage-Jos%C3%A9%22%5Cx-2026-03-01-to-2026-03-01.csv"
     )
+
+
+# --- per device: the token column and ?token= ----------------------------------------------
+
+MARCH = {"start": "2026-03-01", "end": "2026-03-31", "tz": "UTC"}
+
+
+@pytest.fixture
+def laptop(owner):
+    return create_token(owner, "Laptop").token
+
+
+@pytest.fixture
+def device_records(owner, other, laptop, other_token):
+    make_record(owner, datetime(2026, 3, 2, 9, tzinfo=UTC), model="SDXL", images=4, token=laptop)
+    make_record(owner, datetime(2026, 3, 3, 9, tzinfo=UTC), model="Flux", images=2)
+    make_record(other, datetime(2026, 3, 2, 9, tzinfo=UTC), images=9, token=other_token.token)
+
+
+def test_each_record_says_which_token_sent_it(owner, laptop, device_records):
+    rows = rows_of(client_for(owner).get("/dashboard/export.csv", MARCH))
+    assert [(row[2], row[6]) for row in rows[1:]] == [
+        ("SDXL", f"{laptop.display_prefix} (Laptop)"),
+        ("Flux", ""),
+    ]
+
+
+def test_a_formula_like_token_name_is_exported_as_text(owner):
+    token = create_token(owner, "=cmd|' /C calc'!A0").token
+    make_record(owner, datetime(2026, 3, 2, 9, tzinfo=UTC), token=token)
+    rows = rows_of(client_for(owner).get("/dashboard/export.csv", MARCH))
+    assert rows[1][6] == f"{token.display_prefix} (=cmd|' /C calc'!A0)"  # starts with usg_
+
+
+@pytest.mark.parametrize("kind", ["export.csv", "daily-totals.csv"])
+def test_both_csvs_take_the_token_filter(owner, laptop, device_records, kind):
+    client = client_for(owner)
+    of_laptop = rows_of(client.get(f"/dashboard/{kind}", {**MARCH, "token": laptop.pk}))
+    without = rows_of(client.get(f"/dashboard/{kind}", {**MARCH, "token": "none"}))
+    model = 2 if kind == "export.csv" else 1
+    assert [row[model] for row in of_laptop[1:]] == ["SDXL"]
+    assert [row[model] for row in without[1:]] == ["Flux"]
+
+
+@pytest.mark.parametrize("kind", ["export.csv", "daily-totals.csv"])
+def test_another_users_token_gets_a_400_and_none_of_their_rows(
+    owner, other_token, device_records, kind
+):
+    response = client_for(owner).get(f"/dashboard/{kind}", {**MARCH, "token": other_token.token.pk})
+    assert response.status_code == 400
+    assert response.content == b"token must be the id of one of your API tokens, or none."
+
+
+def test_staff_filter_a_users_csv_by_that_users_token_only(
+    staff, laptop, other_token, device_records
+):
+    query = {**MARCH, "user": "alice"}
+    mine = rows_of(
+        client_for(staff).get("/dashboard/daily-totals.csv", {**query, "token": laptop.pk})
+    )
+    assert mine[1:] == [["2026-03-02", "SDXL", "4", "1"]]
+    theirs = client_for(staff).get(
+        "/dashboard/daily-totals.csv", {**query, "token": other_token.token.pk}
+    )
+    assert theirs.status_code == 400

@@ -389,7 +389,14 @@ def test_refresh_data_brings_new_records_and_rendered_regions(owner, march_recor
     make_record(owner, at("2026-03-20T12:00:00"), model="Flux", images=7)
     after = client.get("/dashboard/data/", MARCH).json()
     assert (before["summary"]["totals"]["images"], after["summary"]["totals"]["images"]) == (9, 16)
-    assert set(after["html"]) == {"cards", "budget", "usage-table", "share-table", "recent-records"}
+    assert set(after["html"]) == {
+        "cards",
+        "budget",
+        "usage-table",
+        "share-table",
+        "recent-records",
+        "devices",
+    }
     assert 'data-testid="total-images">16<' in after["html"]["cards"]
     assert "Flux" in after["html"]["recent-records"]
     assert after["chart"]["share"]["labels"] == ["Flux", "SDXL", "DALL-E 3"]
@@ -409,13 +416,15 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(
     owner, march_records, django_assert_max_num_queries
 ):
     client = client_for(owner)
-    # session, user, profile, summary, prices, the summary of the days before, recent, last
-    # activity, budget (none: the card says so)
-    with django_assert_max_num_queries(9):
+    # session, user, profile, summary (its tokens' names too), prices, the summary of the days
+    # before, recent, last activity, budget (none: the card says so), the device filter
+    with django_assert_max_num_queries(10):
         client.get("/dashboard/", MARCH)
+    tokens = [create_token(owner, f"device {n}").token for n in range(5)]
     for day in range(1, 28):
-        make_record(owner, at(f"2026-03-{day:02d}T08:00:00"), model=f"m{day % 12}")
-    with django_assert_max_num_queries(9):
+        token = tokens[day % 5]
+        make_record(owner, at(f"2026-03-{day:02d}T08:00:00"), model=f"m{day % 12}", token=token)
+    with django_assert_max_num_queries(10):
         client.get("/dashboard/", MARCH)
 
 
@@ -423,7 +432,7 @@ def test_a_half_hour_zone_costs_one_query_more_for_the_hours_that_midnight_cuts(
     owner, march_records, django_assert_max_num_queries
 ):
     client = client_for(owner)
-    with django_assert_max_num_queries(11):  # one more for each of the two summaries
+    with django_assert_max_num_queries(12):  # one more for each of the two summaries
         response = client.get("/dashboard/", {**MARCH, "tz": "Asia/Kolkata"})
     assert response.status_code == 200
 

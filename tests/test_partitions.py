@@ -208,7 +208,7 @@ def test_event_ids_older_than_ingestion_accepts_are_forgotten_and_no_others(owne
 
 # --- Migration 0012: converting a table that holds records ------------------------------
 
-BEFORE = ("usage", "0007_uncounted_records")
+BEFORE = ("usage", "0011_budgets")
 
 
 @pytest.mark.django_db(transaction=True)

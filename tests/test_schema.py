@@ -92,7 +92,7 @@ def test_summary_documents_its_query_parameters(schema):
     get = schema["paths"]["/api/model-usage/summary"]["get"]
 
     names = {p["name"] for p in get["parameters"] if p["in"] == "query"}
-    assert names == {"start", "end", "tz", "granularity"}
+    assert names == {"start", "end", "tz", "granularity", "token"}
     (granularity,) = [p for p in get["parameters"] if p["name"] == "granularity"]
     assert set(granularity["schema"]["enum"]) == {"day", "week", "month"}
 
@@ -112,6 +112,14 @@ def test_summary_documents_its_costs_as_nullable_decimal_strings_and_its_currenc
     assert body["currency"]["type"] == "string"
     assert body["unpricedModels"]["items"]["type"] == "string"
     assert "unpricedImages" in body["totals"]["properties"]
+
+
+def test_summary_documents_its_breakdown_by_token(schema):
+    answer = schema["paths"]["/api/model-usage/summary"]["get"]["responses"]["200"]
+    body = answer["content"]["application/json"]["schema"]
+
+    by_token = body["properties"]["byToken"]["items"]["properties"]
+    assert set(by_token) == {"token", "name", "prefix", "revoked", "images", "events", "share"}
 
 
 def test_bearer_token_is_the_documented_scheme_for_posting(schema):

@@ -7,6 +7,7 @@ import pytest
 
 from tests.conftest import make_record
 from usage.summary import DateRange, periods, summarize
+from usage.tokens import create_token
 
 pytestmark = pytest.mark.django_db
 
@@ -257,3 +258,94 @@ def test_a_midnight_on_a_quarter_hour_splits_the_utc_hour_exactly_there(
     expected = {("2026-03-01", "SD"): 1}
     expected[(local_day, "SD")] = expected.get((local_day, "SD"), 0) + 7
     assert by_period(body) == expected
+
+
+# --- per device: byToken and ?token= -------------------------------------------------------
+
+JUNE = {"start": "2026-06-01", "end": "2026-06-30"}
+
+
+def test_the_summary_splits_the_range_by_the_token_that_sent_it(owner, owner_api, owner_token):
+    laptop = owner_token.token
+    studio = create_token(owner, "Studio PC").token
+    record(owner, datetime(2026, 6, 2, 9, tzinfo=UTC), images=3, token=laptop)
+    record(owner, datetime(2026, 6, 3, 9, tzinfo=UTC), images=1, token=studio)
+    record(owner, datetime(2026, 6, 3, 10, tzinfo=UTC), images=4)
+    body = summary(owner_api, **JUNE)
+    assert [
+        (e["token"], e["name"], e["prefix"], e["images"], e["events"]) for e in body["byToken"]
+    ] == [
+        (None, "No token", None, 4, 1),
+        (laptop.pk, "Work laptop", laptop.display_prefix, 3, 1),
+        (studio.pk, "Studio PC", studio.display_prefix, 1, 1),
+    ]
+    assert sum(e["images"] for e in body["byToken"]) == body["totals"]["images"]
+
+
+def test_a_token_filter_narrows_every_figure_to_that_token(owner, owner_api, owner_token):
+    laptop = owner_token.token
+    record(owner, datetime(2026, 6, 2, 9, tzinfo=UTC), model="SDXL", images=3, token=laptop)
+    record(owner, datetime(2026, 6, 2, 9, tzinfo=UTC), model="Flux", images=4)
+    body = summary(owner_api, **JUNE, token=str(laptop.pk))
+    assert body["totals"] == {"images": 3, "events": 1}
+    assert body["models"] == [{"model": "SDXL", "images": 3, "events": 1}]
+    assert by_period(body) == {("2026-06-02", "SDXL"): 3}
+    assert [e["token"] for e in body["byToken"]] == [laptop.pk]
+    without = summary(owner_api, **JUNE, token="none")
+    assert (without["totals"], by_period(without)) == (
+        {"images": 4, "events": 1},
+        {("2026-06-02", "Flux"): 4},
+    )
+
+
+def test_another_users_token_gets_a_400_and_none_of_their_data(
+    owner, other, owner_api, other_token
+):
+    record(other, datetime(2026, 6, 2, 9, tzinfo=UTC), images=50, token=other_token.token)
+    response = owner_api.get("/api/model-usage/summary", {**JUNE, "token": other_token.token.pk})
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "token must be the id of one of your API tokens, or none.",
+        "code": "invalid_query",
+        "field": "token",
+    }
+
+
+def test_staff_cannot_filter_by_another_users_token_here(owner, staff, client, owner_token):
+    record(owner, datetime(2026, 6, 2, 9, tzinfo=UTC), images=50, token=owner_token.token)
+    client.force_login(staff)
+    response = client.get("/api/model-usage/summary", {**JUNE, "token": owner_token.token.pk})
+    assert response.status_code == 400
+    assert response.json()["field"] == "token"
+
+
+@pytest.mark.parametrize("token", ["abc", "-1", "0", "1e3", "9" * 40])
+def test_a_malformed_token_gets_a_400_naming_it(owner_api, token):
+    response = owner_api.get("/api/model-usage/summary", {"token": token})
+    assert response.status_code == 400
+    assert response.json()["field"] == "token"
+
+
+def test_the_breakdown_costs_no_query_more(
+    owner, owner_api, owner_token, django_assert_num_queries
+):
+    tokens = [owner_token.token, *(create_token(owner, f"device {n}").token for n in range(3))]
+    for day in range(1, 29):
+        record(
+            owner,
+            datetime(2026, 6, day, 12, tzinfo=UTC),
+            model=f"m{day % 5}",
+            token=tokens[day % 4],
+        )
+    owner_api.get("/api/model-usage/summary", JUNE)  # the warm-up checks the token
+    with django_assert_num_queries(1):  # the buckets and the tokens, names included
+        body = summary(owner_api, **JUNE)
+    assert {e["name"] for e in body["byToken"]} == {
+        "Work laptop",
+        "device 0",
+        "device 1",
+        "device 2",
+    }
+    with django_assert_num_queries(2):  # and the filter's check that the token is the caller's
+        body = summary(owner_api, **JUNE, token=str(tokens[1].pk))
+    assert body["totals"]["events"] == 7

@@ -392,20 +392,23 @@ def test_the_servers_fold_every_single_record_into_the_rollups_within_seconds(si
             time.sleep(0.2)
         recount = conn.execute(
             "SELECT owner_id, date_trunc('hour', occurred_at, 'UTC'), model, "
-            "sum(image_count), count(*) FROM usage_usagerecord GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            "COALESCE(token_id, 0), sum(image_count), count(*) FROM usage_usagerecord "
+            "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
         ).fetchall()
         hourly = conn.execute(
-            "SELECT owner_id, hour, model, images_q0 + images_q1 + images_q2 + images_q3, "
+            "SELECT owner_id, hour, model, token_id, "
+            "images_q0 + images_q1 + images_q2 + images_q3, "
             "events_q0 + events_q1 + events_q2 + events_q3 FROM usage_usagerollup "
-            "ORDER BY 1, 2, 3"
+            "ORDER BY 1, 2, 3, 4"
         ).fetchall()
         daily = conn.execute(
-            "SELECT owner_id, day, model, images_by_24, events_by_24 "
-            "FROM usage_dailyusagerollup ORDER BY 1, 2, 3"
+            "SELECT owner_id, day, model, token_id, images_by_24, events_by_24 "
+            "FROM usage_dailyusagerollup ORDER BY 1, 2, 3, 4"
         ).fetchall()
         by_day = conn.execute(
             "SELECT owner_id, (occurred_at AT TIME ZONE 'UTC')::date, model, "
-            "sum(image_count), count(*) FROM usage_usagerecord GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            "COALESCE(token_id, 0), sum(image_count), count(*) FROM usage_usagerecord "
+            "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
         ).fetchall()
     assert len(recount) > 40
     assert hourly == recount

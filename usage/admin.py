@@ -172,6 +172,12 @@ class ApiTokenAdmin(CheckedChangeListAdmin):
         # create_api_token command or the dashboard, which show it once.
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # Revoked, never deleted: deleting one would empty its records' token, while the
+        # rollups go on counting their usage under it (usage.devices), so the per-device
+        # figures would no longer match the records.
+        return False
+
     @admin.action(description="Revoke selected tokens")
     def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
         tokens = list(queryset.filter(revoked_at__isnull=True))

@@ -165,19 +165,24 @@ def exact(amount: Decimal) -> str:
 Stretch = tuple[datetime, datetime]
 
 
-def interval_images(owner_id: int, stretches: list[Stretch]) -> dict[tuple[Stretch, str], int]:
+def interval_images(
+    owner_id: int, stretches: list[Stretch], token: int | None = None
+) -> dict[tuple[Stretch, str], int]:
     """``{(stretch, model): images}`` for stretches ``[start, end)`` of aware UTC times on
     quarter hours, read in one statement from the rollups and the records not counted into
-    them yet, as ``usage.summary`` reads its buckets (whose SQL for the pieces it reuses)."""
+    them yet, as ``usage.summary`` reads its buckets (whose SQL for the pieces it reuses);
+    of one API token's records only with ``token`` (``usage.devices.parse_token``)."""
+    filtered = token is not None
+    of_token = [token] if filtered else []
     daily: list[tuple] = []
     hourly: list[tuple] = []
     for label, (start, end) in enumerate(stretches):
         _cut(start, end, label, daily, hourly)
     parts = []
     if daily:
-        parts.append(summary._daily_sql(daily))
+        parts.append(summary._daily_sql(daily, filtered))
     if hourly:
-        parts.append(summary._hourly_sql(hourly))
+        parts.append(summary._hourly_sql(hourly, filtered))
     if not parts:
         return {}
     selects = [rollup for _, rollup, _ in parts] + [uncounted for _, _, uncounted in parts]
@@ -193,10 +198,10 @@ def interval_images(owner_id: int, stretches: list[Stretch]) -> dict[tuple[Stret
     params: list[object] = [moment(hour) for hour in hours]
     if daily:
         days = [piece[0] for piece in daily]
-        params += [owner_id, day(min(days)), day(max(days))]
+        params += [owner_id, day(min(days)), day(max(days)), *of_token]
     if hourly:
-        params += [owner_id, *(moment(hour) for hour in dict.fromkeys(hours))]
-    params += [owner_id] * len(parts)
+        params += [owner_id, *(moment(hour) for hour in dict.fromkeys(hours)), *of_token]
+    params += [owner_id, *of_token] * len(parts)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return {(stretches[label], model): images for label, model, images in cursor.fetchall()}
@@ -306,7 +311,9 @@ def spend_between(owner_id: int, start: datetime, end: datetime) -> Spend:
     return total
 
 
-def costs_of(owner_id: int, cells: list[tuple[Stretch, str, int]]) -> list[Spend]:
+def costs_of(
+    owner_id: int, cells: list[tuple[Stretch, str, int]], token: int | None = None
+) -> list[Spend]:
     """What each ``(stretch, model, images)`` costs, the images being the owner's images of
     the model in the stretch as the rollups hold them (a summary's buckets, say). One read of
     the prices, and one of the rollups only when a price starts inside some stretch.
@@ -317,7 +324,8 @@ def costs_of(owner_id: int, cells: list[tuple[Stretch, str, int]]) -> list[Spend
     """
     book = price_book()
     changed = {stretch for stretch, model, _ in cells if book.starts_inside(model, *stretch)}
-    read = interval_images(owner_id, [*changed, *tails_needed(book, changed)]) if changed else {}
+    stretches = [*changed, *tails_needed(book, changed)]
+    read = interval_images(owner_id, stretches, token) if changed else {}
     return [
         split_cost(
             book,
@@ -349,10 +357,13 @@ def shown(spend: Spend, code: str | None = None) -> str | None:
     return display(spend.cost, code) if spend.priced_images or not spend.images else None
 
 
-def summarize_with_costs(owner, date_range: summary.DateRange, granularity: str) -> dict:
+def summarize_with_costs(
+    owner, date_range: summary.DateRange, granularity: str, token: int | None = None
+) -> dict:
     """``usage.summary.summarize``, with what each bucket and model, each bucket, each model
-    and the whole range cost, the site's currency, and the models with unpriced images."""
-    payload = summary.summarize(owner, date_range, granularity)
+    and the whole range cost, the site's currency, and the models with unpriced images; of
+    one API token's records only with ``token``."""
+    payload = summary.summarize(owner, date_range, granularity, token)
     code = currency()
     stretches = bucket_stretches(date_range, granularity)
     position = {label: n for n, label in enumerate(payload["periods"])}
@@ -360,6 +371,7 @@ def summarize_with_costs(owner, date_range: summary.DateRange, granularity: str)
     spends = costs_of(
         owner.pk,
         [(stretches[position[p["period"]]], p["model"], p["images"]) for p in series],
+        token,
     )
     per_model: dict[str, Spend] = {}
     per_period = [NOTHING] * len(stretches)
@@ -383,7 +395,10 @@ def summarize_with_costs(owner, date_range: summary.DateRange, granularity: str)
 
 
 def daily_costs(
-    owner_id: int, date_range: summary.DateRange, totals: dict[tuple[date, str], list[int]]
+    owner_id: int,
+    date_range: summary.DateRange,
+    totals: dict[tuple[date, str], list[int]],
+    token: int | None = None,
 ) -> dict[tuple[date, str], Spend]:
     """What each local day and model of ``usage.summary.daily_totals`` cost."""
     stretches = bucket_stretches(date_range, "day")
@@ -392,4 +407,4 @@ def daily_costs(
         (stretches[(day - date_range.start).days], model, totals[(day, model)][0])
         for day, model in keys
     ]
-    return dict(zip(keys, costs_of(owner_id, cells), strict=True))
+    return dict(zip(keys, costs_of(owner_id, cells, token), strict=True))

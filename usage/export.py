@@ -14,7 +14,7 @@ from django.http import StreamingHttpResponse
 from django.utils.http import content_disposition_header
 
 from usage import costs
-from usage.models import UsageRecord
+from usage.models import NO_TOKEN, ApiToken, UsageRecord
 from usage.summary import DateRange, daily_totals
 
 # A cell starting with one of these is a formula to Excel, LibreOffice and Google Sheets
@@ -104,7 +104,7 @@ ADMIN_HEADER = [
     "received_at_utc",
     "event_id",
 ]
-OWNER_HEADER = ["occurred_at", "date", "model", "image_count", "event_id", "received_at"]
+OWNER_HEADER = ["occurred_at", "date", "model", "image_count", "event_id", "received_at", "token"]
 # Both CSVs end with the cost, exact (not rounded, so that a spreadsheet's sums come out as
 # the site's totals do), and its currency; both empty when no price was in force.
 COST_HEADER = ["cost", "currency"]
@@ -112,14 +112,22 @@ OWNER_HEADER += COST_HEADER
 
 
 def owner_rows(
-    owner: AbstractBaseUser, start: datetime, end: datetime, tz: ZoneInfo
+    owner: AbstractBaseUser,
+    start: datetime,
+    end: datetime,
+    tz: ZoneInfo,
+    token: int | None = None,
 ) -> Iterator[list[object]]:
     """One user's records from ``start`` (inclusive) to ``end`` (exclusive), oldest first,
-    with times in ``tz`` and their UTC offset, so every row says which zone it is in."""
+    with times in ``tz`` and their UTC offset, so every row says which zone it is in, and
+    the API token that sent each; only ``token``'s with ``token`` (``usage.devices``)."""
+    records = _of_token(
+        UsageRecord.objects.filter(owner=owner, occurred_at__gte=start, occurred_at__lt=end), token
+    )
     records = (
-        UsageRecord.objects.filter(owner=owner, occurred_at__gte=start, occurred_at__lt=end)
-        .order_by("occurred_at", "id")
-        .only("model", "image_count", "occurred_at", "received_at", "event_id")
+        records.order_by("occurred_at", "id")
+        .select_related("token")
+        .only("model", "image_count", "occurred_at", "received_at", "event_id", *_TOKEN_FIELDS)
     )
     book = costs.price_book()
     for record in records.iterator(chunk_size=CHUNK_ROWS):
@@ -132,8 +140,24 @@ def owner_rows(
             record.image_count,
             spreadsheet_safe(record.event_id),
             csv_time(record.received_at.astimezone(tz)),
+            token_cell(record.token),
             *cost_cells(None if price is None else costs.multiply(record.image_count, price)),
         ]
+
+
+_TOKEN_FIELDS = ("token__prefix", "token__name")
+
+
+def _of_token(records: QuerySet, token: int | None) -> QuerySet:
+    if token is None:
+        return records
+    return records.filter(token__isnull=True) if token == NO_TOKEN else records.filter(token=token)
+
+
+def token_cell(token: ApiToken | None) -> str:
+    """The token as people know it, its public prefix and its name (``usg_1a2b3c4d
+    (Laptop)``); empty for a record sent without one."""
+    return "" if token is None else spreadsheet_safe(token)
 
 
 def cost_cells(cost: Decimal | None) -> list[str]:
@@ -143,11 +167,14 @@ def cost_cells(cost: Decimal | None) -> list[str]:
 TOTALS_HEADER = ["date", "model", "images", "generations", *COST_HEADER]
 
 
-def total_rows(owner: AbstractBaseUser, date_range: DateRange) -> Iterator[list[object]]:
+def total_rows(
+    owner: AbstractBaseUser, date_range: DateRange, token: int | None = None
+) -> Iterator[list[object]]:
     """Images, generations and their cost per local day and model, from the rollups, by day
-    then model. A day whose images only partly had a price shows the priced ones' cost."""
-    totals = daily_totals(owner.pk, date_range)
-    spends = costs.daily_costs(owner.pk, date_range, totals)
+    then model; of one token's records only with ``token``. A day whose images only partly
+    had a price shows the priced ones' cost."""
+    totals = daily_totals(owner.pk, date_range, token)
+    spends = costs.daily_costs(owner.pk, date_range, totals, token)
     for day, model in sorted(totals):
         images, events = totals[(day, model)]
         spend = spends[(day, model)]

@@ -91,8 +91,24 @@ class UsageRecord(models.Model):
         return f"{self.model} x{self.image_count} @ {self.occurred_at:%Y-%m-%d %H:%M}"
 
 
+# What a rollup row's token_id holds for records sent without a token (or whose token
+# field is empty): the API's own records always have one, records loaded otherwise may not.
+NO_TOKEN = 0
+
+
+def token_dimension() -> models.BigIntegerField:
+    """The rollups' token column: the id of the ``ApiToken`` that sent the records, or
+    ``NO_TOKEN``. A plain integer, not a foreign key: NOT NULL so that it can be in the
+    primary key, and without a constraint so that nothing done to a token (revoking it,
+    hiding it) ever has to touch the rollups."""
+    return models.BigIntegerField(
+        default=NO_TOKEN, help_text="The API token that sent the records; 0 for none."
+    )
+
+
 class UsageRollup(models.Model):
-    """One owner's images and generations with one model in one UTC hour, split by quarter.
+    """One owner's images and generations with one model and one API token in one UTC hour,
+    split by quarter.
 
     Kept in step with ``UsageRecord`` in the same transaction as each insert
     (``usage.rollups``), so that summaries cost what their date range costs, not what the
@@ -101,12 +117,13 @@ class UsageRollup(models.Model):
     exact in India (+05:30), Nepal (+05:45) or Newfoundland (-03:30) as well.
     """
 
-    pk = models.CompositePrimaryKey("owner", "hour", "model")
+    pk = models.CompositePrimaryKey("owner", "hour", "model", "token_id")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     hour = models.DateTimeField(help_text="The start of the UTC hour.")
     model = models.CharField(max_length=MODEL_NAME_MAX_LENGTH)
+    token_id = token_dimension()
     # Minutes 0-14, 15-29, 30-44 and 45-59 of the hour.
     images_q0 = models.BigIntegerField(default=0)
     images_q1 = models.BigIntegerField(default=0)
@@ -175,21 +192,23 @@ class PluginGeneration(models.Model):
 
 
 class DailyUsageRollup(models.Model):
-    """One owner's images and generations with one model on one UTC day, as running totals.
+    """One owner's images and generations with one model and one API token on one UTC day,
+    as running totals.
 
     ``images_by_07`` holds the images of 00:00 to 06:59 UTC, ``images_by_24`` the whole day,
     so the part of a UTC day on either side of any whole hour is one subtraction. Summaries
-    read one of these rows per model and day instead of 24 hourly ones: a local day in any
+    read one of these rows per model, token and day instead of 24 hourly ones: a local day in any
     zone is a few such parts (``usage.summary.daily_totals``). Kept in step with the hourly
     rollups by ``usage.rollups``.
     """
 
-    pk = models.CompositePrimaryKey("owner", "day", "model")
+    pk = models.CompositePrimaryKey("owner", "day", "model", "token_id")
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     day = models.DateField(help_text="The UTC day.")
     model = models.CharField(max_length=MODEL_NAME_MAX_LENGTH)
+    token_id = token_dimension()
 
     class Meta:
         verbose_name = "daily usage rollup"

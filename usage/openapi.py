@@ -11,6 +11,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
 
+from usage.devices import DELETED_TOKEN_NAME, NO_TOKEN_NAME, NO_TOKEN_PARAM
 from usage.ingest import MAX_BATCH
 from usage.models import EVENT_ID_MAX_LENGTH, MAX_IMAGE_COUNT, MODEL_NAME_MAX_LENGTH
 from usage.records import MAX_LIMIT
@@ -267,6 +268,34 @@ _counts = {"type": "integer"}
 # Money as a decimal string (never a float), rounded half to even to the currency's usual
 # decimals; null when none of the images it covers had a price (docs/costs-and-budgets.md).
 _cost = {"type": "string", "nullable": True, "pattern": r"^\d+(\.\d+)?$", "example": "12.34"}
+_BY_TOKEN = {
+    "type": "object",
+    "description": "One API token's part of the range, most images first.",
+    "properties": {
+        "token": {
+            "type": "integer",
+            "nullable": True,
+            "description": "The token's id; null for the records sent without a token.",
+        },
+        "name": {
+            "type": "string",
+            "description": f"The token's name; `{NO_TOKEN_NAME}` without one, "
+            f"`{DELETED_TOKEN_NAME}` for a token that no longer exists.",
+        },
+        "prefix": {
+            "type": "string",
+            "nullable": True,
+            "description": "The token's public prefix, as `usg_` and 8 characters.",
+        },
+        "revoked": {"type": "boolean"},
+        "images": _counts,
+        "events": {**_counts, "description": "Generations (records)."},
+        "share": {
+            "type": "number",
+            "description": "Its share of the range's images, 0 to 1, to 4 decimals.",
+        },
+    },
+}
 SUMMARY = {
     "operation_id": "model_usage_summary",
     "summary": "The caller's aggregates for a range of local days",
@@ -278,11 +307,21 @@ SUMMARY = {
         "decimal strings in `currency` with its usual decimals, each rounded half to even "
         "from its exact sum (so a total can differ from the sum of its rounded parts by the "
         "last digit); `null` when none of the images had a price, and `periodCosts` lists "
-        "one per entry of `periods`."
+        "one per entry of `periods`. "
+        "`byToken` splits the range's totals by the API token (desktop app or machine) that "
+        "sent the records; with `token`, every figure is that token's alone."
     ),
     "parameters": [
         *_RANGE_PARAMETERS,
         OpenApiParameter("granularity", str, enum=list(GRANULARITIES)),
+        OpenApiParameter(
+            "token",
+            {"type": "string", "example": "42"},
+            description=(
+                "Only the records sent with this API token: the id of one of the caller's "
+                f"tokens (`byToken[].token`), or `{NO_TOKEN_PARAM}` for records sent without one."
+            ),
+        ),
     ],
     "responses": {
         200: OpenApiResponse(
@@ -317,6 +356,7 @@ SUMMARY = {
                     },
                     "periods": {"type": "array", "items": {"type": "string", "format": "date"}},
                     "periodCosts": {"type": "array", "items": _cost},
+                    "byToken": {"type": "array", "items": _BY_TOKEN},
                     "series": {
                         "type": "array",
                         "items": {
@@ -341,7 +381,10 @@ SUMMARY = {
                 },
             }
         ),
-        400: _error("A bad date, zone, range or granularity.", field={"type": "string"}),
+        400: _error(
+            "A bad date, zone, range or granularity, or a token that is not one of yours.",
+            field={"type": "string"},
+        ),
         401: _AUTH_ERRORS[401],
         503: _AUTH_ERRORS[503],
     },

@@ -2,14 +2,18 @@
 
 Two tables, so that summaries cost what their date range costs, not what the table holds:
 
-- ``UsageRollup``: one row per owner, model and UTC hour, split into quarter hours,
+- ``UsageRollup``: one row per owner, model, API token and UTC hour, split into quarter hours,
   because local midnight falls on a quarter hour in every zone in use today (India at
   +05:30, Nepal at +05:45).
-- ``DailyUsageRollup``: one row per owner, model and UTC day, holding running totals by
+- ``DailyUsageRollup``: one row per owner, model, API token and UTC day, holding running totals by
   hour, so that the part of a day before or after any whole hour is one subtraction.
 
 ``usage.summary.daily_totals`` reads the daily rows and, in zones whose midnight is not on
 a whole hour, the hourly rows of the hours a midnight cuts.
+
+The token (``token_id``, ``NO_TOKEN`` for a record without one) is in both keys so that
+usage can be told apart by the desktop app or machine that sent it (``usage.devices``);
+summaries of all of a user's usage add the tokens' rows up.
 
 A record is in the rollups, or marked uncounted (``UncountedRecord``: single records on
 PostgreSQL, until ``usage.folding`` counts them in bulk), never both and never neither:
@@ -27,6 +31,7 @@ from django.db.models import QuerySet
 
 from usage import dialects
 from usage.models import (
+    NO_TOKEN,
     DailyUsageRollup,
     RecordKey,
     RecordRetention,
@@ -45,6 +50,8 @@ IMAGES_BY = tuple(f"images_by_{hour:02d}" for hour in range(1, 25))
 EVENTS_BY = tuple(f"events_by_{hour:02d}" for hour in range(1, 25))
 _DAY_COUNTERS = IMAGES_BY + EVENTS_BY
 CHUNK = 5000  # ids per statement, well under every database's limit on parameters
+# A record's token in the rollups' keys: its token, or NO_TOKEN (0) when it has none.
+TOKEN_KEY = f"COALESCE(token_id, {NO_TOKEN})"
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -67,7 +74,7 @@ def records_by_id(count: int) -> str:
     """A subquery of the records with ``count`` ids (parameters), as ``count_in_sql`` reads."""
     records = connection.ops.quote_name(UsageRecord._meta.db_table)
     return (
-        "(SELECT owner_id, model, image_count, occurred_at "
+        "(SELECT owner_id, model, image_count, occurred_at, token_id "
         f"FROM {records} WHERE id IN ({', '.join(['%s'] * count)})) AS counted"
     )
 
@@ -120,13 +127,15 @@ def _delete_emptied_rows(ids: list[int]) -> None:
             chunk = ids[start : start + CHUNK]
             of_records = f"FROM {records} WHERE id IN ({', '.join(['%s'] * len(chunk))})"
             cursor.execute(
-                f"DELETE FROM {hourly} WHERE (owner_id, hour, model) IN "
-                f"(SELECT owner_id, {buckets.hour}, model {of_records}) AND {no_events}",
+                f"DELETE FROM {hourly} WHERE (owner_id, hour, model, token_id) IN "
+                f"(SELECT owner_id, {buckets.hour}, model, {TOKEN_KEY} {of_records}) "
+                f"AND {no_events}",
                 chunk,
             )
             cursor.execute(
-                f"DELETE FROM {daily} WHERE (owner_id, day, model) IN "
-                f"(SELECT owner_id, {buckets.day}, model {of_records}) AND events_by_24 = 0",
+                f"DELETE FROM {daily} WHERE (owner_id, day, model, token_id) IN "
+                f"(SELECT owner_id, {buckets.day}, model, {TOKEN_KEY} {of_records}) "
+                "AND events_by_24 = 0",
                 chunk,
             )
 
@@ -149,7 +158,8 @@ def _unmark(ids: list[int]) -> set[int]:
 
 def count_in_sql(source: str, where: str = "WHERE true", sign: int = 1) -> tuple[str, str]:
     """Two statements that count the records of ``source`` (a table, CTE or subquery with
-    ``owner_id``, ``model``, ``image_count`` and ``occurred_at``) into the hourly and the daily
+    ``owner_id``, ``model``, ``image_count``, ``occurred_at`` and ``token_id``) into the hourly
+    and the daily
     rollups, adding to the rows already there (or, with ``sign=-1``, taking them out).
 
     The one way the rollups are counted: ``rebuild`` recounts everything with it, ingestion
@@ -182,11 +192,12 @@ def _counting(
 ) -> str:
     table = connection.ops.quote_name(rollup._meta.db_table)
     additions = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in counters)
+    keys = f"owner_id, {key_sql}, model, {TOKEN_KEY}"
     return (
-        f"INSERT INTO {table} (owner_id, {key}, model, {', '.join(counters)}) "
-        f"SELECT owner_id, {key_sql}, model, {', '.join(sums)} FROM {source} {where} "
-        f"GROUP BY owner_id, {key_sql}, model ORDER BY owner_id, {key_sql}, model "
-        f"ON CONFLICT (owner_id, {key}, model) DO UPDATE SET {additions}"
+        f"INSERT INTO {table} (owner_id, {key}, model, token_id, {', '.join(counters)}) "
+        f"SELECT {keys}, {', '.join(sums)} FROM {source} {where} "
+        f"GROUP BY {keys} ORDER BY {keys} "
+        f"ON CONFLICT (owner_id, {key}, model, token_id) DO UPDATE SET {additions}"
     )
 
 

@@ -19,8 +19,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import connections, models, router
 from django.utils import timezone
 
-from usage import dialects, rollups
-from usage.models import DailyUsageRollup, UncountedRecord, UsageRecord, UsageRollup
+from usage import devices, dialects, rollups
+from usage.devices import TokenTotal
+from usage.models import ApiToken, DailyUsageRollup, UncountedRecord, UsageRecord, UsageRollup
 from usage.problems import InvalidQuery
 
 GRANULARITIES = ("day", "week", "month")
@@ -134,39 +135,66 @@ def periods(date_range: DateRange, granularity: str) -> list[date]:
     return result
 
 
-def daily_totals(owner_id: int, date_range: DateRange) -> dict[tuple[date, str], list[int]]:
-    """``{(local day, model): [images, events]}`` for the range, read from the rollups."""
+def daily_totals(
+    owner_id: int, date_range: DateRange, token: int | None = None
+) -> dict[tuple[date, str], list[int]]:
+    """``{(local day, model): [images, events]}`` for the range, read from the rollups; of
+    one token's records only with ``token`` (``NO_TOKEN``: those sent without one)."""
     days = periods(date_range, "day")
     return {
         (days[bucket], model): [images, events]
-        for bucket, model, images, events in bucket_totals(owner_id, date_range, "day")
+        for bucket, model, images, events in range_totals(
+            owner_id, date_range, "day", token
+        ).buckets
     }
 
 
-def bucket_totals(
-    owner_id: int, date_range: DateRange, granularity: str
-) -> list[tuple[int, str, int, int]]:
+@dataclass(frozen=True)
+class RangeTotals:
+    buckets: list[tuple[int, str, int, int]]  # (bucket, model, images, events)
+    tokens: list[TokenTotal]
+
+
+def range_totals(
+    owner_id: int, date_range: DateRange, granularity: str, token: int | None = None
+) -> RangeTotals:
     """``(bucket, model, images, events)`` for every bucket and model with records, where
-    ``bucket`` is a position in ``periods(date_range, granularity)``. One statement, which
-    adds up the pieces of ``_Plan`` in the database and returns one row per bucket and model.
+    ``bucket`` is a position in ``periods(date_range, granularity)``, and the range's totals
+    per API token; only ``token``'s records when it is given. One statement, which adds up
+    the pieces of ``_Plan`` in the database and returns one row per bucket and model, then
+    one per token, whatever the number of records.
     """
-    plan = _plan(date_range, granularity)
+    filtered = token is not None
+    plan = _plan(date_range, granularity, filtered)
     if not plan.sql:
-        return []
+        return RangeTotals([], [])
     # Both rollups go to the same database: the router decides for them together.
     connection = connections[router.db_for_read(DailyUsageRollup)]
     day, moment = connection.ops.adapt_datefield_value, connection.ops.adapt_datetimefield_value
+    of_token = [token] if filtered else []
     params: list[object] = [moment(value) for value in plan.hours]
     # The pieces are in time order: the first and last day bound the index range scanned.
     if plan.days:
-        params += [owner_id, day(plan.days[0]), day(plan.days[-1])]
+        params += [owner_id, day(plan.days[0]), day(plan.days[-1]), *of_token]
     if plan.hours:  # each cut hour once, looked up in the index like the days
         params += [owner_id, *(moment(value) for value in dict.fromkeys(plan.hours))]
-    # Then the records not yet counted into the rollups, cut by the same pieces.
-    params += [owner_id] * (bool(plan.days) + bool(plan.hours))
+        params += of_token
+    # Then the records not yet counted into the rollups, cut by the same pieces; then the
+    # owner again, whose tokens alone name the tokens' rows.
+    params += [owner_id, *of_token] * (bool(plan.days) + bool(plan.hours))
+    params.append(owner_id)
     with connection.cursor() as cursor:
         cursor.execute(plan.sql, params)
-        return cursor.fetchall()
+        rows = cursor.fetchall()
+    # Bucket rows first in each row's columns, so that they are a slice: this loop runs for
+    # every bucket and model, the token rows are a few.
+    buckets = [row[:4] for row in rows if row[0] is not None]
+    tokens = [
+        TokenTotal(token_id, images, events, name, prefix, bool(revoked))
+        for bucket, _, images, events, token_id, name, prefix, revoked in rows
+        if bucket is None
+    ]
+    return RangeTotals(buckets, tokens)
 
 
 @dataclass(frozen=True)
@@ -180,7 +208,8 @@ class _Plan:
     the rollup rows they cut and summed per bucket and model there: one row per bucket and
     model comes back, whatever the number of records. The records not yet counted into the
     rollups (``UncountedRecord``: at most a few seconds' worth) are added piece by piece in
-    the same statement, so that the answer is exact whenever the fold runs.
+    the same statement, so that the answer is exact whenever the fold runs. A filtered plan
+    takes one more parameter after each owner: the token whose rows alone are added up.
     """
 
     sql: str
@@ -191,16 +220,16 @@ class _Plan:
 # Ranges repeat (the last 30 or 90 days in a few zones), and working out their pieces costs
 # more than reading the rollups. A plan holds no data, only the range's arithmetic.
 @lru_cache(maxsize=64)
-def _plan(date_range: DateRange, granularity: str) -> _Plan:
+def _plan(date_range: DateRange, granularity: str, filtered: bool = False) -> _Plan:
     bucket_of_day = _bucket_positions(date_range, granularity)
     bounds = midnights(date_range)
     daily = _daily_pieces(bounds, bucket_of_day)
     hourly = _hourly_pieces(date_range, bounds, bucket_of_day)
     parts = []
     if daily:
-        parts.append(_daily_sql(daily))
+        parts.append(_daily_sql(daily, filtered))
     if hourly:
-        parts.append(_hourly_sql(hourly))
+        parts.append(_hourly_sql(hourly, filtered))
     if not parts:
         return _Plan("", (), ())
     ctes = ", ".join(cte for cte, _, _ in parts)
@@ -208,10 +237,15 @@ def _plan(date_range: DateRange, granularity: str) -> _Plan:
     selects = " UNION ALL ".join(
         [rollup for _, rollup, _ in parts] + [uncounted for _, _, uncounted in parts]
     )
+    # The pieces are added up per bucket and model and per token in one pass where the
+    # database can (``usage.dialects``), and each token's name joined to its row: one
+    # statement and one round trip, where asking for the names apart would cost a second.
     sql = (
-        f"WITH {ctes} "
-        "SELECT bucket, model, CAST(SUM(images) AS BIGINT), CAST(SUM(events) AS BIGINT) "
-        f"FROM ({selects}) AS pieces GROUP BY bucket, model HAVING SUM(events) > 0"
+        f"WITH {ctes}, pieces AS ({selects}) "
+        "SELECT g.bucket, g.model, g.images, g.events, g.token_id, "
+        "t.name, t.prefix, t.revoked_at IS NOT NULL "
+        f"FROM ({dialects.current().BY_BUCKET_AND_TOKEN}) AS g "
+        f"LEFT JOIN {_quoted_table(ApiToken)} t ON t.id = g.token_id AND t.owner_id = %s"
     )
     return _Plan(sql, tuple(piece[0] for piece in daily), tuple(piece[0] for piece in hourly))
 
@@ -279,7 +313,7 @@ def _hourly_pieces(
     return pieces
 
 
-def _daily_sql(pieces: list[tuple[date, int, int, int]]) -> tuple[str, str, str]:
+def _daily_sql(pieces: list[tuple[date, int, int, int]], filtered: bool) -> tuple[str, str, str]:
     """The CTE of the daily pieces, the SELECT of each piece's images and events in the
     rollups, and the SELECT of the uncounted records in each piece."""
     table = _quoted_table(DailyUsageRollup)
@@ -303,15 +337,16 @@ def _daily_sql(pieces: list[tuple[date, int, int, int]]) -> tuple[str, str, str]
         )
 
     select = (
-        f"SELECT p.bucket, r.model, {piece(rollups.IMAGES_BY)} AS images, "
+        f"SELECT p.bucket, r.model, r.token_id, {piece(rollups.IMAGES_BY)} AS images, "
         f"{piece(rollups.EVENTS_BY)} AS events "
         f"FROM {table} r JOIN daily_piece p ON r.day = p.utc_day "
         "WHERE r.owner_id = %s AND r.day BETWEEN %s AND %s"
+        f"{_of_token('r', filtered)}"
     )
     buckets = dialects.current().BUCKETS
     day, hour = buckets.day, buckets.hour_of_day
     inside = f"{day} = p.utc_day AND {hour} >= p.from_hour AND {hour} < p.to_hour"
-    return cte, select, _uncounted_sql("daily_piece p", inside)
+    return cte, select, _uncounted_sql("daily_piece p", inside, filtered)
 
 
 def _running(names: tuple[str, ...], column: str, hours: list[int]) -> str:
@@ -320,7 +355,9 @@ def _running(names: tuple[str, ...], column: str, hours: list[int]) -> str:
     return f"(CASE p.{column} {cases} ELSE 0 END)"
 
 
-def _hourly_sql(pieces: list[tuple[datetime, int, int, int]]) -> tuple[str, str, str]:
+def _hourly_sql(
+    pieces: list[tuple[datetime, int, int, int]], filtered: bool
+) -> tuple[str, str, str]:
     """The CTE of the quarters of cut hours, the SELECT of their images and events in the
     rollups, and the SELECT of the uncounted records in them."""
     table = _quoted_table(UsageRollup)
@@ -335,24 +372,35 @@ def _hourly_sql(pieces: list[tuple[datetime, int, int, int]]) -> tuple[str, str,
         )
 
     select = (
-        f"SELECT q.bucket, h.model, {quarters(rollups.IMAGE_COLUMNS)} AS images, "
+        f"SELECT q.bucket, h.model, h.token_id, {quarters(rollups.IMAGE_COLUMNS)} AS images, "
         f"{quarters(rollups.EVENT_COLUMNS)} AS events "
         f"FROM {table} h JOIN hourly_piece q ON h.hour = q.utc_hour "
         f"WHERE h.owner_id = %s AND h.hour IN ({hours})"
+        f"{_of_token('h', filtered)}"
     )
     buckets = dialects.current().BUCKETS
     hour, quarter = buckets.hour, buckets.quarter
     inside = f"{hour} = p.utc_hour AND {quarter} >= p.from_quarter AND {quarter} < p.to_quarter"
-    return cte, select, _uncounted_sql("hourly_piece p", inside)
+    return cte, select, _uncounted_sql("hourly_piece p", inside, filtered)
 
 
-def _uncounted_sql(pieces: str, inside: str) -> str:
-    """The owner's uncounted records, each in the one piece (``p``) it falls ``inside``."""
+def _of_token(alias: str, filtered: bool) -> str:
+    """The condition on a rollup row's token, when the plan is filtered. The token is last
+    in the primary key, after the owner, day (or hour) and model: the range scanned stays
+    the same, and the token is checked on each index entry of it."""
+    return f" AND {alias}.token_id = %s" if filtered else ""
+
+
+def _uncounted_sql(pieces: str, inside: str, filtered: bool) -> str:
+    """The owner's uncounted records, each in the one piece (``p``) it falls ``inside``,
+    with the token the rollups will count them under."""
+    token = rollups.TOKEN_KEY.replace("token_id", "r.token_id")
     return (
-        "SELECT p.bucket, r.model, r.image_count AS images, 1 AS events "
+        f"SELECT p.bucket, r.model, {token} AS token_id, r.image_count AS images, 1 AS events "
         f"FROM {_quoted_table(UncountedRecord)} u "
         f"JOIN {_quoted_table(UsageRecord)} r ON r.id = u.record_id "
         f"JOIN {pieces} ON {inside} WHERE u.owner_id = %s"
+        f"{f' AND {token} = %s' if filtered else ''}"
     )
 
 
@@ -369,14 +417,18 @@ def midnights(date_range: DateRange) -> list[datetime]:
     ]
 
 
-def summarize(owner: AbstractBaseUser, date_range: DateRange, granularity: str) -> dict:
-    """The owner's images and events in the range: totals, per model, and per bucket."""
-    rows = bucket_totals(owner.pk, date_range, granularity)
+def summarize(
+    owner: AbstractBaseUser, date_range: DateRange, granularity: str, token: int | None = None
+) -> dict:
+    """The owner's images and events in the range: totals, per model, per bucket and per
+    API token; of one token's records only with ``token`` (``usage.devices.parse_token``)."""
+    totals = range_totals(owner.pk, date_range, granularity, token)
+    rows = totals.buckets
     per_model: dict[str, list[int]] = {}
     for _, model, images, events in rows:
-        totals = per_model.setdefault(model, [0, 0])
-        totals[0] += images
-        totals[1] += events
+        model_totals = per_model.setdefault(model, [0, 0])
+        model_totals[0] += images
+        model_totals[1] += events
     models = sorted(per_model, key=lambda name: (-per_model[name][0], name))
     rank = {name: position for position, name in enumerate(models)}
     rows.sort(key=lambda row: (row[0], rank[row[1]]))
@@ -399,4 +451,5 @@ def summarize(owner: AbstractBaseUser, date_range: DateRange, granularity: str) 
             {"period": labels[bucket], "model": model, "images": images}
             for bucket, model, images, _ in rows
         ],
+        "byToken": devices.breakdown(totals.tokens),
     }

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from usage import audit, budgets, openapi, plugins, token_usage
 from usage.auth import BearerTokenAuthentication
 from usage.costs import summarize_with_costs
+from usage.devices import parse_token
 from usage.ingest import ingest, parse_body
 from usage.problems import DatabaseUnavailable
 from usage.records import (
@@ -102,7 +103,8 @@ def log_ingestion(request: Request, response: Response, seconds: float) -> None:
 
 
 class UsageSummaryView(APIView):
-    """The caller's totals, per model and per bucket, for a range of local days, with costs."""
+    """The caller's totals, per model, per bucket and per token, for a range of local days,
+    with costs."""
 
     renderer_classes = [FastJSONRenderer]  # its 40 KB answer, written in a tenth of the time
 
@@ -110,7 +112,8 @@ class UsageSummaryView(APIView):
     def get(self, request: Request) -> Response:
         date_range = parse_range(request.query_params)
         granularity = parse_granularity(request.query_params.get("granularity"), date_range.days)
-        return Response(summarize_with_costs(request.user, date_range, granularity))
+        token = parse_token(request.user, request.query_params.get("token"))
+        return Response(summarize_with_costs(request.user, date_range, granularity, token))
 
 
 class TokenUsageView(APIView):

@@ -38,6 +38,7 @@ from tests.browser.dashboard_page import (
     wait_until_charts_settle,
 )
 from tests.conftest import make_record
+from usage.tokens import create_token, revoke_token
 
 pytestmark = pytest.mark.slow
 
@@ -294,6 +295,30 @@ def test_without_chartjs_the_tables_show_every_number(open_tab, live_server, own
         if message.location.get("url") != chartjs_url and "chart.umd" not in message.text
     ]
     assert other_errors == []
+
+
+def test_the_device_table_fits_a_phone_without_sideways_scrolling(
+    open_tab, live_server, owner, screenshots
+):
+    now = timezone.now()
+    names = ["Studio workstation in the back office, second floor " * 2, "Laptop", "iMac"]
+    devices = [create_token(owner, name[:100]).token for name in names]
+    for n, device in enumerate(devices):
+        make_record(owner, now - timedelta(hours=n + 1), "SDXL", 9_999, token=device)
+    revoke_token(devices[2])
+    make_record(owner, now - timedelta(hours=5), "SDXL", 1)
+    page = open_tab(owner, viewport={"width": 375, "height": 740}, is_mobile=True).page
+    page.goto(live_server.url + "/dashboard/?tz=UTC")
+
+    table = page.get_by_test_id("devices-table")
+    expect(table).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    box = table.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375
+    assert table.locator("tbody tr").count() == 4
+    filter_box = page.get_by_test_id("device-filter").bounding_box()
+    assert filter_box is not None and filter_box["x"] + filter_box["width"] <= 375
+    table.screenshot(path=screenshots / "dashboard-devices-375px.png")
 
 
 LONG_NAMES = [

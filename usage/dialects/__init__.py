@@ -48,6 +48,11 @@ class Dialect(Protocol):
     """What each dialect module provides."""
 
     BUCKETS: Buckets
+    # A SELECT over ``pieces`` (``bucket``, ``model``, ``token_id``, ``images``, ``events``)
+    # of ``bucket, model, images, events, token_id``: the sums per bucket and model (with
+    # ``token_id`` NULL), then per token (with ``bucket`` and ``model`` NULL); only sums
+    # with events (``usage.summary``).
+    BY_BUCKET_AND_TOKEN: str
 
     def insert_and_count(
         self, owner_id: int, token_id: int | None, records: Sequence[CleanRecord], now: datetime

@@ -39,6 +39,12 @@ BUCKETS = Buckets(
     hour_of_day=f"extract(hour FROM {_UTC})::int",
 )
 
+# Both sums in one pass over the pieces, which are read once.
+BY_BUCKET_AND_TOKEN = (
+    "SELECT bucket, model, CAST(SUM(images) AS BIGINT) AS images, "
+    "CAST(SUM(events) AS BIGINT) AS events, token_id FROM pieces "
+    "GROUP BY GROUPING SETS ((bucket, model), (token_id)) HAVING SUM(events) > 0"
+)
 
 # Batches up to this size are left for the fold; larger ones are counted at once.
 DEFER_UP_TO = 10
@@ -157,7 +163,7 @@ def _insert_sql(returning: str) -> str:
 def _insert_and_count_sql() -> str:
     hourly, daily = rollups.count_in_sql("batch")
     return (
-        f"WITH {_insert_sql('owner_id, model, image_count, occurred_at')}, "
+        f"WITH {_insert_sql('owner_id, model, image_count, occurred_at, token_id')}, "
         f"hourly AS ({hourly}), daily AS ({daily}) "
         "SELECT count(*) FROM batch"
     )
@@ -184,7 +190,7 @@ def _fold_sql() -> str:
         f"WITH taken AS (DELETE FROM {uncounted} WHERE record_id IN ("
         f"SELECT record_id FROM {uncounted} ORDER BY record_id LIMIT %s "
         "FOR UPDATE SKIP LOCKED) RETURNING record_id), "
-        "counted AS (SELECT r.owner_id, r.model, r.image_count, r.occurred_at "
+        "counted AS (SELECT r.owner_id, r.model, r.image_count, r.occurred_at, r.token_id "
         f"FROM {records} r JOIN taken ON r.id = taken.record_id), "
         f"hourly AS ({hourly}), daily AS ({daily}) "
         "SELECT count(*) FROM taken"

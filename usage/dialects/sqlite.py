@@ -29,6 +29,14 @@ BUCKETS = Buckets(
     hour_of_day="CAST(substr(occurred_at, 12, 2) AS INTEGER)",
 )
 
+# SQLite has no GROUPING SETS: the two sums one after the other.
+BY_BUCKET_AND_TOKEN = (
+    "SELECT bucket, model, SUM(images) AS images, SUM(events) AS events, NULL AS token_id "
+    "FROM pieces GROUP BY bucket, model HAVING SUM(events) > 0 UNION ALL "
+    "SELECT NULL, NULL, SUM(images), SUM(events), token_id "
+    "FROM pieces GROUP BY token_id HAVING SUM(events) > 0"
+)
+
 
 def insert_and_count(
     owner_id: int, token_id: int | None, records: Sequence[CleanRecord], now: datetime

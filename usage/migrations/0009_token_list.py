@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("usage", "0007_uncounted_records"),
+        ("usage", "0008_token_rollups"),
     ]
 
     operations = [

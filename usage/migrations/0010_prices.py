@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("usage", "0007_uncounted_records"),
+        ("usage", "0009_token_list"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -41,7 +41,7 @@ def unpartition(apps, schema_editor) -> None:
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("usage", "0007_uncounted_records"),
+        ("usage", "0011_budgets"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
