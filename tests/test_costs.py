@@ -27,7 +27,7 @@ from usage.costs import (
 from usage.dialects import current
 from usage.ingest import CleanRecord, store
 from usage.models import DailyUsageRollup, ModelPrice, UsageRecord, UsageRollup
-from usage.summary import DateRange, bucket_of, bucket_totals, periods
+from usage.summary import DateRange, bucket_of, periods, range_totals
 
 pytestmark = pytest.mark.django_db
 
@@ -252,7 +252,7 @@ def test_bucket_costs_equal_the_raw_records_priced_one_by_one_in_any_zone(
     store_all(other, writes[-1:])
     expected = raw_bucket_spends(owner, date_range, granularity)
 
-    rows = bucket_totals(owner.pk, date_range, granularity)
+    rows = range_totals(owner.pk, date_range, granularity).buckets
     stretches = bucket_stretches(date_range, granularity)
     cells = [(stretches[bucket], model, images) for bucket, model, images, _ in rows]
     got = costs_of(owner.pk, cells)

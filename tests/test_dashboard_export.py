@@ -157,7 +157,7 @@ def test_each_record_costs_its_images_times_the_price_in_force_when_it_occurred(
     rows = rows_of(
         client_for(owner).get("/dashboard/export.csv", {"start": "2026-03-02", "end": "2026-03-02"})
     )
-    assert [(row[2], row[3], row[6], row[7]) for row in rows[1:]] == [
+    assert [(row[2], row[3], row[7], row[8]) for row in rows[1:]] == [
         ("SDXL", "4", "0.16", "USD"),
         ("SDXL", "3", "0.0375", "USD"),  # exact: never rounded in the CSV
         ("Flux", "2", "", ""),
@@ -282,7 +282,7 @@ def test_staff_filter_a_users_csv_by_that_users_token_only(
     mine = rows_of(
         client_for(staff).get("/dashboard/daily-totals.csv", {**query, "token": laptop.pk})
     )
-    assert mine[1:] == [["2026-03-02", "SDXL", "4", "1"]]
+    assert mine[1:] == [["2026-03-02", "SDXL", "4", "1", "", ""]]
     theirs = client_for(staff).get(
         "/dashboard/daily-totals.csv", {**query, "token": other_token.token.pk}
     )

@@ -416,15 +416,15 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(
     owner, march_records, django_assert_max_num_queries
 ):
     client = client_for(owner)
-    # session, user, profile, summary (its tokens' names too), prices, the summary of the days
-    # before, recent, last activity, budget (none: the card says so), the device filter
-    with django_assert_max_num_queries(10):
+    # session, user, profile, summary (its tokens' names too) and prices, the same two for the
+    # days before, recent, last activity, budget (none: the card says so), the device filter
+    with django_assert_max_num_queries(11):
         client.get("/dashboard/", MARCH)
     tokens = [create_token(owner, f"device {n}").token for n in range(5)]
     for day in range(1, 28):
         token = tokens[day % 5]
         make_record(owner, at(f"2026-03-{day:02d}T08:00:00"), model=f"m{day % 12}", token=token)
-    with django_assert_max_num_queries(10):
+    with django_assert_max_num_queries(11):
         client.get("/dashboard/", MARCH)
 
 

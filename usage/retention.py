@@ -145,7 +145,8 @@ def _count_marked(cursor, source: str, before: datetime | None) -> None:
     when, params = ("AND r.occurred_at < %s", [before]) if before else ("", [])
     hourly, daily = rollups.count_in_sql("found")
     cursor.execute(
-        "WITH found AS (SELECT m.record_id, r.owner_id, r.model, r.image_count, r.occurred_at "
+        "WITH found AS (SELECT m.record_id, r.owner_id, r.model, r.image_count, r.occurred_at, "
+        "r.token_id "
         f"FROM {uncounted} m CROSS JOIN LATERAL (SELECT * FROM {source} r "
         f"WHERE r.id = m.record_id {when} OFFSET 0) r), "
         f"taken AS (DELETE FROM {uncounted} WHERE record_id IN (SELECT record_id FROM found)), "
