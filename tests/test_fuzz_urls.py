@@ -39,7 +39,7 @@ from tests.conftest import make_record
 from tests.documented import documented_error_codes
 from tests.example_counts import examples
 from tests.hostile_names import HOSTILE_NAMES
-from usage.models import AuditEvent, Budget, BudgetAlert, Delivery, PluginGeneration
+from usage.models import AuditEvent, Budget, BudgetAlert, Delivery, ModelPrice, PluginGeneration
 from usage.tokens import create_token
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "BREW"]
@@ -125,6 +125,9 @@ def world(owner, other, staff, upstream) -> Ids:
         "usage/budget": budget.pk,
         "usage/budgetalert": alert.pk,
         "usage/delivery": delivery.pk,
+        "usage/modelprice": ModelPrice.objects.create(
+            model="SDXL", price_per_image="0.04", valid_from="2026-01-01T00:00:00Z"
+        ).pk,
         "usage/usagerecord": record.pk,
         "usage/apitoken": owner_token.token.pk,
         "usage/plugingeneration": generation.pk,
