@@ -379,11 +379,38 @@ def create_accounts() -> Accounts:
     Budget.objects.bulk_create(
         Budget(owner_id=pk, image_limit=1_000_000) for pk in [measured.pk, *others[:APP_USERS]]
     )
+    set_prices()
     app_tokens = tuple(create_token(user, "bench app").raw for user in apps)
     browser = Client()
     browser.force_login(measured)
     cookie = browser.cookies[settings.SESSION_COOKIE_NAME].value
     return Accounts(measured.pk, others, token.raw, token.token.pk, cookie, app_tokens)
+
+
+def set_prices() -> None:
+    """Prices for six of the eight models, three of them changing at 13:15 UTC in the middle
+    of the summary's range, so that summaries and the dashboard work out costs (split
+    inside a day, too) as a site with prices does; two models stay unpriced."""
+    from decimal import Decimal
+
+    from usage.models import ModelPrice
+
+    now = datetime.now(UTC)
+    start = (now - timedelta(days=SUMMARY_DAYS + 30)).replace(minute=0, second=0, microsecond=0)
+    change = (now - timedelta(days=SUMMARY_DAYS // 2)).replace(
+        hour=13, minute=15, second=0, microsecond=0
+    )
+    priced = list(MODELS)[:6]
+    ModelPrice.objects.bulk_create(
+        [
+            ModelPrice(model=model, price_per_image=Decimal(4 + n) / 100, valid_from=start)
+            for n, model in enumerate(priced)
+        ]
+        + [
+            ModelPrice(model=model, price_per_image=Decimal(35 + 10 * n) / 1000, valid_from=change)
+            for n, model in enumerate(priced[:3])
+        ]
+    )
 
 
 def weighted(weights: dict) -> list:
@@ -1751,7 +1778,11 @@ def method_notes(results: Results) -> list[str]:
         "Then the rollups are recounted from the raw records in one statement "
         "(`usage.rollups.rebuild()`, what `manage.py rebuild_rollups` does user by user) "
         "and the tables get `VACUUM (ANALYZE)` and a `CHECKPOINT`, so that neither "
-        "autovacuum nor the load's dirty pages land in a measurement.",
+        "autovacuum nor the load's dirty pages land in a measurement. Six of the models "
+        "have a price (three of them change price at 13:15 UTC mid-range), two have none, "
+        "so every summary and dashboard works out costs; the measured user and the app "
+        "users have monthly budgets, checked by the worker (`manage.py run_huey`) that runs "
+        "beside the site through the whole bench.",
         f"- **At every data step** the summary, the dashboard and single-record ingestion "
         "are measured, for target 6's flat curves; at the largest step those runs are the "
         "scenarios themselves. The records a smaller step's ingestion stored are deleted "
