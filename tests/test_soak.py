@@ -509,13 +509,16 @@ def recount(dbname: str, user: str, start, end, zone: str) -> dict:
 
 
 def assert_rollups_equal_a_recount(conn) -> None:
+    # Per owner, hour, model and API token (0: none), as the rollups are keyed.
     recount = conn.execute(
         "SELECT owner_id, date_trunc('hour', occurred_at, 'UTC'), model, "
-        "sum(image_count), count(*) FROM usage_usagerecord GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+        "COALESCE(token_id, 0), sum(image_count), count(*) FROM usage_usagerecord "
+        "GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
     ).fetchall()
     hourly = conn.execute(
-        "SELECT owner_id, hour, model, images_q0 + images_q1 + images_q2 + images_q3, "
-        "events_q0 + events_q1 + events_q2 + events_q3 FROM usage_usagerollup ORDER BY 1, 2, 3"
+        "SELECT owner_id, hour, model, token_id, images_q0 + images_q1 + images_q2 + images_q3, "
+        "events_q0 + events_q1 + events_q2 + events_q3 FROM usage_usagerollup "
+        "ORDER BY 1, 2, 3, 4"
     ).fetchall()
     assert hourly == recount
 
