@@ -751,6 +751,28 @@ def expected_cost_charts(summary: dict) -> tuple[dict, dict]:
     return bars, share
 
 
+def tooltip(page: Page, selector: str, label: str | None, index: int) -> str:
+    """What the chart's tooltip writes for one value (a bar's dataset by label; the doughnut's
+    only dataset), from the chart's own tooltip callback."""
+    return page.evaluate(
+        """([selector, label, index]) => {
+            const chart = Chart.getChart(document.querySelector(selector));
+            const datasetIndex = label === null ? 0
+                : chart.data.datasets.findIndex(d => d.label === label);
+            const dataset = chart.data.datasets[datasetIndex];
+            const raw = dataset.data[index];
+            const item = {chart, dataset, datasetIndex, dataIndex: index, raw,
+                          label: chart.data.labels[index], formattedValue: String(raw)};
+            return chart.options.plugins.tooltip.callbacks.label.call({}, item);
+        }""",
+        [selector, label, index],
+    )
+
+
+def summary_index(summary: dict, model: str) -> int:
+    return [entry["model"] for entry in summary["models"]].index(model)
+
+
 def assert_charts_show_costs(page: Page, summary: dict) -> None:
     charts = cost_charts(page)
     bars, share = expected_cost_charts(summary)
@@ -800,6 +822,12 @@ def test_the_cost_toggle_draws_both_charts_in_cost_as_the_summary_api_counts_it(
     assert_charts_show_costs(page, summary)
     expect(page.get_by_test_id("total-cost")).to_have_text("2.12 USD")
     expect(page.get_by_test_id("unpriced-images")).to_have_text("4 images had no price")
+    # The tooltips write the API's strings: 9 x 0.125 is 1.125, shown as the API rounds it.
+    yesterday = summary["periods"].index((today - timedelta(days=1)).isoformat())
+    two_days_ago = yesterday - 1
+    assert tooltip(page, USAGE_CHART, "SDXL", yesterday) == "SDXL: 1.12 USD"
+    assert tooltip(page, USAGE_CHART, "Mystery", two_days_ago) == "Mystery: no price"
+    assert tooltip(page, SHARE_CHART, None, summary_index(summary, "Flux")) == "Flux: 1.00 USD"
 
     # The days before as a line, in cost too.
     page.get_by_test_id("compare-toggle").check()
