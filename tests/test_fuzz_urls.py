@@ -19,7 +19,8 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
@@ -39,7 +40,14 @@ from tests.conftest import make_record
 from tests.documented import documented_error_codes
 from tests.example_counts import examples
 from tests.hostile_names import HOSTILE_NAMES
-from usage.models import AuditEvent, Budget, BudgetAlert, Delivery, PluginGeneration
+from usage.models import (
+    AuditEvent,
+    Budget,
+    BudgetAlert,
+    Delivery,
+    ModelPrice,
+    PluginGeneration,
+)
 from usage.tokens import create_token
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "BREW"]
@@ -129,6 +137,11 @@ def world(owner, other, staff, upstream) -> Ids:
         "usage/apitoken": owner_token.token.pk,
         "usage/plugingeneration": generation.pk,
         "usage/auditevent": event.pk,
+        "usage/modelprice": ModelPrice.objects.create(
+            model="SDXL",
+            price_per_image=Decimal("0.004"),
+            valid_from=datetime(2026, 1, 1, tzinfo=UTC),
+        ).pk,
         "auth/user": owner.pk,
         "auth/group": Group.objects.create(name="team").pk,
         "account/emailaddress": EmailAddress.objects.create(user=owner, email="a@example.com").pk,
