@@ -33,12 +33,14 @@ def versus_words(days: int) -> str:
 
 @dataclass(frozen=True)
 class Change:
-    """``now`` against ``before``, for a figure called ``what`` ("images")."""
+    """``now`` against ``before``, for a figure called ``what`` ("images"); for money,
+    ``amount`` is ``now`` as the page writes it ("12.50 USD")."""
 
-    now: int
-    before: int
+    now: int | Decimal
+    before: int | Decimal
     what: str
     period: str  # "the 30 days before"
+    amount: str = ""
 
     @property
     def percent(self) -> int | None:
@@ -78,9 +80,17 @@ class Change:
         if direction == "none":
             return f"No {self.what} in this range or in {self.period}"
         if direction == "new":
+            if self.amount:
+                what = self.what[:1].upper() + self.what[1:]  # "Cost of SDXL", name kept
+                return f"{what}: {self.amount}, nothing in {self.period}"
             return f"{self.now:,} {self.what}, none in {self.period}"
         if direction == "same":
+            if self.amount:
+                return f"The same {self.what} as in {self.period}"
             return f"As many {self.what} as in {self.period}"
         amount = self.shown.lstrip(f"+{MINUS}").replace("<1%", "Under 1%")
-        more = "more" if direction == "up" else "fewer"
+        if self.amount:  # money: a higher cost, not "more cost"
+            more = "higher" if direction == "up" else "lower"
+        else:
+            more = "more" if direction == "up" else "fewer"
         return f"{amount} {more} {self.what} than {self.period}"

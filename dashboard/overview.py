@@ -7,12 +7,13 @@ The numbers come from ``usage.costs.summarize_with_costs``, the same call that a
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 
 from dashboard.comparison import Change, period_words, previous_range, versus_words
 from dashboard.model_colours import OTHER, chart_slots
-from usage.costs import summarize_with_costs
+from usage.costs import display, summarize_with_costs
 from usage.models import UsageRecord
 from usage.problems import InvalidQuery
 from usage.records import RecordQuery, list_records
@@ -25,6 +26,8 @@ RECENT_LIMIT = 10
 # group the rest. The share table below the doughnut still lists every model.
 CHART_MODELS = 7
 OTHER_MODELS = "Other models"
+# What the cards, charts and tables count: images (the default) or what they cost.
+MEASURES = ("images", "cost")
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,25 @@ def parse_query(params: Mapping[str, str], default_zone: str) -> DashboardQuery:
     return DashboardQuery(parse_range(params, default_days=int(days)), int(days))
 
 
+def parse_measure(value: str | None) -> str:
+    """``measure``: ``images`` (also when absent) or ``cost``."""
+    if value in (None, "", "images"):
+        return "images"
+    if value != "cost":
+        raise InvalidQuery("measure", "measure must be images or cost.")
+    return value
+
+
+# A cost as the summary API writes it: a decimal string in the site currency, or None when
+# none of the images it covers had a price (never a zero cost for unpriced images).
+Cost = str | None
+
+
 @dataclass(frozen=True)
 class Row:
     label: str
-    values: list[int]
-    total: int
+    values: list  # images (int), or in the cost view each cell's cost (``Cost``)
+    total: int | Cost
     period: str = ""  # the first day, ISO: the page writes the label in the reader's locale
 
 
@@ -62,6 +79,15 @@ class Overview:
     rows: list[Row]  # images per period, one value per column
     previous: dict  # the summary of the days just before, as many as the range has
     previous_range: DateRange
+    measure: str = "images"
+
+    @property
+    def in_cost(self) -> bool:
+        return self.measure == "cost"
+
+    @property
+    def currency(self) -> str:
+        return self.summary["currency"]
 
     @property
     def top_model(self) -> str | None:
@@ -72,8 +98,16 @@ class Overview:
         return len(self.columns) < len(self.summary["models"])
 
     @property
-    def column_totals(self) -> list[int]:
-        return [sum(row.values[index] for row in self.rows) for index in range(len(self.columns))]
+    def column_totals(self) -> list:
+        """Each column's images; in the cost view its cost, a model's as the summary API
+        has it and the grouped rest's added up from theirs."""
+        if not self.in_cost:
+            return [
+                sum(row.values[index] for row in self.rows) for index in range(len(self.columns))
+            ]
+        costs = [entry["cost"] for entry in self.summary["models"]]
+        shown = len(self.columns) - 1 if self.grouped else len(self.columns)
+        return costs[:shown] + ([add_costs(costs[shown:])] if self.grouped else [])
 
     @property
     def column_colours(self) -> list[int | str]:
@@ -92,28 +126,52 @@ class Overview:
 
     @property
     def shares(self) -> list[dict]:
-        """Every model with its share of the images, and its colour in the charts."""
-        total = self.summary["totals"]["images"] or 1
+        """Every model with its share of the images (of the cost in the cost view, empty for
+        a model without a price), and its colour in the charts."""
         coloured = len(self.columns) - 1 if self.grouped else len(self.columns)
         colours = self.column_colours
         return [
             {
                 **entry,
-                "percent": f"{100 * entry['images'] / total:.1f}",
+                "percent": self._percent(entry),
                 "colour": colours[position] if position < coloured else OTHER,
             }
             for position, entry in enumerate(self.summary["models"])
         ]
 
+    def _percent(self, entry: dict) -> str | None:
+        if not self.in_cost:
+            return f"{100 * entry['images'] / (self.summary['totals']['images'] or 1):.1f}"
+        if entry["cost"] is None:
+            return None
+        total = Decimal(self.summary["totals"]["cost"] or 0) or 1
+        return f"{100 * Decimal(entry['cost']) / total:.1f}"
+
+    @property
+    def top_cost(self) -> dict | None:
+        """The model that cost the most in the range (the first by images on a tie); None
+        when no image had a price."""
+        priced = [entry for entry in self.summary["models"] if entry["cost"] is not None]
+        top = max(priced, key=lambda entry: Decimal(entry["cost"]), default=None)
+        return top if top and Decimal(top["cost"]) > 0 else None
+
     @property
     def changes(self) -> dict[str, Change]:
-        """The cards' figures against the days just before: images, generations, top model."""
+        """The cards' figures against the days just before: images (or cost), generations,
+        and the top model's images (or the costliest model's cost)."""
         period = period_words(self.previous_range.days)
         now, before = self.summary["totals"], self.previous["totals"]
-        changes = {
-            "images": Change(now["images"], before["images"], "images", period),
-            "generations": Change(now["events"], before["events"], "generations", period),
-        }
+        changes = {"generations": Change(now["events"], before["events"], "generations", period)}
+        if self.in_cost:
+            changes["cost"] = self._cost_change(now["cost"], before["cost"], "cost", period)
+            if (top := self.top_cost) is not None:
+                earlier = {entry["model"]: entry["cost"] for entry in self.previous["models"]}
+                what = f"cost of {top['model']}"
+                changes["top_model"] = self._cost_change(
+                    top["cost"], earlier.get(top["model"]), what, period
+                )
+            return changes
+        changes["images"] = Change(now["images"], before["images"], "images", period)
         if self.top_model is not None:
             earlier = {entry["model"]: entry["images"] for entry in self.previous["models"]}
             top = self.summary["models"][0]
@@ -122,50 +180,76 @@ class Overview:
             )
         return changes
 
+    def _cost_change(self, now: Cost, before: Cost, what: str, period: str) -> Change:
+        """Costs compared as shown (in the currency's decimals); no price counts as nothing."""
+        amount = f"{now or display(Decimal(0))} {self.currency}"
+        return Change(Decimal(now or 0), Decimal(before or 0), what, period, amount=amount)
+
     @property
     def versus(self) -> str:
         return versus_words(self.previous_range.days)
 
-    def previous_per_period(self) -> list[int | None]:
+    def previous_per_period(self) -> list:
         """The days before, bucket by bucket, lined up with the range's buckets (the first
-        day of each against the first day of the other); None where the range has more."""
-        totals = dict.fromkeys(self.previous["periods"], 0)
-        for point in self.previous["series"]:
-            totals[point["period"]] += point["images"]
-        values: list[int | None] = list(totals.values())[: len(self.rows)]
+        day of each against the first day of the other); None where the range has more.
+        In the cost view, each bucket's cost (None also for a bucket without a price)."""
+        if self.in_cost:
+            values: list = list(self.previous["periodCosts"])[: len(self.rows)]
+        else:
+            totals = dict.fromkeys(self.previous["periods"], 0)
+            for point in self.previous["series"]:
+                totals[point["period"]] += point["images"]
+            values = list(totals.values())[: len(self.rows)]
         return values + [None] * (len(self.rows) - len(values))
 
     def chart(self) -> dict:
-        """What the two charts draw, for ``json_script`` and the refresh JSON alike."""
+        """What the two charts draw, for ``json_script`` and the refresh JSON alike. In the
+        cost view each dataset has ``data`` as numbers to plot and ``text``, the exact
+        decimal strings of the summary API, for tooltips."""
         colours = self.column_colours
+        datasets = [
+            {
+                "label": name,
+                **self._plotted([row.values[index] for row in self.rows]),
+                "colour": colours[index],
+            }
+            for index, name in enumerate(self.columns)
+        ]
         return {
+            "measure": self.measure,
+            "currency": self.currency,
+            "axis": f"Cost ({self.currency})" if self.in_cost else "Images",
+            "empty": "No priced images in this range"
+            if self.in_cost
+            else "No images in this range",
             "labels": [row.label for row in self.rows],
             "periods": self.summary["periods"],
-            "datasets": [
-                {
-                    "label": name,
-                    "data": [row.values[index] for row in self.rows],
-                    "colour": colours[index],
-                }
-                for index, name in enumerate(self.columns)
-            ],
+            "datasets": datasets,
             "share": {
                 "labels": self.columns,
-                "data": self.column_totals,
+                **self._plotted(self.column_totals),
                 "colours": colours,
             },
             "previous": {
                 "label": period_words(self.previous_range.days).capitalize(),
-                "data": self.previous_per_period(),
+                **self._plotted(self.previous_per_period()),
                 "periods": self.previous["periods"][: len(self.rows)],
             },
             "grouped": self.grouped,
             "granularity": self.summary["granularity"],
         }
 
+    def _plotted(self, values: list) -> dict:
+        if not self.in_cost:
+            return {"data": values}
+        return {"data": [None if cost is None else float(cost) for cost in values], "text": values}
+
 
 def build_overview(
-    owner: AbstractBaseUser, date_range: DateRange, token: int | None = None
+    owner: AbstractBaseUser,
+    date_range: DateRange,
+    token: int | None = None,
+    measure: str = "images",
 ) -> Overview:
     granularity = parse_granularity(None, date_range.days)
     summary = summarize_with_costs(owner, date_range, granularity, token)
@@ -180,30 +264,42 @@ def build_overview(
         .values_list("occurred_at", flat=True)
         .first()
     )
-    return Overview(summary, recent, last_activity, *_table(summary), previous, before)
+    columns, rows = _table(summary, measure)
+    return Overview(summary, recent, last_activity, columns, rows, previous, before, measure)
 
 
-def _table(summary: dict) -> tuple[list[str], list[Row]]:
-    """Images per period (rows) and model (columns): the bar chart's data, as a table."""
+def _table(summary: dict, measure: str = "images") -> tuple[list[str], list[Row]]:
+    """Images (or their cost) per period (rows) and model (columns): the bar chart's data,
+    as a table. A cost is the summary API's, but for the grouped models' cell, which adds
+    theirs up; a period's total is the API's."""
     names = [entry["model"] for entry in summary["models"]]
     shown = names if len(names) <= CHART_MODELS + 1 else names[:CHART_MODELS]
     column_of = {name: index for index, name in enumerate(shown)}
     columns = shown + ([OTHER_MODELS] if len(shown) < len(names) else [])
-    cells = {period: [0] * len(columns) for period in summary["periods"]}
+    cells: dict[str, list[list]] = {period: [[] for _ in columns] for period in summary["periods"]}
+    key = "cost" if measure == "cost" else "images"
     for point in summary["series"]:
-        cells[point["period"]][column_of.get(point["model"], len(shown))] += point["images"]
+        cells[point["period"]][column_of.get(point["model"], len(shown))].append(point[key])
     # A week can start in the year before the range does.
     spans_years = summary["periods"][0][:4] != summary["periods"][-1][:4]
-    rows = [
-        Row(
-            period_label(date.fromisoformat(period), summary["granularity"], spans_years),
-            values,
-            sum(values),
-            period,
-        )
-        for period, values in cells.items()
-    ]
+    rows = []
+    for index, (period, parts) in enumerate(cells.items()):
+        if key == "cost":
+            values = [add_costs(part) for part in parts]
+            total = summary["periodCosts"][index]
+        else:
+            values = [sum(part) for part in parts]
+            total = sum(values)
+        label = period_label(date.fromisoformat(period), summary["granularity"], spans_years)
+        rows.append(Row(label, values, total, period))
     return columns, rows
+
+
+def add_costs(costs: list[Cost]) -> Cost:
+    """The priced parts added up (nothing at all costs zero); None when no part had a price."""
+    if costs and all(cost is None for cost in costs):
+        return None
+    return display(sum((Decimal(cost) for cost in costs if cost is not None), Decimal(0)))
 
 
 def period_label(first_day: date, granularity: str, with_year: bool) -> str:

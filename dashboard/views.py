@@ -32,7 +32,14 @@ from dashboard.budget import budget_card
 from dashboard.devices import device_rows, token_choices
 from dashboard.forms import TimeZoneForm, TokenForm
 from dashboard.models import Profile
-from dashboard.overview import PRESET_DAYS, DashboardQuery, Overview, build_overview, parse_query
+from dashboard.overview import (
+    PRESET_DAYS,
+    DashboardQuery,
+    Overview,
+    build_overview,
+    parse_measure,
+    parse_query,
+)
 from usage import audit
 from usage.devices import parse_token
 from usage.errors import problem_response, with_headers
@@ -113,7 +120,12 @@ def index(request: HttpRequest) -> HttpResponse:
     except InvalidQuery as invalid:  # and every device's usage
         problem = " ".join(filter(None, [problem, f"{invalid.message} Showing every device."]))
         token = None
-    overview = build_overview(subject, query.date_range, token)
+    try:
+        measure = measure_of(request)
+    except InvalidQuery as invalid:  # and the images
+        problem = " ".join(filter(None, [problem, f"{invalid.message} Showing images."]))
+        measure = "images"
+    overview = build_overview(subject, query.date_range, token, measure)
     context = {
         **page_context(request, subject, query, overview, token),
         "token_choices": token_choices(subject, token),
@@ -122,6 +134,7 @@ def index(request: HttpRequest) -> HttpResponse:
         "detect_zone": not zone and not request.GET.get("tz"),
         "chart": overview.chart(),
         "range_links": range_links(request, query),
+        "measure_links": measure_links(request, measure),
         "zone_form": TimeZoneForm(initial={"tz": query.date_range.tz.key}),
         "zone_options": zone_options(),
         "chartjs_url": settings.CHARTJS_URL,
@@ -139,9 +152,10 @@ def data(request: HttpRequest) -> JsonResponse:
     try:
         query = query_of(request)
         token = token_of(request, subject)
+        measure = measure_of(request)
     except Problem as problem:
         return problem_response(problem)
-    overview = build_overview(subject, query.date_range, token)
+    overview = build_overview(subject, query.date_range, token, measure)
     context = page_context(request, subject, query, overview, token)
     html = {region: render_to_string(f"dashboard/_{region}.html", context) for region in REGIONS}
     return JsonResponse(
@@ -155,6 +169,11 @@ def token_of(request: HttpRequest, subject: AbstractBaseUser) -> int | None:
     return parse_token(subject, request.GET.get("token"))
 
 
+def measure_of(request: HttpRequest) -> str:
+    """What the cards and charts count, ``?measure=``: images (the default) or cost."""
+    return parse_measure(request.GET.get("measure"))
+
+
 def page_context(
     request: HttpRequest,
     subject: AbstractBaseUser,
@@ -166,6 +185,8 @@ def page_context(
     params = query_params(query, None if own else subject.get_username())
     if token is not None:
         params["token"] = request.GET["token"]
+    if overview.in_cost:
+        params["measure"] = overview.measure
     return {
         "subject": subject,
         "own": own,
@@ -210,7 +231,8 @@ def query_params(query: DashboardQuery, username: str | None) -> dict[str, str]:
 
 
 def range_links(request: HttpRequest, query: DashboardQuery) -> list[dict]:
-    base = {key: request.GET[key] for key in ("tz", "user", "token") if request.GET.get(key)}
+    kept = ("tz", "user", "token", "measure")
+    base = {key: request.GET[key] for key in kept if request.GET.get(key)}
     return [
         {
             "label": f"{days} days",
@@ -219,6 +241,18 @@ def range_links(request: HttpRequest, query: DashboardQuery) -> list[dict]:
         }
         for days in PRESET_DAYS
     ]
+
+
+def measure_links(request: HttpRequest, measure: str) -> list[dict]:
+    """Images or cost, for the same view otherwise (range, zone, user, device)."""
+    links = []
+    for value, label in (("images", "Images"), ("cost", "Cost")):
+        params = request.GET.copy()
+        params.pop("measure", None)
+        if value != "images":
+            params["measure"] = value
+        links.append({"label": label, "url": f"?{params.urlencode()}", "current": value == measure})
+    return links
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Save full-page screenshots of the demo user's dashboard from a running site, on a laptop
 (1366 px wide) and a phone (375 px), light and dark: docs/dashboard-1366-light.png,
-dashboard-1366-dark.png, dashboard-375-light.png and dashboard-375-dark.png.
+dashboard-1366-dark.png, dashboard-375-light.png and dashboard-375-dark.png; and the cost
+view (``?measure=cost``) on a laptop, light: docs/dashboard-cost-1366-light.png.
 
     ./dev.py run                                   # in one shell: the site with demo data
     .venv/bin/python scripts/screenshot_dashboard.py [--url URL] [--out-dir DIR]
@@ -50,8 +51,14 @@ CHARTS_SETTLED = """() => window.Chart
     && [...document.querySelectorAll('canvas')].filter(c => !c.closest('[hidden]'))
         .every(c => Chart.getChart(c))
     && Object.values(Chart.instances).every(chart => !Chart.animator.running(chart))"""
-# A laptop and a phone (an iPhone's 375 CSS pixels), each light and dark.
-SHOTS = ((1366, "light"), (1366, "dark"), (375, "light"), (375, "dark"))
+# A laptop and a phone (an iPhone's 375 CSS pixels), each light and dark; and the cost view.
+SHOTS = (
+    (1366, "light", "images"),
+    (1366, "dark", "images"),
+    (375, "light", "images"),
+    (375, "dark", "images"),
+    (1366, "light", "cost"),
+)
 DEMO_PROMPTS = (
     "A plugin that resizes every image in a folder to 1024 px on the long side",
     "A plugin that writes alt text for each generated image",
@@ -79,9 +86,10 @@ def main() -> int:
         }
         chartjs = local_chartjs() if settings.CHARTJS_URL == settings.CHARTJS_CDN_URL else None
         with analytics_service(settings.EXTERNAL_API_URL, settings.EXTERNAL_API_KEY):
-            for width, scheme in SHOTS:
-                out = Path(args.out_dir) / f"dashboard-{width}-{scheme}.png"
-                screenshot(args.url.rstrip("/"), cookie, out, width, scheme, chartjs)
+            for width, scheme, measure in SHOTS:
+                kind = "" if measure == "images" else f"{measure}-"
+                out = Path(args.out_dir) / f"dashboard-{kind}{width}-{scheme}.png"
+                screenshot(args.url.rstrip("/"), cookie, out, width, scheme, chartjs, measure)
                 print(f"saved {out}")
     finally:
         session.delete()
@@ -163,7 +171,13 @@ def local_chartjs() -> bytes:
 
 
 def screenshot(
-    base_url: str, cookie: dict, out: Path, width: int, scheme: str, chartjs: bytes | None
+    base_url: str,
+    cookie: dict,
+    out: Path,
+    width: int,
+    scheme: str,
+    chartjs: bytes | None,
+    measure: str = "images",
 ) -> None:
     from django.conf import settings
     from django.urls import reverse
@@ -201,7 +215,7 @@ def screenshot(
                         headers={"Access-Control-Allow-Origin": "*"},
                     ),
                 )
-            page.goto(f"{base_url}/dashboard/?days=30")
+            page.goto(f"{base_url}/dashboard/?days=30&measure={measure}")
             if "/dashboard/" not in page.url:
                 raise SystemExit(f"Not logged in: the site sent the browser to {page.url}")
             page.wait_for_function(CHARTS_SETTLED, timeout=15_000)

@@ -1,6 +1,7 @@
 """The cards' figures against the days just before the range."""
 
 from datetime import date
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -70,3 +71,19 @@ def test_the_words_say_more_or_fewer_and_than_when():
     assert images(7, 7).words == "As many images as in the 30 days before"
     assert images(1004, 1000).words == "Under 1% more images than the 30 days before"
     assert (images(112, 100).arrow, images(46, 50).arrow, images(7, 7).arrow) == ("↑", "↓", "→")
+
+
+def money(now: str, before: str) -> Change:
+    return Change(Decimal(now), Decimal(before), "cost", "the 30 days before", f"{now} USD")
+
+
+def test_a_cost_is_compared_in_exact_decimals_and_plain_money_words():
+    assert (money("2.36", "0.62").shown, money("2.36", "0.62").words) == (
+        "+281%",
+        "281% higher cost than the 30 days before",
+    )
+    assert money("0.10", "0.20").words == "50% lower cost than the 30 days before"
+    assert money("1.005", "1.00").shown == "+1%"  # 0.5% rounds half away from zero
+    assert money("3.00", "3.00").words == "The same cost as in the 30 days before"
+    assert money("4.50", "0").words == "Cost: 4.50 USD, nothing in the 30 days before"
+    assert money("0", "0").words == "No cost in this range or in the 30 days before"

@@ -3,6 +3,7 @@
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from urllib.parse import urlencode
 
 import pytest
@@ -13,6 +14,7 @@ from dashboard.models import Profile
 from dashboard.overview import Row
 from dashboard.templatetags.numbers import number_cells, thousands, usage_rows
 from tests.conftest import make_record
+from usage.models import ModelPrice
 from usage.tokens import create_token
 
 MARCH = {"start": "2026-03-01", "end": "2026-03-31"}
@@ -662,3 +664,177 @@ def test_other_models_are_grey_and_the_share_table_swatches_match_the_charts(own
     for dataset in chart["datasets"][:-1]:
         assert swatch_of[dataset["label"]] == str(dataset["colour"])
     assert {swatch_of[f"model-{rank}"] for rank in (7, 8, 9)} == {"other"}
+
+
+# The cost view: ?measure=cost
+
+
+def table_cells(html: str, test_id: str) -> list[list[str]]:
+    """The rows of a table as text, head, body and foot alike."""
+    match = re.search(rf'<table[^>]*data-testid="{test_id}".*?</table>', html, re.S)
+    assert match, test_id
+    rows = re.findall(r"<tr>(.*?)</tr>", match.group(0), re.S)
+    cell = re.compile(r"<t[hd][^>]*>(.*?)</t[hd]>", re.S)
+    return [
+        [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", text)).strip() for text in cell.findall(row)]
+        for row in rows
+    ]
+
+
+def shown_text(html: str, test_id: str) -> str:
+    match = re.search(rf'data-testid="{test_id}"[^>]*>(.*?)</p>', html, re.S)
+    assert match, test_id
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", match.group(1))).strip()
+
+
+@pytest.fixture
+def priced_records(owner, other):
+    """March in Berlin, with SDXL's price changing on 5 March at 10:15 UTC, Flux priced from
+    the start, and Stable Diffusion 1.5 with no price at all; two devices; February's SDXL
+    for the comparison; and bob's records, which must count nowhere."""
+    for model, amount, valid_from in (
+        ("SDXL", "0.125", "2026-01-01T00:00:00"),
+        ("SDXL", "0.0405", "2026-03-05T10:15:00"),
+        ("Flux", "0.333", "2026-01-01T00:00:00"),
+    ):
+        ModelPrice.objects.create(
+            model=model, price_per_image=Decimal(amount), valid_from=at(valid_from)
+        )
+    laptop, studio = (create_token(owner, name).token for name in ("Laptop", "Studio"))
+    for when, model, images, token in (
+        ("2026-03-02T10:00:00", "SDXL", 3, laptop),
+        ("2026-03-05T10:00:00", "SDXL", 7, studio),  # the old price, the same day
+        ("2026-03-05T11:00:00", "SDXL", 11, laptop),  # the new price
+        ("2026-03-06T09:00:00", "Flux", 2, studio),
+        ("2026-03-06T22:30:00", "Stable Diffusion 1.5", 12, laptop),  # 6 March in Berlin
+        ("2026-02-20T12:00:00", "SDXL", 5, laptop),  # the days before
+    ):
+        make_record(owner, at(when), model=model, images=images, token=token)
+    make_record(other, at("2026-03-02T10:00:00"), model="SDXL", images=1000)
+    return {"laptop": laptop, "studio": studio}
+
+
+@pytest.mark.parametrize("device", [None, "laptop", "studio"])
+def test_the_cost_views_cards_and_tables_equal_the_summary_apis_costs(
+    owner, owner_api, priced_records, device
+):
+    query = {**MARCH, "tz": "Europe/Berlin"}
+    if device:
+        query["token"] = str(priced_records[device].pk)
+    api = owner_api.get("/api/model-usage/summary", query).json()
+    html = client_for(owner).get("/dashboard/", {**query, "measure": "cost"}).content.decode()
+
+    assert api["currency"] == "USD" and api["totals"]["cost"] not in (None, "0.00")
+    assert shown_text(html, "total-cost") == f"{api['totals']['cost']} USD"
+    unpriced = api["totals"]["unpricedImages"]
+    assert ('data-testid="unpriced-images"' in html) == bool(unpriced)
+    if unpriced:
+        assert shown_text(html, "unpriced-images") == f"{unpriced} images had no price"
+
+    share = table_cells(html, "share-table")
+    by_model = {row[0]: row[1] for row in share[1:-1]}
+    assert by_model == {
+        entry["model"]: entry["cost"] if entry["cost"] is not None else "no price"
+        for entry in api["models"]
+    }
+    assert share[-1][:2] == ["Total", api["totals"]["cost"]]
+
+    usage = table_cells(html, "usage-table")
+    columns = usage[0][1:-1]
+    body = usage[1:-1]
+    assert [row[-1] for row in body] == [
+        c if c is not None else "no price" for c in api["periodCosts"]
+    ]
+    cells = {(p["period"], p["model"]): p["cost"] for p in api["series"]}
+    for period, row in zip(api["periods"], body, strict=True):
+        for model, text in zip(columns, row[1:-1], strict=True):
+            cost = cells.get((period, model), "0.00")
+            assert text == (cost if cost is not None else "no price"), (period, model)
+    assert usage[-1][-1] == api["totals"]["cost"]
+
+    chart = chart_data_of(html)
+    assert {d["label"]: d["text"] for d in chart["datasets"]} == {
+        model: [cells.get((period, model), "0.00") for period in api["periods"]]
+        for model in columns
+    }
+    for dataset in chart["datasets"]:
+        assert dataset["data"] == [None if t is None else float(t) for t in dataset["text"]]
+
+
+def chart_data_of(html: str) -> dict:
+    match = re.search(r'<script id="chart-data" type="application/json">(.*?)</script>', html)
+    assert match
+    return json.loads(match.group(1))
+
+
+def test_the_cost_view_compares_the_cost_with_the_days_before(owner, owner_api, priced_records):
+    query = {**MARCH, "tz": "Europe/Berlin"}
+    before = {"start": "2026-01-29", "end": "2026-02-28", "tz": "Europe/Berlin"}
+    now = owner_api.get("/api/model-usage/summary", query).json()
+    then = owner_api.get("/api/model-usage/summary", before).json()
+    html = client_for(owner).get("/dashboard/", {**query, "measure": "cost"}).content.decode()
+    # 3 x 0.125 + 7 x 0.125 + 11 x 0.0405 + 2 x 0.333 now, 5 x 0.125 before.
+    assert (now["totals"]["cost"], then["totals"]["cost"]) == ("2.36", "0.62")
+    figure, words = change_on(html, "cost-change")
+    assert figure == "↑ +281%"  # 2.36 against 0.62, as shown
+    assert words.startswith("281% higher cost than the 31 days before")
+    # The overlay of the days before is their cost per day, as the API has it.
+    chart = chart_data_of(html)
+    assert chart["previous"]["text"] == then["periodCosts"]
+    assert chart["axis"] == "Cost (USD)"
+
+
+def test_images_without_a_price_are_never_shown_as_a_zero_cost(owner):
+    make_record(owner, at("2026-03-02T10:00:00"), model="Unpriced model", images=4)
+    html = client_for(owner).get("/dashboard/", {**MARCH, "measure": "cost"}).content.decode()
+    assert shown_text(html, "total-cost") == "no price"
+    assert shown_text(html, "unpriced-images") == "4 images had no price"
+    assert table_cells(html, "share-table")[1][:2] == ["Unpriced model", "no price"]
+    chart = chart_data_of(html)
+    assert chart["datasets"][0]["data"][1] is None and chart["datasets"][0]["text"][1] is None
+    assert chart["share"]["data"] == [None]
+    assert "No priced images in this range" in html
+
+
+def test_the_measure_is_kept_by_every_link_and_form_of_the_page(owner, priced_records):
+    query = {**MARCH, "tz": "UTC", "token": str(priced_records["laptop"].pk), "measure": "cost"}
+    html = client_for(owner).get("/dashboard/", query).content.decode()
+    ranges = re.findall(r'<a class="pill" href="\?([^"]*days=[^"]*)"', html)
+    assert len(ranges) == 3 and all("measure=cost" in link for link in ranges)
+    assert re.search(r'data-data-url="[^"]*measure=cost', html)  # Refresh Data
+    assert '<input type="hidden" name="measure" value="cost">' in html  # custom range
+    device_form = re.search(r'<form class="device-form".*?</form>', html, re.S).group(0)
+    assert 'name="measure" value="cost"' in device_form
+    refresh_form = re.search(r"<form class=\"refresh\".*?</form>", html, re.S).group(0)
+    assert 'name="measure" value="cost"' in refresh_form
+    assert re.search(r'name="next" value="/dashboard/\?[^"]*measure=cost', html)  # the zone
+    toggle = re.search(r'data-testid="measure-toggle">(.*?)</nav>', html, re.S).group(1)
+    images, cost = re.findall(r'<a class="pill" href="([^"]*)"([^>]*)>', toggle)
+    assert "measure" not in images[0] and "token=" in images[0] and "start=2026-03-01" in images[0]
+    assert "measure=cost" in cost[0] and "aria-current" in cost[1]
+
+
+def test_refresh_data_in_the_cost_view_brings_the_apis_costs(owner, owner_api, priced_records):
+    query = {**MARCH, "tz": "Europe/Berlin"}
+    api = owner_api.get("/api/model-usage/summary", query).json()
+    payload = client_for(owner).get("/dashboard/data/", {**query, "measure": "cost"}).json()
+    assert payload["summary"] == api
+    assert payload["chart"]["share"]["text"] == [entry["cost"] for entry in api["models"]]
+    assert f"{api['totals']['cost']} <span" in payload["html"]["cards"]
+
+
+def test_a_bad_measure_explains_itself_and_shows_images(owner):
+    client = client_for(owner)
+    response = client.get("/dashboard/", {"measure": "euros"})
+    assert response.status_code == 400
+    assert "measure must be images or cost. Showing images." in response.content.decode()
+    assert 'data-testid="total-images"' in response.content.decode()
+    refresh = client.get("/dashboard/data/", {"measure": "euros"})
+    assert refresh.status_code == 400 and refresh.json()["code"] == "invalid_query"
+
+
+def test_another_users_cost_view_shows_only_their_own_costs(other, priced_records):
+    html = client_for(other).get("/dashboard/", {**MARCH, "measure": "cost"}).content.decode()
+    # bob's 1,000 SDXL images at 0.125; none of alice's models or costs.
+    assert shown_text(html, "total-cost") == "125.00 USD"
+    assert [row[0] for row in table_cells(html, "share-table")[1:-1]] == ["SDXL"]

@@ -19,7 +19,8 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode
 
@@ -125,13 +126,15 @@ def world(owner, other, staff, upstream) -> Ids:
         "usage/budget": budget.pk,
         "usage/budgetalert": alert.pk,
         "usage/delivery": delivery.pk,
-        "usage/modelprice": ModelPrice.objects.create(
-            model="SDXL", price_per_image="0.04", valid_from="2026-01-01T00:00:00Z"
-        ).pk,
         "usage/usagerecord": record.pk,
         "usage/apitoken": owner_token.token.pk,
         "usage/plugingeneration": generation.pk,
         "usage/auditevent": event.pk,
+        "usage/modelprice": ModelPrice.objects.create(
+            model="SDXL",
+            price_per_image=Decimal("0.004"),
+            valid_from=datetime(2026, 1, 1, tzinfo=UTC),
+        ).pk,
         "auth/user": owner.pk,
         "auth/group": Group.objects.create(name="team").pk,
         "account/emailaddress": EmailAddress.objects.create(user=owner, email="a@example.com").pk,

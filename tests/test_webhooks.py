@@ -138,13 +138,13 @@ def _loopback():
 
 
 def test_the_documented_worked_example_is_what_the_site_sends():
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "budget-alerts.md").read_text()
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "costs-and-budgets.md").read_text()
     header = webhooks.sign("whsec_example", 1700000000, b'{"id":"e1"}')
     assert f"Usage-Signature: {header}" in doc
 
 
 def test_the_documented_python_snippet_verifies_a_real_signature():
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "budget-alerts.md").read_text()
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "costs-and-budgets.md").read_text()
     snippet = doc.split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict = {}
     exec(snippet, namespace)  # our own documentation

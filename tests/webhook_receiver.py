@@ -1,6 +1,6 @@
 """A real HTTP server on a loopback port that receives the site's webhooks, for tests.
 
-It checks each request's signature as a receiver should (docs/budget-alerts.md), answers
+It checks each request's signature as a receiver should (docs/costs-and-budgets.md), answers
 500 to the first ``fail_first`` requests on purpose, can hold the first request open until
 released (so that a test can kill the worker mid-delivery), and records every request.
 """

@@ -7,7 +7,7 @@ Signing follows Stripe and GitHub. Each attempt carries
 
 so a receiver recomputes the HMAC over the timestamp and the raw body with its secret,
 compares in constant time, refuses old timestamps (replays), and drops event ids it has
-seen (a delivery is sent at least once: docs/budget-alerts.md).
+seen (a delivery is sent at least once: docs/costs-and-budgets.md).
 
 Not an SSRF tool: a URL whose host resolves to a loopback, private, link-local or other
 non-public address is refused, when it is saved and again at each attempt (DNS answers
@@ -58,7 +58,7 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
 
 
 def verify(secret: str, header: str, body: bytes, *, now: int, tolerance: int = 300) -> bool:
-    """What a receiver does (docs/budget-alerts.md has the same in a few lines)."""
+    """What a receiver does (docs/costs-and-budgets.md has the same in a few lines)."""
     fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
     try:
         timestamp = int(fields["t"])

@@ -316,7 +316,7 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Usage site <noreply@localhos
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 LOGIN_URL = "account_login"
-# The background worker (usage.tasks, docs/budget-alerts.md): huey, on the Redis of
+# The background worker (usage.tasks, docs/costs-and-budgets.md): huey, on the Redis of
 # REDIS_URL when there is one, else on a SQLite file (HUEY_FILE; default: beside the SQLite
 # database, or huey.sqlite3 in the project folder). The queue holds nothing that matters:
 # what to deliver is in the database, and a sweep re-enqueues whatever is due.

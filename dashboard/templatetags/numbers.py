@@ -5,6 +5,8 @@ Django's ``intcomma`` goes through the locale machinery for every cell, which ma
 Python's own grouping gives the same text at a fraction of the cost.
 """
 
+from decimal import Decimal
+
 from django import template
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
@@ -46,11 +48,35 @@ def _labelled_cells(values: list[int], labels: list[str]) -> str:
     )
 
 
-def _usage_row(row, cells: str) -> str:
+@register.filter
+def cost_rows(rows: list, columns: list[str]) -> str:
+    """``usage_rows`` for the cost view: each cell the cost as the summary API writes it
+    (a decimal string), "no price" where none of its images had one, and zero costs
+    marked as empty."""
+    labels = [escape(column) for column in columns]
+    return mark_safe(
+        "".join(
+            _usage_row(row, "".join(map(_cost_cell, row.values, labels)), _cost_text(row.total))
+            for row in rows
+        )
+    )
+
+
+def _cost_text(cost: str | None) -> str:
+    return "no price" if cost is None else escape(cost)
+
+
+def _cost_cell(cost: str | None, label: str) -> str:
+    empty = " zero" if cost is not None and not Decimal(cost) else ""
+    return f'<td class="number{empty}" data-label="{label}">{_cost_text(cost)}</td>'
+
+
+def _usage_row(row, cells: str, total: str | None = None) -> str:
     label = escape(row.label)
     if row.period:
         label = f'<time datetime="{escape(row.period)}">{label}</time>'
+    total = f"{int(row.total):,}" if total is None else total
     return (
         f'<tr><th scope="row">{label}</th>{cells}'
-        f'<td class="number row-total" data-label="Total">{int(row.total):,}</td></tr>'
+        f'<td class="number row-total" data-label="Total">{total}</td></tr>'
     )

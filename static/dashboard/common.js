@@ -76,9 +76,10 @@ window.UsageSite = (function () {
 
   // ---- times ----
 
-  // A time in the page's zone, written the dashboard's way (en-GB order, 24-hour clock).
+  // A time in the page's zone, in the reader's locale (as the dates below) with the
+  // dashboard's 24-hour clock.
   function inZone(zone, date, options) {
-    return new Intl.DateTimeFormat("en-GB", { timeZone: zone, hourCycle: "h23", ...options }).format(date);
+    return new Intl.DateTimeFormat(LOCALE, { timeZone: zone, hourCycle: "h23", ...options }).format(date);
   }
 
   // "14:02:07": the time of an "Updated …" line.

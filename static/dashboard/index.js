@@ -39,10 +39,19 @@
     return data.periods.map((period) => periodLabel(period, data.granularity, withYear));
   }
 
+  // In the cost view the server sends each value twice: a number to plot, and the exact
+  // decimal string of the summary API ("text"), which is what a tooltip shows.
+  function valueText(data, dataset, index) {
+    if (data.measure !== "cost") return null;
+    const text = dataset.text ? dataset.text[index] : undefined;
+    return text === null ? "no price" : `${text} ${data.currency}`;
+  }
+
   function barDatasets(data, colours) {
     const bars = data.datasets.map((dataset) => ({
       label: dataset.label,
       data: dataset.data,
+      text: dataset.text,
       backgroundColor: colourOf(dataset.colour, colours),
       borderRadius: 2,
       maxBarThickness: 48,
@@ -55,6 +64,7 @@
       type: "line",
       label: data.previous.label,
       data: data.previous.data,
+      text: data.previous.text,
       stack: "previous",
       borderColor: colours.previous,
       backgroundColor: colours.previous,
@@ -69,25 +79,31 @@
 
   function shareDataset(data, colours) {
     return [{
-      label: "Images",
+      label: data.axis,
       data: data.share.data,
+      text: data.share.text,
       backgroundColor: data.share.colours.map((slot) => colourOf(slot, colours)),
       borderColor: colours.surface,
       borderWidth: 2,
     }];
   }
 
-  function barOptions(colours) {
-    const options = stackedBarOptions(colours, "Images");
+  function barOptions(data, colours) {
+    const options = stackedBarOptions(colours, data.axis);
+    if (data.measure === "cost") options.scales.y.ticks.precision = undefined;
+    const unpriced = (item) => item.raw === null && item.dataset.text?.[item.dataIndex] === null;
     const tooltip = {
-      // A model with no images that day is left out of the bar's tooltip.
-      filter: (item) => item.raw > 0 || (item.dataset.stack === "previous" && item.raw !== null),
+      // A model with no images that day is left out of the bar's tooltip; one whose images
+      // had no price says so.
+      filter: (item) => item.raw > 0 || (item.dataset.stack === "previous" && item.raw !== null)
+        || (item.dataset.stack !== "previous" && unpriced(item)),
       callbacks: {
         label: (item) => {
-          if (item.dataset.stack !== "previous") return `${item.dataset.label}: ${item.formattedValue}`;
+          const value = valueText(chartData, item.dataset, item.dataIndex) ?? item.formattedValue;
+          if (item.dataset.stack !== "previous") return `${item.dataset.label}: ${value}`;
           const period = chartData.previous.periods[item.dataIndex];
           const when = period ? periodLabel(period, chartData.granularity, true) : "";
-          return `${item.dataset.label}${when ? ` (${when})` : ""}: ${item.formattedValue}`;
+          return `${item.dataset.label}${when ? ` (${when})` : ""}: ${value}`;
         },
       },
     };
@@ -106,7 +122,7 @@
     const bar = new Chart(usageCanvas, {
       type: "bar",
       data: { labels: labelsOf(data), datasets: barDatasets(data, colours) },
-      options: barOptions(colours),
+      options: barOptions(data, colours),
     });
     const share = new Chart(shareCanvas, {
       type: "doughnut",
@@ -116,7 +132,17 @@
         maintainAspectRatio: false,
         animation: chartAnimation,
         cutout: "62%",
-        plugins: { legend: { display: false } },
+        plugins: {
+          legend: { display: false },
+          tooltip: {
+            callbacks: {
+              label: (item) => {
+                const value = valueText(chartData, item.dataset, item.dataIndex) ?? item.formattedValue;
+                return `${item.label}: ${value}`;
+              },
+            },
+          },
+        },
       },
     });
     return { bar, share };
@@ -149,12 +175,14 @@
 
   // An empty doughnut is a blank square; the share table already says there is nothing.
   function fitShareFrame(data) {
-    shareCanvas.parentElement.hidden = data.share.data.length === 0;
+    const drawn = data.measure === "cost" ? data.share.data.some((cost) => cost > 0) : data.share.data.length > 0;
+    shareCanvas.parentElement.hidden = !drawn;
   }
 
   // An empty range draws a bare grid with a 0 to 1 axis: a message goes over it.
   function showEmpty(data) {
-    emptyNote.hidden = data.share.data.some((images) => images > 0);
+    emptyNote.textContent = data.empty;
+    emptyNote.hidden = data.share.data.some((value) => value > 0);
   }
 
   let chartData = JSON.parse(document.getElementById("chart-data").textContent);

@@ -65,16 +65,13 @@
     });
   }
 
+  // Days and months in the reader's locale, as the rest of the page (common.js).
   function dayLabel(key, withYear) {
-    const date = new Date(`${key}T00:00:00Z`);
-    return new Intl.DateTimeFormat("en-GB", {
-      timeZone: "UTC", day: "numeric", month: "short", ...(withYear ? { year: "numeric" } : {}),
-    }).format(date);
+    return window.UsageSite.periodLabel(key, "day", withYear);
   }
 
   function monthLabel(key) {
-    return new Intl.DateTimeFormat("en-GB", { timeZone: "UTC", month: "short", year: "numeric" })
-      .format(new Date(`${key}-01T00:00:00Z`));
+    return window.UsageSite.periodLabel(`${key}-01`, "month", false);
   }
 
   // One row per period, zero where the service has nothing; entries of one period are added.

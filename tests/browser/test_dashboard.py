@@ -707,3 +707,198 @@ def test_dates_are_written_in_the_browsers_locale_as_its_date_inputs_are(
     assert first_label == ("Nov 4" if locale == "en-US" else "4 Nov")
     row = table(page, "usage-table")["body"][0][0]
     assert row == first_label
+
+
+# ---- the cost view ----
+
+
+def cost_charts(page: Page) -> dict:
+    """Both charts' values as Chart.js holds them, and the exact texts their tooltips show."""
+    chart_data(page, USAGE_CHART)
+    return page.evaluate(
+        """([bar, share]) => {
+            const read = chart => ({
+                labels: chart.data.labels.map(String),
+                datasets: chart.data.datasets.map(d => ({
+                    label: d.label, stack: d.stack ?? null, data: d.data, text: d.text ?? null,
+                })),
+                axis: chart.options.scales?.y?.title?.text ?? null,
+            });
+            return {
+                bar: read(Chart.getChart(document.querySelector(bar))),
+                share: read(Chart.getChart(document.querySelector(share))),
+            };
+        }""",
+        [USAGE_CHART, SHARE_CHART],
+    )
+
+
+def expected_cost_charts(summary: dict) -> tuple[dict, dict]:
+    """Per model, its cost per period as plotted (a number, None without a price) with the
+    API's text; and per model its cost in the range, for the doughnut."""
+    cells = {(point["period"], point["model"]): point["cost"] for point in summary["series"]}
+    bars = {}
+    for entry in summary["models"]:
+        texts = [cells.get((period, entry["model"]), "0.00") for period in summary["periods"]]
+        bars[entry["model"]] = {
+            "data": [None if text is None else float(text) for text in texts],
+            "text": texts,
+        }
+    share = {
+        entry["model"]: None if entry["cost"] is None else float(entry["cost"])
+        for entry in summary["models"]
+    }
+    return bars, share
+
+
+def tooltip(page: Page, selector: str, label: str | None, index: int) -> str:
+    """What the chart's tooltip writes for one value (a bar's dataset by label; the doughnut's
+    only dataset), from the chart's own tooltip callback."""
+    return page.evaluate(
+        """([selector, label, index]) => {
+            const chart = Chart.getChart(document.querySelector(selector));
+            const datasetIndex = label === null ? 0
+                : chart.data.datasets.findIndex(d => d.label === label);
+            const dataset = chart.data.datasets[datasetIndex];
+            const raw = dataset.data[index];
+            const item = {chart, dataset, datasetIndex, dataIndex: index, raw,
+                          label: chart.data.labels[index], formattedValue: String(raw)};
+            return chart.options.plugins.tooltip.callbacks.label.call({}, item);
+        }""",
+        [selector, label, index],
+    )
+
+
+def summary_index(summary: dict, model: str) -> int:
+    return [entry["model"] for entry in summary["models"]].index(model)
+
+
+def assert_charts_show_costs(page: Page, summary: dict) -> None:
+    charts = cost_charts(page)
+    bars, share = expected_cost_charts(summary)
+    shown = {
+        d["label"]: {"data": d["data"], "text": d["text"]}
+        for d in charts["bar"]["datasets"]
+        if d["stack"] != "previous"
+    }
+    assert shown == bars
+    assert charts["bar"]["axis"] == f"Cost ({summary['currency']})"
+    doughnut_data = charts["share"]["datasets"][0]
+    assert dict(zip(charts["share"]["labels"], doughnut_data["data"], strict=True)) == share
+    assert doughnut_data["text"] == [entry["cost"] for entry in summary["models"]]
+
+
+def test_the_cost_toggle_draws_both_charts_in_cost_as_the_summary_api_counts_it(
+    open_tab, live_server, owner, owner_token
+):
+    from usage.models import ModelPrice
+
+    ModelPrice.objects.create(
+        model="SDXL", price_per_image="0.125", valid_from=datetime(2020, 1, 1, tzinfo=UTC)
+    )
+    ModelPrice.objects.create(
+        model="Flux", price_per_image="0.333", valid_from=datetime(2020, 1, 1, tzinfo=UTC)
+    )
+    today = today_in(UTC)
+    store(
+        owner,
+        [
+            (local(today - timedelta(days=1), 10, 0, UTC), "SDXL", 9),
+            (local(today - timedelta(days=2), 10, 0, UTC), "Flux", 3),
+            (local(today - timedelta(days=2), 11, 0, UTC), "Mystery", 4),  # no price
+            (local(today - timedelta(days=20), 10, 0, UTC), "Flux", 7),  # in 30 days only
+        ],
+    )
+    week = (today - timedelta(days=6), today)
+
+    tab = open_tab(owner)
+    page = tab.page
+    page.goto(live_server.url + "/dashboard/?days=7&tz=UTC")
+    chart_data(page, USAGE_CHART)
+    page.get_by_test_id("measure-toggle").get_by_role("link", name="Cost").click()
+    expect(page).to_have_url(re.compile(r"measure=cost"))
+    summary = summary_api(live_server.url, owner_token.raw, *week)
+    assert summary["totals"]["cost"] == "2.12" and summary["unpricedModels"] == ["Mystery"]
+    assert_charts_show_costs(page, summary)
+    expect(page.get_by_test_id("total-cost")).to_have_text("2.12 USD")
+    expect(page.get_by_test_id("unpriced-images")).to_have_text("4 images had no price")
+    # The tooltips write the API's strings: 9 x 0.125 is 1.125, shown as the API rounds it.
+    yesterday = summary["periods"].index((today - timedelta(days=1)).isoformat())
+    two_days_ago = yesterday - 1
+    assert tooltip(page, USAGE_CHART, "SDXL", yesterday) == "SDXL: 1.12 USD"
+    assert tooltip(page, USAGE_CHART, "Mystery", two_days_ago) == "Mystery: no price"
+    assert tooltip(page, SHARE_CHART, None, summary_index(summary, "Flux")) == "Flux: 1.00 USD"
+
+    # The days before as a line, in cost too.
+    page.get_by_test_id("compare-toggle").check()
+    before = summary_api(
+        live_server.url, owner_token.raw, today - timedelta(days=13), week[0] - timedelta(days=1)
+    )
+    line = [d for d in cost_charts(page)["bar"]["datasets"] if d["stack"] == "previous"]
+    assert [d["text"] for d in line] == [before["periodCosts"]]
+    page.get_by_test_id("compare-toggle").uncheck()
+
+    # Refresh Data keeps the cost view and brings a new record's cost.
+    post_usage(
+        live_server.url,
+        owner_token.raw,
+        {"model": "SDXL", "imageCount": 8},
+    )
+    press_refresh(page)
+    expect(page.get_by_test_id("refresh-status")).to_have_text(UPDATED)
+    summary = summary_api(live_server.url, owner_token.raw, *week)
+    assert summary["totals"]["cost"] == "3.12"
+    expect(page.get_by_test_id("total-cost")).to_have_text("3.12 USD")
+    assert_charts_show_costs(page, summary)
+
+    # A range change keeps it too.
+    page.get_by_role("navigation", name="Date range").get_by_role("link", name="30 days").click()
+    expect(page).to_have_url(re.compile(r"days=30.*measure=cost|measure=cost.*days=30"))
+    month = summary_api(live_server.url, owner_token.raw, today - timedelta(days=29), today)
+    assert_charts_show_costs(page, month)
+
+    # And back to images.
+    page.get_by_test_id("measure-toggle").get_by_role("link", name="Images").click()
+    expect(page.get_by_test_id("total-images")).to_have_text(str(month["totals"]["images"]))
+    assert "measure" not in page.url
+    assert doughnut(page) == {entry["model"]: entry["images"] for entry in month["models"]}
+    assert tab.errors == []
+
+
+def test_the_cost_view_fits_a_phone_without_sideways_scrolling(
+    open_tab, live_server, owner, screenshots
+):
+    from usage.models import ModelPrice
+
+    now = timezone.now()
+    for rank, name in enumerate(LONG_NAMES):
+        ModelPrice.objects.create(
+            model=name, price_per_image=f"12{rank}.0375", valid_from=now - timedelta(days=60)
+        )
+    store(
+        owner,
+        [
+            (now - timedelta(days=day, hours=rank), name, day + rank + 1000)
+            for day in range(9)
+            for rank, name in enumerate(LONG_NAMES)
+        ]
+        + [(now - timedelta(days=1), "A model without any price at all", 5)],
+    )
+    page = open_tab(owner, viewport={"width": 375, "height": 740}, is_mobile=True).page
+    page.goto(live_server.url + "/dashboard/?tz=UTC&measure=cost")
+    wait_until_charts_settle(page)
+    page.get_by_text("Cost over time as a table").click()
+    page.get_by_test_id("more-controls").locator("summary").click()
+    widths = page.evaluate(
+        """() => [...document.querySelectorAll('table')]
+            .filter(t => t.offsetParent !== null)
+            .map(t => ({id: t.dataset.testid, table: t.scrollWidth,
+                        box: t.parentElement.clientWidth, scroll: t.parentElement.scrollWidth}))"""
+    )
+    assert {w["id"] for w in widths} >= {"usage-table", "share-table"}
+    for width in widths:
+        assert width["scroll"] <= width["box"] and width["table"] <= width["box"], width
+    assert page.evaluate("document.documentElement.scrollWidth") <= 375
+    toggle = page.get_by_test_id("measure-toggle").bounding_box()
+    assert toggle is not None and toggle["x"] + toggle["width"] <= 375
+    page.screenshot(path=screenshots / "dashboard-cost-375px.png", full_page=True)

@@ -108,8 +108,12 @@ def table_rows(page: Page, test_id: str) -> dict[str, list[int]]:
     return {row[0]: [number(cell) for cell in row[1:]] for row in table(page, test_id)["body"]}
 
 
+# The panel writes its dates in the browser's locale, as the rest of the page: the tabs'
+# en-US here (tests/browser/conftest.py), month first.
+
+
 def day_label(day) -> str:
-    return f"{day.day} {day:%b}"
+    return f"{day:%b} {day.day}"
 
 
 def month_label(day) -> str:
@@ -133,9 +137,9 @@ def expected_figures(usage: dict) -> dict[str, int]:
 
 
 def shown_in(zone: ZoneInfo, iso: str) -> str:
-    """A time as the page writes it: "5 Mar 2026, 14:02" in ``zone``."""
+    """A time as the page writes it in en-US: "Mar 5, 2026, 14:02" in ``zone``."""
     when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(zone)
-    return f"{when.day} {when:%b %Y, %H:%M}"
+    return f"{when:%b} {when.day}, {when:%Y, %H:%M}"
 
 
 def hold(page: Page, matches: Callable[[str], bool]) -> list[Route]:
