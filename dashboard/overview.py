@@ -17,7 +17,7 @@ from usage.costs import display, summarize_with_costs
 from usage.models import UsageRecord
 from usage.problems import InvalidQuery
 from usage.records import RecordQuery, list_records
-from usage.summary import DateRange, parse_granularity, parse_range
+from usage.summary import DateRange, parse_granularity, parse_range, summarize
 
 PRESET_DAYS = (7, 30, 90)
 DEFAULT_DAYS = 30
@@ -253,9 +253,11 @@ def build_overview(
 ) -> Overview:
     granularity = parse_granularity(None, date_range.days)
     summary = summarize_with_costs(owner, date_range, granularity, token)
-    # The same query again for the days before: the cost of the comparison is one rollup read.
+    # The same query again for the days before: the cost of the comparison is one rollup read
+    # (and their costs only when the page shows costs).
     before = previous_range(date_range)
-    previous = summarize_with_costs(owner, before, granularity, token)
+    compare = summarize_with_costs if measure == "cost" else summarize
+    previous = compare(owner, before, granularity, token)
     lo, hi = date_range.utc_bounds()
     recent, _ = list_records(owner, RecordQuery(lo, hi, RECENT_LIMIT, after=None))
     last_activity = (

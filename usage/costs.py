@@ -312,7 +312,10 @@ def spend_between(owner_id: int, start: datetime, end: datetime) -> Spend:
 
 
 def costs_of(
-    owner_id: int, cells: list[tuple[Stretch, str, int]], token: int | None = None
+    owner_id: int,
+    cells: list[tuple[Stretch, str, int]],
+    token: int | None = None,
+    book: PriceBook | None = None,
 ) -> list[Spend]:
     """What each ``(stretch, model, images)`` costs, the images being the owner's images of
     the model in the stretch as the rollups hold them (a summary's buckets, say). One read of
@@ -322,7 +325,7 @@ def costs_of(
     start: the parts of a stretch then come from one snapshot, even if records arrived
     since ``images`` were read.
     """
-    book = price_book()
+    book = book or price_book()
     changed = {stretch for stretch, model, _ in cells if book.starts_inside(model, *stretch)}
     stretches = [*changed, *tails_needed(book, changed)]
     read = interval_images(owner_id, stretches, token) if changed else {}
@@ -365,33 +368,87 @@ def summarize_with_costs(
     one API token's records only with ``token``."""
     payload = summary.summarize(owner, date_range, granularity, token)
     code = currency()
-    stretches = bucket_stretches(date_range, granularity)
     position = {label: n for n, label in enumerate(payload["periods"])}
     series = payload["series"]
-    spends = costs_of(
-        owner.pk,
-        [(stretches[position[p["period"]]], p["model"], p["images"]) for p in series],
-        token,
-    )
-    per_model: dict[str, Spend] = {}
-    per_period = [NOTHING] * len(stretches)
-    for point, spend in zip(series, spends, strict=True):
-        point["cost"] = shown(spend, code)
-        per_model[point["model"]] = per_model.get(point["model"], NOTHING) + spend
-        per_period[position[point["period"]]] += spend
+    # Sums in plain lists and dicts, not ``Spend`` objects: this loop runs for every bucket
+    # and model (720 of them for 90 days of 8 models), on every summary and dashboard.
+    add = EXACT.add
+    model_cost: dict[str, Decimal] = {}
+    model_unpriced: dict[str, int] = {}
+    period_cost = [ZERO] * len(position)
+    period_images = [0] * len(position)
+    period_unpriced = [0] * len(position)
+    for point, (cost, unpriced) in zip(
+        series,
+        _series_costs(owner.pk, date_range, granularity, series, position, token),
+        strict=True,
+    ):
+        images, model, at = point["images"], point["model"], position[point["period"]]
+        point["cost"] = display(cost, code) if unpriced < images else None
+        model_cost[model] = add(model_cost.get(model, ZERO), cost)
+        model_unpriced[model] = model_unpriced.get(model, 0) + unpriced
+        period_cost[at] = add(period_cost[at], cost)
+        period_images[at] += images
+        period_unpriced[at] += unpriced
+    total = Spend(payload["totals"]["images"], ZERO, 0)
     for entry in payload["models"]:
-        spend = per_model[entry["model"]]
+        spend = Spend(entry["images"], model_cost[entry["model"]], model_unpriced[entry["model"]])
         entry["cost"] = shown(spend, code)
         entry["unpricedImages"] = spend.unpriced_images
-    total = sum(per_model.values(), NOTHING)
+        total = Spend(
+            total.images, add(total.cost, spend.cost), total.unpriced_images + spend.unpriced_images
+        )
     payload["totals"]["cost"] = shown(total, code)
     payload["totals"]["unpricedImages"] = total.unpriced_images
-    payload["periodCosts"] = [shown(spend, code) for spend in per_period]
+    payload["periodCosts"] = [
+        shown(Spend(images, cost, unpriced), code)
+        for images, cost, unpriced in zip(period_images, period_cost, period_unpriced, strict=True)
+    ]
     payload["currency"] = code
     payload["unpricedModels"] = [
         entry["model"] for entry in payload["models"] if entry["unpricedImages"]
     ]
     return payload
+
+
+def _series_costs(
+    owner_id: int,
+    date_range: summary.DateRange,
+    granularity: str,
+    series: list[dict],
+    position: dict[str, int],
+    token: int | None,
+) -> list[tuple[Decimal, int]]:
+    """``(cost, unpriced images)`` of each entry of a summary's ``series``. A model whose
+    price holds over the whole range (nearly every model, nearly always) costs its images
+    times that price, entry by entry, with no read; only the models whose price changes
+    inside the range go through ``costs_of``."""
+    book = price_book()
+    tz = date_range.tz
+    start = ceil_quarter(summary.local_midnight(date_range.start, tz))
+    end = ceil_quarter(summary.local_midnight(date_range.end + timedelta(days=1), tz))
+    models = {point["model"] for point in series}
+    steady = {
+        model: book.price_at(model, start)
+        for model in models
+        if not book.starts_inside(model, start, end)
+    }
+    costs: list[tuple[Decimal, int] | None] = []
+    split: list[tuple[Stretch, str, int]] = []
+    split_at: list[int] = []
+    stretches = bucket_stretches(date_range, granularity) if len(steady) < len(models) else []
+    for point in series:
+        model, images = point["model"], point["images"]
+        if model in steady:
+            price = steady[model]
+            costs.append((ZERO, images) if price is None else (multiply(images, price), 0))
+        else:
+            split_at.append(len(costs))
+            split.append((stretches[position[point["period"]]], model, images))
+            costs.append(None)
+    for at, spend in zip(split_at, costs_of(owner_id, split, token, book), strict=True):
+        costs[at] = (spend.cost, spend.unpriced_images)
+    return costs  # type: ignore[return-value]
 
 
 def daily_costs(
