@@ -590,7 +590,9 @@ def recreate_indexes(dropped: list[Dropped], table: str = SITE_TABLE) -> None:
                     f'ALTER TABLE {table} ADD CONSTRAINT "{item.name}" {item.definition}'
                 )
             else:
-                connection.execute(item.definition)
+                # An index of the partitioned table reads "ON ONLY" the parent: built that
+                # way it would cover no partition.
+                connection.execute(item.definition.replace(" ON ONLY ", " ON ", 1))
             progress.add(1)
 
 
