@@ -2,7 +2,8 @@
 
 from django import forms
 
-from usage import budgets, webhooks
+from usage import budgets
+from usage.budget_fields import BudgetFieldChecks
 from usage.models import ApiToken, Budget
 from usage.problems import InvalidQuery
 from usage.summary import parse_zone
@@ -27,7 +28,7 @@ class TimeZoneForm(forms.Form):
             raise forms.ValidationError(error.message) from error
 
 
-class BudgetForm(forms.Form):
+class BudgetForm(BudgetFieldChecks, forms.Form):
     """A monthly budget. The rules are ``usage.budgets``' and ``usage.webhooks``'."""
 
     unit = forms.ChoiceField(
@@ -64,23 +65,3 @@ class BudgetForm(forms.Form):
             except InvalidQuery as error:
                 self.add_error("limit", error.message)
         return data
-
-    def clean_thresholds(self) -> list[int]:
-        return _checked(budgets.parse_thresholds, self.cleaned_data["thresholds"])
-
-    def clean_time_zone(self) -> str:
-        return _checked(parse_zone, self.cleaned_data["time_zone"].strip()).key
-
-    def clean_webhook_url(self) -> str:
-        url = self.cleaned_data["webhook_url"].strip()
-        if url:
-            _checked(webhooks.check_url, url)
-        return url
-
-
-def _checked(parse, value):
-    """``parse(value)``, its ``InvalidQuery`` as the field's error."""
-    try:
-        return parse(value)
-    except InvalidQuery as error:
-        raise forms.ValidationError(error.message) from error

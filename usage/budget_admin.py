@@ -7,14 +7,14 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from usage import budgets, webhooks
+from usage import budgets
 from usage.admin_changelist import CheckedChangeListAdmin
+from usage.budget_fields import BudgetFieldChecks
 from usage.models import Budget, BudgetAlert, Delivery, DeliveryAttempt
 from usage.problems import InvalidQuery
-from usage.summary import parse_zone
 
 
-class BudgetAdminForm(forms.ModelForm):
+class BudgetAdminForm(BudgetFieldChecks, forms.ModelForm):
     # Checked by usage.webhooks, which says more than URLField's "Enter a valid URL".
     webhook_url = forms.CharField(max_length=500, required=False)
 
@@ -44,24 +44,7 @@ class BudgetAdminForm(forms.ModelForm):
         return data
 
     def clean_thresholds(self) -> str:
-        parsed = _checked(budgets.parse_thresholds, self.cleaned_data["thresholds"])
-        return ",".join(str(t) for t in parsed)
-
-    def clean_time_zone(self) -> str:
-        return _checked(parse_zone, self.cleaned_data["time_zone"].strip()).key
-
-    def clean_webhook_url(self) -> str:
-        url = self.cleaned_data["webhook_url"].strip()
-        if url:
-            _checked(webhooks.check_url, url)
-        return url
-
-
-def _checked(check, value):
-    try:
-        return check(value)
-    except InvalidQuery as error:
-        raise forms.ValidationError(error.message) from error
+        return ",".join(str(t) for t in super().clean_thresholds())
 
 
 @admin.register(Budget)
