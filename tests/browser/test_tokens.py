@@ -53,3 +53,19 @@ def test_a_token_is_renamed_then_revoked_and_removed_from_the_list(open_tab, liv
     assert actions == ["token_created", "token_renamed", "token_revoked", "token_removed"]
     assert ApiToken.objects.get().removed_at is not None
     assert tab.errors == []
+
+
+def test_the_copy_button_puts_the_new_secret_on_the_clipboard(open_tab, live_server, owner):
+    tab = open_tab(owner)
+    page = tab.page
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server.url)
+    page.goto(f"{live_server.url}/dashboard/tokens/")
+    page.get_by_label("Name", exact=True).fill("Studio laptop")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.get_by_test_id("new-token").inner_text().strip()
+
+    page.get_by_role("button", name="Copy token").click()
+
+    expect(page.locator("[data-copy-status]")).to_have_text("Copied.")
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    assert tab.errors == []

@@ -1,4 +1,5 @@
-// The tokens page: copy the one-time secret, or the header line, to the clipboard.
+// Copy buttons, on the tokens and budget pages: a button with data-copy="ID" copies the text
+// of element ID to the clipboard, and says so in the page's [data-copy-status].
 "use strict";
 
 (function () {
