@@ -166,8 +166,10 @@ def is_refetch(url: str) -> bool:
 
 
 def generate(page: Page, prompt: str) -> None:
+    """Fill the prompt and click Generate; fails at once if the click sent nothing."""
     page.get_by_label(PROMPT_LABEL).fill(prompt)
-    page.get_by_test_id("generate-plugin").click()
+    with page.expect_request("**/api/plugin/generate", timeout=5000):
+        page.get_by_test_id("generate-plugin").click()
 
 
 def wait_until_token_charts_settle(page: Page) -> None:
@@ -469,6 +471,10 @@ def test_what_the_upstream_sends_stays_text(open_tab, live_server, owner, standi
     generate(page, HOSTILE)
     expect(page.get_by_test_id("generate-output")).to_contain_text(HOSTILE)
     expect(page.get_by_test_id("generate-description")).to_have_text(HOSTILE)
+    # The generation made the panel ask again, and it now draws its charts above the form:
+    # let it settle before the next click, so the button is not moving under the mouse.
+    expect_state(page, "ready")
+    wait_until_token_charts_settle(page)
     # And an error message that does.
     standin.answer("generate", 400, {"error": HOSTILE})
     generate(page, "anything")
