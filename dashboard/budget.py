@@ -15,15 +15,17 @@ from django.views.decorators.http import require_http_methods, require_POST
 from dashboard.forms import BudgetForm
 from dashboard.models import Profile
 from usage import budgets, deliveries
+from usage.costs import PriceBook
 from usage.models import Budget, Delivery
 
 DELIVERY_LOG_LENGTH = 50
 DEFAULT_THRESHOLDS = ", ".join(str(t) for t in budgets.DEFAULT_THRESHOLDS)
 
 
-def budget_card(subject: AbstractBaseUser) -> dict:
-    """The dashboard card's numbers: those of ``GET /api/budget`` for the same user."""
-    status = budgets.budget_status(subject)
+def budget_card(subject: AbstractBaseUser, book: PriceBook | None = None) -> dict:
+    """The dashboard card's numbers: those of ``GET /api/budget`` for the same user (at the
+    prices of ``book``, the page's, when given)."""
+    status = budgets.budget_status(subject, book=book)
     month = date.fromisoformat(status["month"]["start"]) if status["budget"] else None
     return {"budget_status": status, "budget_month": month}
 

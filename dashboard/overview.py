@@ -13,7 +13,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from dashboard.comparison import Change, period_words, previous_range, versus_words
 from dashboard.model_colours import OTHER, chart_slots
-from usage.costs import display, summarize_with_costs
+from usage.costs import PriceBook, display, price_book, summarize_with_costs
 from usage.models import UsageRecord
 from usage.problems import InvalidQuery
 from usage.records import RecordQuery, list_records
@@ -80,6 +80,7 @@ class Overview:
     previous: dict  # the summary of the days just before, as many as the range has
     previous_range: DateRange
     measure: str = "images"
+    book: PriceBook | None = None  # the prices the figures are at, for the page's other parts
 
     @property
     def in_cost(self) -> bool:
@@ -252,12 +253,15 @@ def build_overview(
     measure: str = "images",
 ) -> Overview:
     granularity = parse_granularity(None, date_range.days)
-    summary = summarize_with_costs(owner, date_range, granularity, token)
+    book = price_book()
+    summary = summarize_with_costs(owner, date_range, granularity, token, book)
     # The same query again for the days before: the cost of the comparison is one rollup read
-    # (and their costs only when the page shows costs).
+    # (and their costs, from the same prices, only when the page shows costs).
     before = previous_range(date_range)
-    compare = summarize_with_costs if measure == "cost" else summarize
-    previous = compare(owner, before, granularity, token)
+    if measure == "cost":
+        previous = summarize_with_costs(owner, before, granularity, token, book)
+    else:
+        previous = summarize(owner, before, granularity, token)
     lo, hi = date_range.utc_bounds()
     recent, _ = list_records(owner, RecordQuery(lo, hi, RECENT_LIMIT, after=None))
     last_activity = (
@@ -267,7 +271,7 @@ def build_overview(
         .first()
     )
     columns, rows = _table(summary, measure)
-    return Overview(summary, recent, last_activity, columns, rows, previous, before, measure)
+    return Overview(summary, recent, last_activity, columns, rows, previous, before, measure, book)
 
 
 def _table(summary: dict, measure: str = "images") -> tuple[list[str], list[Row]]:

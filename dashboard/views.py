@@ -195,7 +195,7 @@ def page_context(
         "overview": overview,
         "summary": overview.summary,
         "query_string": urlencode(params),
-        **budget_card(subject),
+        **budget_card(subject, overview.book),
         "devices": device_rows(overview.summary),
         "token": token,
     }

@@ -46,12 +46,13 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
+from scripts.bench import MODELS, SUMMARY_DAYS, set_prices  # noqa: E402
+from usage.folding import fold_all  # noqa: E402
 from usage.ingest import CleanRecord, store  # noqa: E402
+from usage.models import Budget  # noqa: E402
 from usage.tokens import create_token  # noqa: E402
 
-ROUNDS = 2000
-MODELS = [f"Model {n}" for n in range(8)]
-SUMMARY_DAYS = 90
+ROUNDS = int(os.environ.get("PROFILE_ROUNDS", "2000"))
 
 
 class StatementClock:
@@ -151,7 +152,7 @@ def main() -> None:
     rng = random.Random(1)
     history = [
         CleanRecord(
-            rng.choice(MODELS),
+            rng.choice(list(MODELS)),
             rng.choice((1, 2, 4)),
             now - timedelta(minutes=rng.randrange(SUMMARY_DAYS * 24 * 60)),
             None,
@@ -160,6 +161,12 @@ def main() -> None:
     ]
     for start in range(0, len(history), 1000):
         store(owner, None, history[start : start + 1000], now)
+    # As the bench: prices for six models (three change mid-range), a budget for the owner.
+    set_prices()
+    Budget.objects.create(owner=owner, image_limit=1_000_000)
+    if connection.vendor == "postgresql":  # as the bench does after loading
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM (ANALYZE)")
     handler = WSGIHandler()
     bearer = f"Bearer {raw}"
     today = timezone.now().date()
@@ -179,21 +186,28 @@ def main() -> None:
     cookie = f"sessionid={browser.cookies['sessionid'].value}"
     dashboard = "/dashboard/?days=90&tz=America/New_York"
 
-    results = [
-        profile("POST /api/model-usage, one record", post),
-        profile(
+    requests = {
+        "post": ("POST /api/model-usage, one record", post),
+        "summary": (
             "GET 90-day summary by day",
             lambda: wsgi_call(handler, "GET", summary, b"", AUTHORIZATION=bearer),
         ),
-        profile(
+        "dashboard": (
             "GET the dashboard page, 90 days",
             lambda: wsgi_call(handler, "GET", dashboard, b"", COOKIE=cookie),
         ),
-        profile(
-            "GET /api/health/simple", lambda: wsgi_call(handler, "GET", "/api/health/simple", b"")
+        "health": (
+            "GET /api/health/simple",
+            lambda: wsgi_call(handler, "GET", "/api/health/simple", b""),
         ),
-    ]
-    if connection.vendor == "postgresql":
+    }
+    # PROFILE_ONLY=summary,dashboard measures only those.
+    only = [name for name in os.environ.get("PROFILE_ONLY", "").split(",") if name]
+    results = []
+    for name in only or requests:
+        results.append(profile(*requests[name]))
+        fold_all()  # as each server's fold thread does about once a second
+    if connection.vendor == "postgresql" and not only:
         results += explain_ingestion(owner.pk)
     print(json.dumps(results, indent=2))
 

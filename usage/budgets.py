@@ -109,10 +109,12 @@ def month_bounds(first: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
     return costs.ceil_quarter(start), costs.ceil_quarter(end)
 
 
-def spend_in_month(owner_id: int, first: date, tz: ZoneInfo) -> Spend:
+def spend_in_month(
+    owner_id: int, first: date, tz: ZoneInfo, book: costs.PriceBook | None = None
+) -> Spend:
     """The owner's images in the local month and what they cost, exact (the rollups and
     what is not in them yet, each image at the price in force when it was made)."""
-    return costs.spend_between(owner_id, *month_bounds(first, tz))
+    return costs.spend_between(owner_id, *month_bounds(first, tz), book)
 
 
 def forecast(used: Amount, first: date, tz: ZoneInfo, now: datetime) -> Amount:
@@ -129,13 +131,17 @@ def forecast(used: Amount, first: date, tz: ZoneInfo, now: datetime) -> Amount:
 
 
 def status_of(
-    budget: Budget, now: datetime | None = None, first: date | None = None
+    budget: Budget,
+    now: datetime | None = None,
+    first: date | None = None,
+    book: costs.PriceBook | None = None,
 ) -> BudgetStatus:
-    """Where the month holding ``now`` (or the month starting on ``first``) stands."""
+    """Where the month holding ``now`` (or the month starting on ``first``) stands; at the
+    prices of ``book`` when given (read once for a page that prices more)."""
     now = now or timezone.now()
     tz = ZoneInfo(budget.time_zone)
     first = first or month_start(now, tz)
-    spend = spend_in_month(budget.owner_id, first, tz)
+    spend = spend_in_month(budget.owner_id, first, tz, book)
     used = spend.cost if budget.unit == Budget.Unit.MONEY else spend.images
     return BudgetStatus(budget, first, next_month_of(first), spend, forecast(used, first, tz, now))
 
@@ -252,10 +258,12 @@ def status_as_dict(status: BudgetStatus, alerts: list[BudgetAlert]) -> dict:
     }
 
 
-def budget_status(user: AbstractBaseUser, now: datetime | None = None) -> dict:
+def budget_status(
+    user: AbstractBaseUser, now: datetime | None = None, book: costs.PriceBook | None = None
+) -> dict:
     """``GET /api/budget``: the user's budget this month, or ``{"budget": None}``."""
     budget = budget_of(user)
     if budget is None:
         return {"budget": None}
-    status = status_of(budget, now)
+    status = status_of(budget, now, book=book)
     return status_as_dict(status, alerts_in(budget, status.month))

@@ -8,6 +8,7 @@ with a 23- or 25-hour local length is still one day.
 """
 
 import re
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -145,29 +146,52 @@ def daily_totals(
         (days[bucket], model): [images, events]
         for bucket, model, images, events in range_totals(
             owner_id, date_range, "day", token
-        ).buckets
+        ).buckets()
     }
 
 
 @dataclass(frozen=True)
 class RangeTotals:
-    buckets: list[tuple[int, str, int, int]]  # (bucket, model, images, events)
+    """A range's sums. ``rows`` are ``(label, model, images, events)``, where the label is
+    ``bucket * parts + part``: ``bucket`` a position in ``periods(date_range, granularity)``
+    and ``part`` the stretch between the ``cuts`` given to ``range_totals`` that the images
+    fall in (0 before the first cut); without cuts, the label is the bucket."""
+
+    rows: list[tuple[int, str, int, int]]
     tokens: list[TokenTotal]
+    parts: int = 1
+
+    def buckets(self) -> list[tuple[int, str, int, int]]:
+        """``(bucket, model, images, events)``, the parts of each bucket added up."""
+        if self.parts == 1:
+            return self.rows
+        merged: dict[tuple[int, str], list[int]] = {}
+        for label, model, images, events in self.rows:
+            sums = merged.setdefault((label // self.parts, model), [0, 0])
+            sums[0] += images
+            sums[1] += events
+        return [(bucket, model, *sums) for (bucket, model), sums in merged.items()]
 
 
 def range_totals(
-    owner_id: int, date_range: DateRange, granularity: str, token: int | None = None
+    owner_id: int,
+    date_range: DateRange,
+    granularity: str,
+    token: int | None = None,
+    cuts: tuple[datetime, ...] = (),
 ) -> RangeTotals:
-    """``(bucket, model, images, events)`` for every bucket and model with records, where
-    ``bucket`` is a position in ``periods(date_range, granularity)``, and the range's totals
-    per API token; only ``token``'s records when it is given. One statement, which adds up
-    the pieces of ``_Plan`` in the database and returns one row per bucket and model, then
-    one per token, whatever the number of records.
+    """The owner's images and events per bucket and model in the range, and the range's
+    totals per API token; only ``token``'s records when it is given. With ``cuts`` (aware
+    UTC times on quarter hours, in order, inside the range: where prices change, say), each
+    bucket's images come in parts split at them, so that each part can be priced as a whole
+    (``RangeTotals``). One statement, which adds up the pieces of ``_Plan`` in the database
+    and returns one row per bucket, part and model, then one per token, whatever the number
+    of records.
     """
     filtered = token is not None
-    plan = _plan(date_range, granularity, filtered)
+    plan = _plan(date_range, granularity, filtered, cuts)
     if not plan.sql:
-        return RangeTotals([], [])
+        return RangeTotals([], [], plan.parts)
     # Both rollups go to the same database: the router decides for them together.
     connection = connections[router.db_for_read(DailyUsageRollup)]
     day, moment = connection.ops.adapt_datefield_value, connection.ops.adapt_datetimefield_value
@@ -183,7 +207,9 @@ def range_totals(
     # owner again, whose tokens alone name the tokens' rows.
     params += [owner_id, *of_token] * (bool(plan.days) + bool(plan.hours))
     params.append(owner_id)
-    with connection.cursor() as cursor:
+    # Prepared where the database can: the statement is the same for every owner of a
+    # range, and planning it costs about half of what running it does.
+    with dialects.current().prepared_cursor(connection) as cursor:
         cursor.execute(plan.sql, params)
         rows = cursor.fetchall()
     # Bucket rows first in each row's columns, so that they are a slice: this loop runs for
@@ -194,7 +220,7 @@ def range_totals(
         for bucket, _, images, events, token_id, name, prefix, revoked in rows
         if bucket is None
     ]
-    return RangeTotals(buckets, tokens)
+    return RangeTotals(buckets, tokens, plan.parts)
 
 
 @dataclass(frozen=True)
@@ -210,32 +236,48 @@ class _Plan:
     rollups (``UncountedRecord``: at most a few seconds' worth) are added piece by piece in
     the same statement, so that the answer is exact whenever the fold runs. A filtered plan
     takes one more parameter after each owner: the token whose rows alone are added up.
+    With cuts, a day is also cut where each cut falls (inside an hour, by quarters), and
+    what the statement calls a piece's ``bucket`` is its label: bucket * parts + part.
     """
 
     sql: str
     days: tuple[date, ...]  # the UTC day of each daily piece, in time order
     hours: tuple[datetime, ...]  # the UTC hour of each hourly piece (parameters of ``sql``)
+    parts: int  # the cuts plus one: a piece's label is its bucket * parts + its part
 
 
 # Ranges repeat (the last 30 or 90 days in a few zones), and working out their pieces costs
 # more than reading the rollups. A plan holds no data, only the range's arithmetic.
 @lru_cache(maxsize=64)
-def _plan(date_range: DateRange, granularity: str, filtered: bool = False) -> _Plan:
+def _plan(
+    date_range: DateRange,
+    granularity: str,
+    filtered: bool = False,
+    cuts: tuple[datetime, ...] = (),
+) -> _Plan:
     bucket_of_day = _bucket_positions(date_range, granularity)
-    bounds = midnights(date_range)
-    daily = _daily_pieces(bounds, bucket_of_day)
-    hourly = _hourly_pieces(date_range, bounds, bucket_of_day)
-    parts = []
+    days = midnights(date_range)
+    # The range is read in stretches between its local midnights and the cuts, each with
+    # the label of its bucket and part.
+    bounds = sorted({*days, *cuts})
+    parts = len(cuts) + 1
+    labels = [
+        bucket_of_day[bisect_right(days, start) - 1] * parts + bisect_right(cuts, start)
+        for start in bounds[:-1]
+    ]
+    daily = _daily_pieces(bounds, labels)
+    hourly = _hourly_pieces(bounds, labels)
+    selects_of = []
     if daily:
-        parts.append(_daily_sql(daily, filtered))
+        selects_of.append(_daily_sql(daily, filtered))
     if hourly:
-        parts.append(_hourly_sql(hourly, filtered))
-    if not parts:
-        return _Plan("", (), ())
-    ctes = ", ".join(cte for cte, _, _ in parts)
+        selects_of.append(_hourly_sql(hourly, filtered))
+    if not selects_of:
+        return _Plan("", (), (), parts)
+    ctes = ", ".join(cte for cte, _, _ in selects_of)
     # The rollups' pieces, then the uncounted records' (the order of the parameters).
     selects = " UNION ALL ".join(
-        [rollup for _, rollup, _ in parts] + [uncounted for _, _, uncounted in parts]
+        [rollup for _, rollup, _ in selects_of] + [uncounted for _, _, uncounted in selects_of]
     )
     # The pieces are added up per bucket and model and per token in one pass where the
     # database can (``usage.dialects``), and each token's name joined to its row: one
@@ -247,7 +289,9 @@ def _plan(date_range: DateRange, granularity: str, filtered: bool = False) -> _P
         f"FROM ({dialects.current().BY_BUCKET_AND_TOKEN}) AS g "
         f"LEFT JOIN {_quoted_table(ApiToken)} t ON t.id = g.token_id AND t.owner_id = %s"
     )
-    return _Plan(sql, tuple(piece[0] for piece in daily), tuple(piece[0] for piece in hourly))
+    return _Plan(
+        sql, tuple(piece[0] for piece in daily), tuple(piece[0] for piece in hourly), parts
+    )
 
 
 def _bucket_positions(date_range: DateRange, granularity: str) -> list[int]:
@@ -262,15 +306,12 @@ def _bucket_positions(date_range: DateRange, granularity: str) -> list[int]:
     return positions
 
 
-def _daily_pieces(
-    bounds: list[datetime], bucket_of_day: list[int]
-) -> list[tuple[date, int, int, int]]:
-    """``(UTC day, from hour, to hour, bucket)``: the whole UTC hours of each local day
-    (between two midnights in ``bounds``), cut where UTC days end. Pieces next to each other
-    in one UTC day and bucket (two days of one week, say) are one piece."""
+def _daily_pieces(bounds: list[datetime], labels: list[int]) -> list[tuple[date, int, int, int]]:
+    """``(UTC day, from hour, to hour, label)``: the whole UTC hours of each stretch between
+    two of ``bounds``, cut where UTC days end. Pieces next to each other in one UTC day and
+    with one label (two days of one week, say) are one piece."""
     pieces: list[tuple[date, int, int, int]] = []
-    for offset, (start, end) in enumerate(pairwise(bounds)):
-        bucket = bucket_of_day[offset]
+    for label, (start, end) in zip(labels, pairwise(bounds), strict=True):
         moment = _next_whole_hour(start)
         last = rollups.hour_of(end)
         while moment < last:
@@ -278,10 +319,10 @@ def _daily_pieces(
             day_end = datetime.combine(utc_day + timedelta(days=1), time.min, tzinfo=UTC)
             piece_end = min(last, day_end)
             to_hour = 24 if piece_end == day_end else piece_end.hour
-            if pieces and pieces[-1][0] == utc_day and pieces[-1][2:] == (moment.hour, bucket):
-                pieces[-1] = (utc_day, pieces[-1][1], to_hour, bucket)
+            if pieces and pieces[-1][0] == utc_day and pieces[-1][2:] == (moment.hour, label):
+                pieces[-1] = (utc_day, pieces[-1][1], to_hour, label)
             else:
-                pieces.append((utc_day, moment.hour, to_hour, bucket))
+                pieces.append((utc_day, moment.hour, to_hour, label))
             moment = piece_end
     return pieces
 
@@ -292,10 +333,11 @@ def _next_whole_hour(moment: datetime) -> datetime:
 
 
 def _hourly_pieces(
-    date_range: DateRange, bounds: list[datetime], bucket_of_day: list[int]
+    bounds: list[datetime], labels: list[int]
 ) -> list[tuple[datetime, int, int, int]]:
-    """``(UTC hour, from quarter, to quarter, bucket)``: the quarters of the UTC hours that
-    a local midnight falls inside of, each with the local day its start is in."""
+    """``(UTC hour, from quarter, to quarter, label)``: the quarters of the UTC hours that
+    one of ``bounds`` falls inside of (a local midnight in a zone with a half-hour offset, a
+    price that starts at 13:15), each with the label of the stretch its start is in."""
     cut_hours = sorted({rollups.hour_of(m) for m in bounds if m != rollups.hour_of(m)})
     lo, hi = bounds[0], bounds[-1]
     pieces: list[tuple[datetime, int, int, int]] = []
@@ -304,12 +346,11 @@ def _hourly_pieces(
             start = hour + quarter * rollups.QUARTER
             if not lo <= start < hi:
                 continue
-            local_day = start.astimezone(date_range.tz).date()
-            bucket = bucket_of_day[(local_day - date_range.start).days]
-            if pieces and pieces[-1][0] == hour and pieces[-1][2:] == (quarter, bucket):
-                pieces[-1] = (hour, pieces[-1][1], quarter + 1, bucket)
+            label = labels[bisect_right(bounds, start) - 1]
+            if pieces and pieces[-1][0] == hour and pieces[-1][2:] == (quarter, label):
+                pieces[-1] = (hour, pieces[-1][1], quarter + 1, label)
             else:
-                pieces.append((hour, quarter, quarter + 1, bucket))
+                pieces.append((hour, quarter, quarter + 1, label))
     return pieces
 
 
@@ -423,15 +464,30 @@ def summarize(
     """The owner's images and events in the range: totals, per model, per bucket and per
     API token; of one token's records only with ``token`` (``usage.devices.parse_token``)."""
     totals = range_totals(owner.pk, date_range, granularity, token)
-    rows = totals.buckets
+    return summary_of(date_range, granularity, totals.buckets(), totals.tokens)
+
+
+def summary_of(
+    date_range: DateRange,
+    granularity: str,
+    rows: list[tuple],
+    tokens: list[TokenTotal],
+) -> dict:
+    """The summary's answer from ``range_totals``' buckets (``(bucket, model, images,
+    events)``, and whatever a caller adds after), which it sorts in place into the order of
+    its ``series``: by bucket, then by model, most images first."""
     per_model: dict[str, list[int]] = {}
-    for _, model, images, events in rows:
-        model_totals = per_model.setdefault(model, [0, 0])
-        model_totals[0] += images
-        model_totals[1] += events
+    for row in rows:
+        model_totals = per_model.get(row[1])
+        if model_totals is None:
+            per_model[row[1]] = [row[2], row[3]]
+        else:
+            model_totals[0] += row[2]
+            model_totals[1] += row[3]
     models = sorted(per_model, key=lambda name: (-per_model[name][0], name))
     rank = {name: position for position, name in enumerate(models)}
-    rows.sort(key=lambda row: (row[0], rank[row[1]]))
+    width = len(models)
+    rows.sort(key=lambda row: row[0] * width + rank[row[1]])
     labels = [period.isoformat() for period in periods(date_range, granularity)]
     return {
         "start": date_range.start.isoformat(),
@@ -447,9 +503,6 @@ def summarize(
             for name in models
         ],
         "periods": labels,
-        "series": [
-            {"period": labels[bucket], "model": model, "images": images}
-            for bucket, model, images, _ in rows
-        ],
-        "byToken": devices.breakdown(totals.tokens),
+        "series": [{"period": labels[row[0]], "model": row[1], "images": row[2]} for row in rows],
+        "byToken": devices.breakdown(tokens),
     }

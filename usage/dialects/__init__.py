@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection
 
 if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.backends.utils import CursorWrapper
 
     from usage.ingest import CleanRecord
@@ -70,6 +71,11 @@ class Dialect(Protocol):
     def fold(self, limit: int) -> int:
         """Count up to ``limit`` uncounted records into the rollups and unmark them, all or
         nothing; returns how many were taken. Safe to run in many processes at once."""
+        ...
+
+    def prepared_cursor(self, database: BaseDatabaseWrapper) -> CursorWrapper:
+        """A cursor of ``database`` whose statements are prepared on their first run and
+        reused by the connection, where the database can (Django's own are not)."""
         ...
 
     def lock_records_for_rebuild(self, cursor: CursorWrapper) -> None:

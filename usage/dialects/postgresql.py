@@ -29,6 +29,8 @@ from usage.dialects import RECORD_COLUMNS, Buckets
 from usage.models import RecordKey, UncountedRecord, UsageRecord
 
 if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
     from usage.ingest import CleanRecord
 
 _UTC = "occurred_at AT TIME ZONE 'UTC'"
@@ -70,7 +72,7 @@ def insert_and_count(
         [r.occurred_at for r in records],
         [r.event_id for r in records],
     ]
-    with _prepared_cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_insert_and_defer_sql() if deferred else _insert_and_count_sql(), params)
         inserted = cursor.fetchone()[0]
     if deferred:
@@ -95,7 +97,7 @@ def fold(limit: int) -> int:
     share the work; each row is taken by one of them, and its counts and its deletion
     commit together. A row whose record is gone is dropped without counting.
     """
-    with _prepared_cursor() as cursor:
+    with prepared_cursor() as cursor:
         cursor.execute(_fold_sql(), [limit])
         return cursor.fetchone()[0]
 
@@ -121,15 +123,15 @@ class _LoggedCursor(CursorDebugWrapper):
             return CursorWrapper.execute(self, sql, params)
 
 
-def _prepared_cursor() -> CursorWrapper:
+def prepared_cursor(database: BaseDatabaseWrapper = connection) -> CursorWrapper:
     """A Django cursor over a ``_PreparingCursor``: errors wrapped and queries counted and
     logged as Django's own are. The prepared statement lives as long as the (persistent)
-    connection."""
-    connection.ensure_connection()
-    cursor = _PreparingCursor(connection.connection)
-    if connection.queries_logged:
-        return _LoggedCursor(cursor, connection)
-    return connection.make_cursor(cursor)
+    connection (psycopg keeps the 100 last used)."""
+    database.ensure_connection()
+    cursor = _PreparingCursor(database.connection)
+    if database.queries_logged:
+        return _LoggedCursor(cursor, database)
+    return database.make_cursor(cursor)
 
 
 def _insert_sql(returning: str) -> str:

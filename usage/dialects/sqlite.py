@@ -17,6 +17,7 @@ from usage.dialects import RECORD_COLUMNS, Buckets
 from usage.models import UsageRecord
 
 if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.backends.utils import CursorWrapper
 
     from usage.ingest import CleanRecord
@@ -80,6 +81,12 @@ def count_records(ids: list[int], sign: int) -> None:
 def fold(limit: int) -> int:
     """Nothing is ever left uncounted here: each insert counts its records at once."""
     return 0
+
+
+def prepared_cursor(database: BaseDatabaseWrapper = connection) -> CursorWrapper:
+    """Django's own cursor: Python's sqlite3 module keeps the statements it last ran
+    compiled by itself."""
+    return database.cursor()
 
 
 def lock_records_for_rebuild(cursor: CursorWrapper) -> None:
