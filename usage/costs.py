@@ -12,6 +12,8 @@ in force; when some do, the images from each such start to the end of the stretc
 too (``interval_images``), and the differences give the images of each price's part.
 Prices start on quarter hours, which the hourly rollups resolve, so this is exact in any
 zone, wherever in a day a price changes; only stretches that contain a change cost a read.
+Summaries, with many buckets, do it the other way round (``summarize_with_costs``): their
+one statement cuts each bucket where a price starts, and every part has one price.
 
 Money is ``Decimal`` throughout, worked out in a context that raises rather than rounds
 (``EXACT``). Figures are rounded once, half to even, to the currency's usual decimals
