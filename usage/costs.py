@@ -22,7 +22,7 @@ place from the sum of the rounded parts shown beside it.
 """
 
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, Inexact
@@ -171,19 +171,31 @@ def to_units(price: Decimal) -> int:
 def units_shown(units: int, places: int) -> str:
     """``units`` (of ``UNIT_PLACES`` decimals) as a decimal string with ``places`` decimals,
     rounded half to even: what ``display`` shows for the same amount as a ``Decimal``."""
-    sign, units = ("-", -units) if units < 0 else ("", units)
+    return units_formatter(places)(units)
+
+
+@lru_cache(maxsize=8)
+def units_formatter(places: int) -> Callable[[int], str]:
+    """``units_shown`` for one number of decimals, its constants worked out once: a
+    summary formats hundreds of figures."""
     drop = UNIT_PLACES - places
-    if drop > 0:
-        step = 10**drop
-        shown, rest = divmod(units, step)
-        if 2 * rest > step or (2 * rest == step and shown % 2):
-            shown += 1
-    else:
-        shown = units * 10**-drop
-    if not places:
-        return f"{sign}{shown}"
-    whole, fraction = divmod(shown, 10**places)
-    return f"{sign}{whole}.{fraction:0{places}d}"
+    step = 10 ** max(drop, 0)
+    half = step // 2
+    scale = 10**places
+    pattern = f"%d.%0{places}d" if places else "%d"
+
+    def shown(units: int) -> str:
+        if units < 0:
+            return "-" + shown(-units)
+        if drop < 0:
+            whole = units * 10**-drop
+        else:
+            whole, rest = divmod(units, step)
+            if rest > half or (rest == half and rest and whole % 2):
+                whole += 1
+        return pattern % divmod(whole, scale) if places else pattern % whole
+
+    return shown
 
 
 def exact(amount: Decimal) -> str:
@@ -445,7 +457,7 @@ def summarize_with_costs(
     rows = [(bucket, model, *sums) for (bucket, model), sums in cells.items()]
     payload = summary.summary_of(date_range, granularity, rows, totals.tokens)
     code = currency()
-    places = decimals()
+    shown_units = units_formatter(decimals())
     model_cost: dict[str, int] = {}
     model_unpriced: dict[str, int] = {}
     period_sums = [[0, 0, 0] for _ in payload["periods"]]  # images, cost, unpriced
@@ -453,7 +465,7 @@ def summarize_with_costs(
     for point, (bucket, model, images, _, cost, unpriced) in zip(
         payload["series"], rows, strict=True
     ):
-        point["cost"] = units_shown(cost, places) if unpriced < images else None
+        point["cost"] = shown_units(cost) if unpriced < images else None
         model_cost[model] = model_cost.get(model, 0) + cost
         model_unpriced[model] = model_unpriced.get(model, 0) + unpriced
         sums = period_sums[bucket]
@@ -463,16 +475,16 @@ def summarize_with_costs(
     total_cost = total_unpriced = 0
     for entry in payload["models"]:
         cost, unpriced = model_cost[entry["model"]], model_unpriced[entry["model"]]
-        entry["cost"] = _cost_shown(entry["images"], cost, unpriced, places)
+        entry["cost"] = _cost_shown(entry["images"], cost, unpriced, shown_units)
         entry["unpricedImages"] = unpriced
         total_cost += cost
         total_unpriced += unpriced
     payload["totals"]["cost"] = _cost_shown(
-        payload["totals"]["images"], total_cost, total_unpriced, places
+        payload["totals"]["images"], total_cost, total_unpriced, shown_units
     )
     payload["totals"]["unpricedImages"] = total_unpriced
     payload["periodCosts"] = [
-        _cost_shown(images, cost, unpriced, places) for images, cost, unpriced in period_sums
+        _cost_shown(images, cost, unpriced, shown_units) for images, cost, unpriced in period_sums
     ]
     payload["currency"] = code
     payload["unpricedModels"] = [
@@ -481,9 +493,11 @@ def summarize_with_costs(
     return payload
 
 
-def _cost_shown(images: int, cost: int, unpriced: int, places: int) -> str | None:
+def _cost_shown(
+    images: int, cost: int, unpriced: int, shown_units: Callable[[int], str]
+) -> str | None:
     """As ``shown``, for a cost in units: ``None`` when none of the images had a price."""
-    return units_shown(cost, places) if unpriced < images or not images else None
+    return shown_units(cost) if unpriced < images or not images else None
 
 
 def daily_costs(

@@ -13,6 +13,9 @@ from dashboard.views import home
 from usage.api_docs import DocsView, SchemaView
 
 urlpatterns = [
+    # First: the API is what desktop apps call on every generation, and Django tries the
+    # patterns in order.
+    path("api/", include("usage.urls")),
     path("", home, name="home"),
     # allauth's account pages that the site uses (docs/accounts.md), under allauth's names;
     # not its own password change (the site's is throttled), nor its login-by-code and
@@ -66,7 +69,6 @@ urlpatterns = [
         DocsView.as_view(url_name="schema", template_name="api-docs.html"),
         name="api-docs",
     ),
-    path("api/", include("usage.urls")),
 ]
 
 handler500 = "usage.errors.server_error"
