@@ -4,6 +4,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import connection
 
 from tests.conftest import make_record
 from usage.summary import DateRange, periods, summarize
@@ -350,3 +351,24 @@ def test_the_breakdown_costs_no_query_more(
     with django_assert_num_queries(3):  # and the filter's check that the token is the caller's
         body = summary(owner_api, **JUNE, token=str(tokens[1].pk))
     assert body["totals"]["events"] == 7
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements: PostgreSQL")
+def test_a_summary_asked_for_again_and_again_is_planned_once_per_connection(owner, owner_api):
+    """The summary's statement binds on the server, so that psycopg prepares it once it
+    repeats; one asked for once is not kept on the server."""
+
+    def prepared_summaries() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                ["WITH daily_piece%"],
+            )
+            return cursor.fetchone()[0]
+
+    make_record(owner, datetime.now(UTC) - timedelta(days=1), images=3)
+    assert summary(owner_api, start="2026-01-01", end="2026-01-31")["totals"]["images"] == 0
+    assert prepared_summaries() == 0
+    bodies = [summary(owner_api) for _ in range(7)]
+    assert prepared_summaries() == 1
+    assert all(body == bodies[0] for body in bodies) and bodies[0]["totals"]["images"] == 3

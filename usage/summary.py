@@ -209,7 +209,7 @@ def range_totals(
     params.append(owner_id)
     # Prepared where the database can: the statement is the same for every owner of a
     # range, and planning it costs about half of what running it does.
-    with dialects.current().prepared_cursor(connection) as cursor:
+    with dialects.current().repeating_cursor(connection) as cursor:
         cursor.execute(plan.sql, params)
         rows = cursor.fetchall()
     # Bucket rows first in each row's columns, so that they are a slice: this loop runs for

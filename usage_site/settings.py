@@ -103,8 +103,8 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     )
     # Django turns psycopg's prepared statements off (None) for connection poolers in
     # transaction mode; the site connects to PostgreSQL directly. Only the ingestion
-    # statement is prepared (usage.dialects.postgresql): Django's own queries bind their
-    # parameters on the client, which psycopg never prepares.
+    # statement and the summaries' are prepared (usage.dialects.postgresql): Django's own
+    # queries bind their parameters on the client, which psycopg never prepares.
     DATABASES["default"]["OPTIONS"].setdefault("prepare_threshold", 5)
 
 # The cache every server process shares: rate-limit counts, cached token usage, the
@@ -150,6 +150,8 @@ if DATABASE_REPLICA_URL:
         raise ImproperlyConfigured("DATABASE_REPLICA_URL must use the same engine as DATABASE_URL")
     for key in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS"):
         DATABASES["replica"][key] = DATABASES["default"][key]
+    if DATABASES["replica"]["ENGINE"].endswith("postgresql"):  # the summaries it answers
+        DATABASES["replica"]["OPTIONS"].setdefault("prepare_threshold", 5)
     if "connect_timeout" in DATABASES["default"].get("OPTIONS", {}):
         DATABASES["replica"]["OPTIONS"].setdefault(
             "connect_timeout", DATABASES["default"]["OPTIONS"]["connect_timeout"]

@@ -73,8 +73,8 @@ class Dialect(Protocol):
         nothing; returns how many were taken. Safe to run in many processes at once."""
         ...
 
-    def prepared_cursor(self, database: BaseDatabaseWrapper) -> CursorWrapper:
-        """A cursor of ``database`` whose statements are prepared on their first run and
+    def repeating_cursor(self, database: BaseDatabaseWrapper) -> CursorWrapper:
+        """A cursor of ``database`` whose statements are prepared once they repeat, and
         reused by the connection, where the database can (Django's own are not)."""
         ...
 

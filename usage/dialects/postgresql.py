@@ -127,8 +127,19 @@ def prepared_cursor(database: BaseDatabaseWrapper = connection) -> CursorWrapper
     """A Django cursor over a ``_PreparingCursor``: errors wrapped and queries counted and
     logged as Django's own are. The prepared statement lives as long as the (persistent)
     connection (psycopg keeps the 100 last used)."""
+    return _django_cursor(database, _PreparingCursor)
+
+
+def repeating_cursor(database: BaseDatabaseWrapper = connection) -> CursorWrapper:
+    """A Django cursor that binds on the server, so that psycopg prepares a statement once
+    it has run ``prepare_threshold`` times (5) on the connection: a summary of a range that
+    many ask for (the last 30 days) is planned once, one asked for once is not kept."""
+    return _django_cursor(database, psycopg.Cursor)
+
+
+def _django_cursor(database: BaseDatabaseWrapper, kind: type[psycopg.Cursor]) -> CursorWrapper:
     database.ensure_connection()
-    cursor = _PreparingCursor(database.connection)
+    cursor = kind(database.connection)
     if database.queries_logged:
         return _LoggedCursor(cursor, database)
     return database.make_cursor(cursor)

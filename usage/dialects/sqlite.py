@@ -83,7 +83,7 @@ def fold(limit: int) -> int:
     return 0
 
 
-def prepared_cursor(database: BaseDatabaseWrapper = connection) -> CursorWrapper:
+def repeating_cursor(database: BaseDatabaseWrapper = connection) -> CursorWrapper:
     """Django's own cursor: Python's sqlite3 module keeps the statements it last ran
     compiled by itself."""
     return database.cursor()
