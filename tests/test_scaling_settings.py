@@ -180,7 +180,12 @@ def test_a_replica_gets_its_own_connection_and_switches_the_router_on():
     assert middleware.index(PIN_MIDDLEWARE) == middleware.index(AUTH_MIDDLEWARE) + 1
     assert (replica["HOST"], replica["PORT"], replica["USER"]) == ("db-replica", "6432", "reader")
     assert (replica["NAME"], replica["PASSWORD"]) == ("usage", "replica-pw")
-    assert replica["OPTIONS"] == {"sslmode": "require", "connect_timeout": 3}
+    # Summaries it answers are prepared once they repeat, as on the primary.
+    assert replica["OPTIONS"] == {
+        "sslmode": "require",
+        "connect_timeout": 3,
+        "prepare_threshold": 5,
+    }
     assert (replica["CONN_MAX_AGE"], replica["CONN_HEALTH_CHECKS"]) == (60, False)
     assert replica["TEST"] == {"MIRROR": "default"}
     assert loaded["DATABASES"]["default"]["HOST"] == "db-primary"
