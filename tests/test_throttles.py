@@ -24,7 +24,7 @@ from tests.live_server import HOST, free_port
 from usage import auth, throttles
 from usage.client_address import client_address
 from usage.models import ApiToken, PluginGeneration, UsageRecord
-from usage.throttles import Verdict, give_back, hit
+from usage.throttles import Verdict, give_back, hit, hit_in_order
 from usage.tokens import create_token
 from usage_site import cache as site_cache
 
@@ -206,6 +206,52 @@ def test_threads_hammering_one_key_get_exactly_the_limit(counting_cache, throttl
 
     assert Counter(verdicts) == {True: limit, False: threads * each - limit}
     assert not hit("ingest", "7", now=T0).allowed
+
+
+def test_limits_counted_in_order_stop_at_the_first_refusal(counting_cache, throttle_rates):
+    """Ingestion's two limits, one round trip: a request its token's limit refuses spends
+    nothing of its user's allowance, which the user's other tokens still have."""
+    throttle_rates(ingest_token="2/min", ingest="3/min")
+    runaway = [("ingest_token", "t1"), ("ingest", "u1")]
+    verdicts = [hit_in_order(runaway, now=T0) for _ in range(4)]
+    assert verdicts == [Verdict(True, 0)] * 2 + [Verdict(False, 30)] * 2
+
+    other_app = [("ingest_token", "t2"), ("ingest", "u1")]
+    assert [hit_in_order(other_app, now=T0) for _ in range(2)] == [
+        Verdict(True, 0),
+        Verdict(False, 30),  # the user's third and last, then their limit
+    ]
+
+
+def test_threads_posting_through_two_limits_get_exactly_the_tighter_one(
+    counting_cache, throttle_rates
+):
+    """Sixteen apps of one user at once, each token allowed 10 and the user 25: exactly 25
+    get through, and no token more than its 10."""
+    threads, each = 16, 12
+    throttle_rates(ingest_token="10/min", ingest="25/min")
+    start = threading.Barrier(threads)
+    allowed: Counter[int] = Counter()
+    lock = threading.Lock()
+
+    def post_as(app: int) -> None:
+        start.wait()
+        try:
+            counted = [("ingest_token", str(app)), ("ingest", "u1")]
+            mine = sum(hit_in_order(counted, now=T0).allowed for _ in range(each))
+        finally:
+            connections.close_all()  # the cache table's connection of this thread
+        with lock:
+            allowed[app] = mine
+
+    workers = [threading.Thread(target=post_as, args=(app,)) for app in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+    assert sum(allowed.values()) == 25
+    assert max(allowed.values()) <= 10
 
 
 # --- Client addresses ------------------------------------------------------------------------
@@ -396,7 +442,7 @@ def test_with_the_cache_down_ingestion_is_allowed_stored_and_warned_about(
     assert UsageRecord.objects.filter(owner=owner).count() == 3
     # One failure, then the cache is left alone for a while instead of failing each time.
     [warning] = warnings_of(caplog, "usage_site.cache")
-    assert "throttle ingest_token not counted, request allowed" in warning
+    assert "throttle ingest_token and ingest not counted, request allowed" in warning
 
 
 def test_after_a_failure_the_cache_is_not_asked_again_for_a_few_seconds(

@@ -62,37 +62,71 @@ def _key(scope: str, ident: str, window: int) -> str:
 
 def hit(scope: str, ident: str, *, now: float | None = None) -> Verdict:
     """Count one request for ``ident`` in ``scope`` and say whether it is within the limit."""
-    rate = rate_for(scope)
-    now = time.time() if now is None else now
-    window = int(now // rate.seconds)
-    key = _key(scope, ident, window)
+    return hit_in_order([(scope, ident)], now=now)
 
-    # The counter expires a little after its window ends.
-    count = or_fallback(
-        lambda: _count_one(key, rate.seconds + 5),
-        None,
-        f"throttle {scope} not counted, request allowed",
+
+def hit_in_order(counted: list[tuple[str, str]], *, now: float | None = None) -> Verdict:
+    """``hit`` each ``(scope, ident)`` in order, stopping at the first over its limit (the
+    ones after it are not counted), in one round trip to Redis for all of them: the
+    single-record post has two limits. The verdict is the first refusal's, if any."""
+    now = time.time() if now is None else now
+    windows = []
+    for scope, ident in counted:
+        rate = rate_for(scope)
+        window = int(now // rate.seconds)
+        # The counter expires a little after its window ends.
+        windows.append((rate, window, _key(scope, ident, window), rate.seconds + 5))
+    scopes = " and ".join(scope for scope, _ in counted)
+    counts = or_fallback(
+        lambda: _count_in_order([(key, rate.count, expires) for rate, _, key, expires in windows]),
+        [],
+        f"throttle {scopes} not counted, request allowed",
     )
-    if count is None or count <= rate.count:
-        return ALLOWED
-    return Verdict(False, max(1, math.ceil((window + 1) * rate.seconds - now)))
+    for (rate, window, _, _), count in zip(windows, counts, strict=False):
+        if count > rate.count:
+            return Verdict(False, max(1, math.ceil((window + 1) * rate.seconds - now)))
+    return ALLOWED
+
+
+# Each counter in turn: created at 0 with its expiry unless it exists, plus one; stops after
+# the first over its limit. KEYS are the counters, ARGV each one's limit and expiry.
+_COUNT_IN_ORDER = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+  redis.call('SET', key, 0, 'EX', ARGV[2 * i], 'NX')
+  counts[i] = redis.call('INCR', key)
+  if counts[i] > tonumber(ARGV[2 * i - 1]) then break end
+end
+return counts
+"""
+
+
+def _count_in_order(counters: list[tuple[str, int, int]]) -> list[int]:
+    """Add one to each counter ``(key, limit, expires_in)`` in order (one created at 1,
+    expiring in ``expires_in`` seconds), stopping after the first whose new count is over
+    its limit; returns the new counts. Atomic: concurrent callers each get counts of their
+    own, and a refusal by one counter never spends the next one's allowance."""
+    backend = caches["default"]  # ``cache`` is a proxy of it, not a RedisCache itself
+    if isinstance(backend, RedisCache):
+        # One round trip, one script. Django's own incr asks EXISTS and then INCR, and a
+        # missing key costs an ADD and another INCR: on the single-record post those were
+        # four round trips of its two limits. Stored as Django stores an int, so get, incr
+        # and decr read it as usual. Every write goes to the first server (Django's client
+        # picks it for writes whatever the key), so one script sees every counter.
+        names = [backend.make_and_validate_key(key) for key, _, _ in counters]
+        client = backend._cache.get_client(names[0], write=True)
+        arguments = [value for _, limit, expires in counters for value in (limit, expires)]
+        # Sent by its SHA-1 (EVALSHA), and whole only when Redis does not know it yet.
+        return client.register_script(_COUNT_IN_ORDER)(keys=names, args=arguments)
+    counts = []
+    for key, limit, expires_in in counters:
+        counts.append(_count_one(key, expires_in))
+        if counts[-1] > limit:
+            break
+    return counts
 
 
 def _count_one(key: str, expires_in: int) -> int:
-    """Add one to the counter ``key`` (created at 1, expiring in ``expires_in`` seconds);
-    returns the new count. Atomic: concurrent callers each get a count of their own."""
-    backend = caches["default"]  # ``cache`` is a proxy of it, not a RedisCache itself
-    if isinstance(backend, RedisCache):
-        # One round trip: create the counter at 0 with its expiry unless it exists, then add
-        # one, as one MULTI/EXEC. Django's own incr asks EXISTS and then INCR, and a
-        # missing key costs an ADD and another INCR; on the single-record post those were
-        # four round trips of its two limits. Stored as Django stores an int, so get, incr
-        # and decr read it as usual.
-        name = backend.make_and_validate_key(key)
-        pipeline = backend._cache.get_client(name, write=True).pipeline(transaction=True)
-        pipeline.set(name, 0, ex=expires_in, nx=True)
-        pipeline.incr(name)
-        return pipeline.execute()[1]
     try:
         return cache.incr(key)
     except ValueError:  # the window's first request: start its counter at 1, unless
@@ -132,22 +166,26 @@ class WindowThrottle(BaseThrottle):
         return self.verdict.retry_after
 
 
-class IngestUserThrottle(WindowThrottle):
-    """Every app of one user together: ``THROTTLE_INGEST_RATE``."""
+class IngestThrottle(BaseThrottle):
+    """Ingestion's two limits, counted in one round trip and in this order: each API token
+    on its own (``THROTTLE_INGEST_TOKEN_RATE``, scope ``ingest_token``), then every app of
+    one user together (``THROTTLE_INGEST_RATE``, ``ingest``). A request its token's limit
+    refuses is not counted against its user: one runaway app cannot spend its user's
+    whole allowance."""
 
-    scope = "ingest"
+    def allow_request(self, request, view) -> bool:
+        counted = []
+        if request.auth is not None:
+            counted.append(("ingest_token", str(request.auth.pk)))
+        if request.user:
+            counted.append(("ingest", str(request.user.pk)))
+        if not counted:  # nothing to count by (refused before this, e.g. no token)
+            return True
+        self.verdict = hit_in_order(counted)
+        return self.verdict.allowed
 
-    def ident_of(self, request, view) -> str | None:
-        return str(request.user.pk) if request.user else None
-
-
-class IngestTokenThrottle(WindowThrottle):
-    """One API token, so that one runaway app cannot spend its user's whole allowance."""
-
-    scope = "ingest_token"
-
-    def ident_of(self, request, view) -> str | None:
-        return str(request.auth.pk) if request.auth is not None else None
+    def wait(self) -> int:
+        return self.verdict.retry_after
 
 
 class PluginUserThrottle(WindowThrottle):

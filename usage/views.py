@@ -29,7 +29,7 @@ from usage.renderers import FastJSONRenderer
 from usage.request_body import json_object, read_body, require_json
 from usage.routing import by_method
 from usage.summary import parse_granularity, parse_range
-from usage.throttles import IngestTokenThrottle, IngestUserThrottle, PluginUserThrottle
+from usage.throttles import IngestThrottle, PluginUserThrottle
 from usage.upstream_health import upstream_health
 from usage.user_header import check_claimed_user
 
@@ -40,7 +40,7 @@ class IngestView(APIView):
     """``POST``: store the records a desktop app sends, with its API token."""
 
     authentication_classes = [BearerTokenAuthentication]
-    throttle_classes = [IngestTokenThrottle, IngestUserThrottle]
+    throttle_classes = [IngestThrottle]
 
     def check_throttles(self, request: Request) -> None:
         # In order, stopping at the first refusal: REST framework would ask the user's
