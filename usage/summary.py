@@ -207,8 +207,8 @@ def range_totals(
     # owner again, whose tokens alone name the tokens' rows.
     params += [owner_id, *of_token] * (bool(plan.days) + bool(plan.hours))
     params.append(owner_id)
-    # Prepared where the database can: the statement is the same for every owner of a
-    # range, and planning it costs about half of what running it does.
+    # Prepared once it repeats, where the database can: the statement is the same for every
+    # owner of a range, and planning it cost about half of what running it does.
     with dialects.current().repeating_cursor(connection) as cursor:
         cursor.execute(plan.sql, params)
         rows = cursor.fetchall()
