@@ -10,10 +10,12 @@ from datetime import date, datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.utils import timezone
 
 from dashboard.comparison import Change, period_words, previous_range, versus_words
 from dashboard.model_colours import OTHER, chart_slots
 from usage.costs import PriceBook, display, price_book, summarize_with_costs
+from usage.ingest import MAX_FUTURE
 from usage.models import UsageRecord
 from usage.problems import InvalidQuery
 from usage.records import RecordQuery, list_records
@@ -264,14 +266,34 @@ def build_overview(
         previous = summarize(owner, before, granularity, token)
     lo, hi = date_range.utc_bounds()
     recent, _ = list_records(owner, RecordQuery(lo, hi, RECENT_LIMIT, after=None))
-    last_activity = (
+    return Overview(
+        summary,
+        recent,
+        last_activity_of(owner, recent, hi),
+        *_table(summary, measure),
+        previous,
+        before,
+        measure,
+        book,
+    )
+
+
+def last_activity_of(
+    owner: AbstractBaseUser, recent: list[UsageRecord], end: datetime
+) -> datetime | None:
+    """When the owner's newest record occurred. No record is stored more than
+    ``MAX_FUTURE`` ahead of when it arrived (``usage.ingest``), so when the range ends later
+    than that from now, the newest record of the range (``recent``, newest first, in the
+    same order) is the newest of all: the usual dashboard, whose range ends today, asks
+    nothing more."""
+    if recent and end > timezone.now() + MAX_FUTURE:
+        return recent[0].occurred_at
+    return (
         UsageRecord.objects.filter(owner=owner)
         .order_by("-occurred_at", "-id")
         .values_list("occurred_at", flat=True)
         .first()
     )
-    columns, rows = _table(summary, measure)
-    return Overview(summary, recent, last_activity, columns, rows, previous, before, measure, book)
 
 
 def _table(summary: dict, measure: str = "images") -> tuple[list[str], list[Row]]:
