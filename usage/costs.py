@@ -368,7 +368,8 @@ def costs_of(
     book: PriceBook | None = None,
 ) -> list[Spend]:
     """What each ``(stretch, model, images)`` costs, the images being the owner's images of
-    the model in the stretch as the rollups hold them (a summary's buckets, say). One read of
+    the model in the stretch as the rollups hold them (the local days of a CSV, say;
+    summaries price their buckets in their own statement, ``summarize_with_costs``). One read of
     the prices, and one of the rollups only when a price starts inside some stretch.
 
     That read takes the images of the whole stretch again, beside those after each price
