@@ -435,70 +435,12 @@ def summarize_with_costs(
     totals = summary.range_totals(owner.pk, date_range, granularity, token, cuts)
     # The price of each model in each part: the one in force where the part starts.
     part_starts = (start, *cuts)
-    part_prices = {
+    units = {
         model: [book.units_at(model, moment) for moment in part_starts]
         for model in {row[1] for row in totals.rows}
     }
-    parts = totals.parts
-    # One pass over the statement's rows: each bucket's parts added up, with their cost.
-    # (bucket, model) -> [images, events, cost in units, unpriced images]
-    cells: dict[tuple[int, str], list[int]] = {}
-    for label, model, images, events in totals.rows:
-        bucket, part = divmod(label, parts)
-        price = part_prices[model][part]
-        cost, unpriced = (0, images) if price is None else (images * price, 0)
-        cell = cells.get((bucket, model))
-        if cell is None:
-            cells[(bucket, model)] = [images, events, cost, unpriced]
-        else:
-            cell[0] += images
-            cell[1] += events
-            cell[2] += cost
-            cell[3] += unpriced
-    rows = [(bucket, model, *sums) for (bucket, model), sums in cells.items()]
-    payload = summary.summary_of(date_range, granularity, rows, totals.tokens)
-    code = currency()
-    shown_units = units_formatter(decimals())
-    model_cost: dict[str, int] = {}
-    model_unpriced: dict[str, int] = {}
-    period_sums = [[0, 0, 0] for _ in payload["periods"]]  # images, cost, unpriced
-    # ``summary_of`` sorted ``rows`` into the order of the series.
-    for point, (bucket, model, images, _, cost, unpriced) in zip(
-        payload["series"], rows, strict=True
-    ):
-        point["cost"] = shown_units(cost) if unpriced < images else None
-        model_cost[model] = model_cost.get(model, 0) + cost
-        model_unpriced[model] = model_unpriced.get(model, 0) + unpriced
-        sums = period_sums[bucket]
-        sums[0] += images
-        sums[1] += cost
-        sums[2] += unpriced
-    total_cost = total_unpriced = 0
-    for entry in payload["models"]:
-        cost, unpriced = model_cost[entry["model"]], model_unpriced[entry["model"]]
-        entry["cost"] = _cost_shown(entry["images"], cost, unpriced, shown_units)
-        entry["unpricedImages"] = unpriced
-        total_cost += cost
-        total_unpriced += unpriced
-    payload["totals"]["cost"] = _cost_shown(
-        payload["totals"]["images"], total_cost, total_unpriced, shown_units
-    )
-    payload["totals"]["unpricedImages"] = total_unpriced
-    payload["periodCosts"] = [
-        _cost_shown(images, cost, unpriced, shown_units) for images, cost, unpriced in period_sums
-    ]
-    payload["currency"] = code
-    payload["unpricedModels"] = [
-        entry["model"] for entry in payload["models"] if entry["unpricedImages"]
-    ]
-    return payload
-
-
-def _cost_shown(
-    images: int, cost: int, unpriced: int, shown_units: Callable[[int], str]
-) -> str | None:
-    """As ``shown``, for a cost in units: ``None`` when none of the images had a price."""
-    return shown_units(cost) if unpriced < images or not images else None
+    pricing = summary.Pricing(units, units_formatter(decimals()), currency())
+    return summary.summary_of(date_range, granularity, totals, pricing)
 
 
 def daily_costs(

@@ -9,7 +9,7 @@ with a 23- or 25-hour local length is still one day.
 
 import re
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -463,19 +463,33 @@ def summarize(
 ) -> dict:
     """The owner's images and events in the range: totals, per model, per bucket and per
     API token; of one token's records only with ``token`` (``usage.devices.parse_token``)."""
-    totals = range_totals(owner.pk, date_range, granularity, token)
-    return summary_of(date_range, granularity, totals.buckets(), totals.tokens)
+    return summary_of(
+        date_range, granularity, range_totals(owner.pk, date_range, granularity, token)
+    )
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """What a range's images cost, for ``summary_of``: each model's price per image in each
+    part of ``RangeTotals`` (whole units of the prices' last decimal, ``None`` for no price),
+    how a sum of units is shown, and in which currency."""
+
+    units: Mapping[str, Sequence[int | None]]
+    shown: Callable[[int], str]
+    currency: str
 
 
 def summary_of(
-    date_range: DateRange,
-    granularity: str,
-    rows: list[tuple],
-    tokens: list[TokenTotal],
+    date_range: DateRange, granularity: str, totals: RangeTotals, pricing: Pricing | None = None
 ) -> dict:
-    """The summary's answer from ``range_totals``' buckets (``(bucket, model, images,
-    events)``, and whatever a caller adds after), which it sorts in place into the order of
-    its ``series``: by bucket, then by model, most images first."""
+    """The summary's answer from ``range_totals``: series in bucket order, each bucket's
+    models most images first. With ``pricing``, what each point, model, bucket and the
+    whole range cost, added up as whole units (exact) and shown once each.
+
+    The rows are added up into a grid of buckets by models (each bucket's parts, when the
+    range was cut, fall into the same cell), then read out in order: no sort of the rows.
+    """
+    rows, parts = totals.rows, totals.parts
     per_model: dict[str, list[int]] = {}
     for row in rows:
         model_totals = per_model.get(row[1])
@@ -487,9 +501,10 @@ def summary_of(
     models = sorted(per_model, key=lambda name: (-per_model[name][0], name))
     rank = {name: position for position, name in enumerate(models)}
     width = len(models)
-    rows.sort(key=lambda row: row[0] * width + rank[row[1]])
-    labels = [period.isoformat() for period in periods(date_range, granularity)]
-    return {
+    labels = list(_labels(date_range, granularity))
+    cells = len(labels) * width
+    cell_images, cell_events = [0] * cells, [0] * cells
+    payload = {
         "start": date_range.start.isoformat(),
         "end": date_range.end.isoformat(),
         "tz": date_range.tz.key,
@@ -503,6 +518,83 @@ def summary_of(
             for name in models
         ],
         "periods": labels,
-        "series": [{"period": labels[row[0]], "model": row[1], "images": row[2]} for row in rows],
-        "byToken": devices.breakdown(tokens),
+        "series": [],
+        "byToken": devices.breakdown(totals.tokens),
     }
+    series = payload["series"]
+    if pricing is None:
+        for label, model, count, times in rows:
+            cell = (label // parts) * width + rank[model]
+            cell_images[cell] += count
+            cell_events[cell] += times
+        for cell in range(cells):
+            if cell_events[cell]:  # a cell with no row stays out (``HAVING SUM(events) > 0``)
+                bucket, position = divmod(cell, width)
+                series.append(
+                    {
+                        "period": labels[bucket],
+                        "model": models[position],
+                        "images": cell_images[cell],
+                    }
+                )
+        return payload
+    costs, unpriced = [0] * cells, [0] * cells
+    units = [pricing.units[name] for name in models]
+    for label, model, count, times in rows:
+        bucket, part = divmod(label, parts)
+        position = rank[model]
+        cell = bucket * width + position
+        cell_images[cell] += count
+        cell_events[cell] += times
+        price = units[position][part]
+        if price is None:
+            unpriced[cell] += count
+        else:
+            costs[cell] += count * price
+    shown = pricing.shown
+    model_costs, model_unpriced = [0] * width, [0] * width
+    period_costs = []
+    for bucket, label in enumerate(labels):
+        bucket_images = bucket_costs = bucket_unpriced = 0
+        for position in range(width):
+            cell = bucket * width + position
+            if not cell_events[cell]:
+                continue
+            count, cost, not_priced = cell_images[cell], costs[cell], unpriced[cell]
+            series.append(
+                {
+                    "period": label,
+                    "model": models[position],
+                    "images": count,
+                    "cost": shown(cost) if not_priced < count else None,
+                }
+            )
+            model_costs[position] += cost
+            model_unpriced[position] += not_priced
+            bucket_images += count
+            bucket_costs += cost
+            bucket_unpriced += not_priced
+        period_costs.append(cost_shown(bucket_images, bucket_costs, bucket_unpriced, shown))
+    for entry, cost, not_priced in zip(payload["models"], model_costs, model_unpriced, strict=True):
+        entry["cost"] = cost_shown(entry["images"], cost, not_priced, shown)
+        entry["unpricedImages"] = not_priced
+    whole = payload["totals"]
+    whole["cost"] = cost_shown(whole["images"], sum(model_costs), sum(model_unpriced), shown)
+    whole["unpricedImages"] = sum(model_unpriced)
+    payload["periodCosts"] = period_costs
+    payload["currency"] = pricing.currency
+    payload["unpricedModels"] = [
+        entry["model"] for entry in payload["models"] if entry["unpricedImages"]
+    ]
+    return payload
+
+
+@lru_cache(maxsize=64)
+def _labels(date_range: DateRange, granularity: str) -> tuple[str, ...]:
+    return tuple(period.isoformat() for period in periods(date_range, granularity))
+
+
+def cost_shown(images: int, cost: int, unpriced: int, shown: Callable[[int], str]) -> str | None:
+    """A cost in units as shown: ``None`` when none of the images had a price (never a zero
+    cost for unpriced images); nothing at all costs zero."""
+    return shown(cost) if unpriced < images or not images else None
