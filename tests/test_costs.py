@@ -24,6 +24,7 @@ from usage.costs import (
     costs_of,
     display,
     exact,
+    price_book,
     spend_between,
     summarize_with_costs,
     to_units,
@@ -341,6 +342,27 @@ def test_costs_added_up_in_units_are_shown_as_the_decimals_are(units, code):
 def test_a_price_with_more_decimals_than_stored_is_refused_rather_than_cut():
     with pytest.raises(ValueError, match="decimals"):
         to_units(Decimal("0.123456789"))
+
+
+def test_the_price_book_reads_every_price_exactly_in_utc():
+    """Read by hand on PostgreSQL, through the ORM on SQLite: the same prices either way,
+    with every decimal (SQLite keeps 15 significant digits, enough for these)."""
+    stored = [
+        price("SDXL", "0.00000001", datetime(2026, 3, 5, 13, 15, tzinfo=UTC)),
+        price("SDXL", "1234567.12345678", datetime(2026, 3, 6, tzinfo=UTC)),
+        price("Flux", "0.04", datetime(2026, 3, 5, 23, 45, tzinfo=ZoneInfo("Asia/Kolkata"))),
+    ]
+    rows = sorted(current().prices(connection))
+    assert rows == sorted((p.model, p.valid_from, p.price_per_image) for p in stored)
+    assert [f"{amount:f}" for _, _, amount in rows] == [
+        "0.04000000",
+        "0.00000001",
+        "1234567.12345678",
+    ]
+    assert all(moment.utcoffset() == timedelta(0) for _, moment, _ in rows)
+    book = price_book()
+    assert book.price_at("SDXL", datetime(2026, 3, 5, 13, 15, tzinfo=UTC)) == Decimal("1E-8")
+    assert book.units_at("SDXL", datetime(2026, 3, 7, tzinfo=UTC)) == 123456712345678
 
 
 @pytest.mark.skipif(

@@ -33,7 +33,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connections, router
 
-from usage import rollups, summary
+from usage import dialects, rollups, summary
 from usage.model_names import normal_model_name
 from usage.models import MODEL_NAME_MAX_LENGTH, DailyUsageRollup, ModelPrice
 
@@ -133,7 +133,8 @@ class PriceBook:
 
 def price_book() -> PriceBook:
     """All prices, in one query: a few per model, read whole rather than per stretch."""
-    return PriceBook(ModelPrice.objects.values_list("model", "valid_from", "price_per_image"))
+    database = connections[router.db_for_read(ModelPrice)]
+    return PriceBook(dialects.current().prices(database))
 
 
 # Money on screen ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from functools import cache
 from typing import TYPE_CHECKING, Protocol
 
@@ -76,6 +77,11 @@ class Dialect(Protocol):
     def repeating_cursor(self, database: BaseDatabaseWrapper) -> CursorWrapper:
         """A cursor of ``database`` whose statements are prepared once they repeat, and
         reused by the connection, where the database can (Django's own are not)."""
+        ...
+
+    def prices(self, database: BaseDatabaseWrapper) -> list[tuple[str, datetime, Decimal]]:
+        """Every ``ModelPrice`` as ``(model, valid_from, price_per_image)``, in ``database``
+        (aware UTC times, exact decimals)."""
         ...
 
     def lock_records_for_rebuild(self, cursor: CursorWrapper) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django.db import connection, transaction
 
 from usage import rollups
 from usage.dialects import RECORD_COLUMNS, Buckets
-from usage.models import UsageRecord
+from usage.models import ModelPrice, UsageRecord
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
@@ -87,6 +88,16 @@ def repeating_cursor(database: BaseDatabaseWrapper = connection) -> CursorWrappe
     """Django's own cursor: Python's sqlite3 module keeps the statements it last ran
     compiled by itself."""
     return database.cursor()
+
+
+def prices(database: BaseDatabaseWrapper) -> list[tuple[str, datetime, Decimal]]:
+    """Every price, through the ORM: SQLite keeps decimals and times as floats and text,
+    which Django's converters read back exactly (to the field's decimals)."""
+    return list(
+        ModelPrice.objects.using(database.alias).values_list(
+            "model", "valid_from", "price_per_image"
+        )
+    )
 
 
 def lock_records_for_rebuild(cursor: CursorWrapper) -> None:
