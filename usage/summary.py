@@ -387,7 +387,15 @@ def _daily_sql(pieces: list[tuple[date, int, int, int]], filtered: bool) -> tupl
     buckets = dialects.current().BUCKETS
     day, hour = buckets.day, buckets.hour_of_day
     inside = f"{day} = p.utc_day AND {hour} >= p.from_hour AND {hour} < p.to_hour"
-    return cte, select, _uncounted_sql("daily_piece p", inside, filtered)
+    span = (
+        min(_day_start(day) + a * rollups.HOUR for day, a, _, _ in pieces),
+        max(_day_start(day) + b * rollups.HOUR for day, _, b, _ in pieces),
+    )
+    return cte, select, _uncounted_sql("daily_piece p", inside, filtered, span)
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
 
 
 def _running(names: tuple[str, ...], column: str, hours: list[int]) -> str:
@@ -422,7 +430,11 @@ def _hourly_sql(
     buckets = dialects.current().BUCKETS
     hour, quarter = buckets.hour, buckets.quarter
     inside = f"{hour} = p.utc_hour AND {quarter} >= p.from_quarter AND {quarter} < p.to_quarter"
-    return cte, select, _uncounted_sql("hourly_piece p", inside, filtered)
+    span = (
+        min(hour + a * rollups.QUARTER for hour, a, _, _ in pieces),
+        max(hour + b * rollups.QUARTER for hour, _, b, _ in pieces),
+    )
+    return cte, select, _uncounted_sql("hourly_piece p", inside, filtered, span)
 
 
 def _of_token(alias: str, filtered: bool) -> str:
@@ -432,14 +444,21 @@ def _of_token(alias: str, filtered: bool) -> str:
     return f" AND {alias}.token_id = %s" if filtered else ""
 
 
-def _uncounted_sql(pieces: str, inside: str, filtered: bool) -> str:
+def _uncounted_sql(
+    pieces: str, inside: str, filtered: bool, span: tuple[datetime, datetime]
+) -> str:
     """The owner's uncounted records, each in the one piece (``p``) it falls ``inside``,
-    with the token the rollups will count them under."""
+    with the token the rollups will count them under. The pieces' ``span`` (first start,
+    last end) is written into the join as well: it adds no record (each piece lies within
+    it), and it tells PostgreSQL which monthly partitions of the records (``usage.partitions``)
+    to look in, when the statement is planned, rather than every one of them each time."""
     token = rollups.TOKEN_KEY.replace("token_id", "r.token_id")
+    moment = dialects.current().moment
     return (
         f"SELECT p.bucket, r.model, {token} AS token_id, r.image_count AS images, 1 AS events "
         f"FROM {_quoted_table(UncountedRecord)} u "
         f"JOIN {_quoted_table(UsageRecord)} r ON r.id = u.record_id "
+        f"AND r.occurred_at >= {moment(span[0])} AND r.occurred_at < {moment(span[1])} "
         f"JOIN {pieces} ON {inside} WHERE u.owner_id = %s"
         f"{f' AND {token} = %s' if filtered else ''}"
     )

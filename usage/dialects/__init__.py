@@ -79,6 +79,11 @@ class Dialect(Protocol):
         reused by the connection, where the database can (Django's own are not)."""
         ...
 
+    def moment(self, value: datetime) -> str:
+        """``value`` (aware, whole seconds) as an SQL literal that compares with a record's
+        ``occurred_at`` as the time it is."""
+        ...
+
     def prices(self, database: BaseDatabaseWrapper) -> list[tuple[str, datetime, Decimal]]:
         """Every ``ModelPrice`` as ``(model, valid_from, price_per_image)``, in ``database``
         (aware UTC times, exact decimals)."""

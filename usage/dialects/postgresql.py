@@ -138,6 +138,10 @@ def repeating_cursor(database: BaseDatabaseWrapper = connection) -> CursorWrappe
     return _django_cursor(database, psycopg.Cursor)
 
 
+def moment(value: datetime) -> str:
+    return f"TIMESTAMPTZ '{value.isoformat()}'"
+
+
 def prices(database: BaseDatabaseWrapper) -> list[tuple[str, datetime, Decimal]]:
     """Every price, by hand rather than through the ORM: every summary and dashboard reads
     them, and building the query cost three times what running it does. psycopg reads

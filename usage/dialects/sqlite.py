@@ -7,7 +7,7 @@ inserted, then the two rollup upserts of those ids (``usage.rollups.count_record
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +88,12 @@ def repeating_cursor(database: BaseDatabaseWrapper = connection) -> CursorWrappe
     """Django's own cursor: Python's sqlite3 module keeps the statements it last ran
     compiled by itself."""
     return database.cursor()
+
+
+def moment(value: datetime) -> str:
+    # As Django stores it: UTC, no offset, microseconds only when there are some (a time
+    # with none sorts first among its second's, as it should).
+    return f"'{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}'"
 
 
 def prices(database: BaseDatabaseWrapper) -> list[tuple[str, datetime, Decimal]]:
