@@ -212,14 +212,16 @@ def range_totals(
     with dialects.current().repeating_cursor(connection) as cursor:
         cursor.execute(plan.sql, params)
         rows = cursor.fetchall()
-    # Bucket rows first in each row's columns, so that they are a slice: this loop runs for
-    # every bucket and model, the token rows are a few.
-    buckets = [row[:4] for row in rows if row[0] is not None]
-    tokens = [
-        TokenTotal(token_id, images, events, name, prefix, bool(revoked))
-        for bucket, _, images, events, token_id, name, prefix, revoked in rows
-        if bucket is None
-    ]
+    # Bucket rows first in each row's columns, so that they are a slice; the token rows are
+    # a few, with no bucket. One pass: it runs for every bucket and model.
+    buckets: list[tuple[int, str, int, int]] = []
+    tokens: list[TokenTotal] = []
+    for row in rows:
+        if row[0] is not None:
+            buckets.append(row[:4])
+        else:
+            token_id, name, prefix, revoked = row[4:]
+            tokens.append(TokenTotal(token_id, row[2], row[3], name, prefix, bool(revoked)))
     return RangeTotals(buckets, tokens, plan.parts)
 
 
