@@ -8,9 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cached_property
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.utils import timezone
+from django.utils.dateformat import format as date_format
 
 from dashboard.comparison import Change, period_words, previous_range, versus_words
 from dashboard.model_colours import OTHER, chart_slots
@@ -187,6 +189,17 @@ class Overview:
         """Costs compared as shown (in the currency's decimals); no price counts as nothing."""
         amount = f"{now or display(Decimal(0))} {self.currency}"
         return Change(Decimal(now or 0), Decimal(before or 0), what, period, amount=amount)
+
+    @cached_property
+    def previous_dates(self) -> dict[str, str]:
+        """The days before, for each card's comparison: as ISO dates, and as the page writes
+        dates (worked out once, not for every card)."""
+        start, end = self.previous_range.start, self.previous_range.end
+        return {
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "shown": f"{date_format(start, 'j M Y')} \N{EN DASH} {date_format(end, 'j M Y')}",
+        }
 
     @property
     def versus(self) -> str:
