@@ -510,9 +510,8 @@ def summary_of(
     The rows are added up into a grid of buckets by models (each bucket's parts, when the
     range was cut, fall into the same cell), then read out in order: no sort of the rows.
     """
-    rows, parts = totals.rows, totals.parts
     per_model: dict[str, list[int]] = {}
-    for row in rows:
+    for row in totals.rows:
         model_totals = per_model.get(row[1])
         if model_totals is None:
             per_model[row[1]] = [row[2], row[3]]
@@ -523,8 +522,8 @@ def summary_of(
     rank = {name: position for position, name in enumerate(models)}
     width = len(models)
     labels = list(_labels(date_range, granularity))
-    cells = len(labels) * width
-    cell_images, cell_events = [0] * cells, [0] * cells
+    units = None if pricing is None else [pricing.units[name] for name in models]
+    grid = _Grid.of(totals, rank, len(labels), units)
     payload = {
         "start": date_range.start.isoformat(),
         "end": date_range.end.isoformat(),
@@ -544,44 +543,20 @@ def summary_of(
     }
     series = payload["series"]
     if pricing is None:
-        for label, model, count, times in rows:
-            cell = (label // parts) * width + rank[model]
-            cell_images[cell] += count
-            cell_events[cell] += times
-        for cell in range(cells):
-            if cell_events[cell]:  # a cell with no row stays out (``HAVING SUM(events) > 0``)
-                bucket, position = divmod(cell, width)
-                series.append(
-                    {
-                        "period": labels[bucket],
-                        "model": models[position],
-                        "images": cell_images[cell],
-                    }
-                )
+        for cell in grid.filled():
+            bucket, position = divmod(cell, width)
+            series.append(
+                {"period": labels[bucket], "model": models[position], "images": grid.images[cell]}
+            )
         return payload
-    costs, unpriced = [0] * cells, [0] * cells
-    units = [pricing.units[name] for name in models]
-    for label, model, count, times in rows:
-        bucket, part = divmod(label, parts)
-        position = rank[model]
-        cell = bucket * width + position
-        cell_images[cell] += count
-        cell_events[cell] += times
-        price = units[position][part]
-        if price is None:
-            unpriced[cell] += count
-        else:
-            costs[cell] += count * price
     shown = pricing.shown
     model_costs, model_unpriced = [0] * width, [0] * width
     period_costs = []
     for bucket, label in enumerate(labels):
         bucket_images = bucket_costs = bucket_unpriced = 0
-        for position in range(width):
-            cell = bucket * width + position
-            if not cell_events[cell]:
-                continue
-            count, cost, not_priced = cell_images[cell], costs[cell], unpriced[cell]
+        for cell in grid.filled(bucket):
+            position = cell - bucket * width
+            count, cost, not_priced = grid.images[cell], grid.costs[cell], grid.unpriced[cell]
             series.append(
                 {
                     "period": label,
@@ -608,6 +583,56 @@ def summary_of(
         entry["model"] for entry in payload["models"] if entry["unpricedImages"]
     ]
     return payload
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """A range's rows added up per cell, ``bucket * width + model's rank``: images, events,
+    and with prices each cell's cost in units and its images without a price."""
+
+    width: int
+    images: list[int]
+    events: list[int]
+    costs: list[int]
+    unpriced: list[int]
+
+    @classmethod
+    def of(
+        cls,
+        totals: RangeTotals,
+        rank: Mapping[str, int],
+        buckets: int,
+        units: list[Sequence[int | None]] | None,
+    ) -> "_Grid":
+        """``units``: by rank, each model's price per image in each part (``Pricing``)."""
+        width, parts, cells = len(rank), totals.parts, buckets * len(rank)
+        images, events, costs, unpriced = [0] * cells, [0] * cells, [0] * cells, [0] * cells
+        for label, model, count, times in totals.rows:
+            bucket, part = divmod(label, parts)
+            position = rank[model]
+            cell = bucket * width + position
+            images[cell] += count
+            events[cell] += times
+            if units is not None:
+                price = units[position][part]
+                if price is None:
+                    unpriced[cell] += count
+                else:
+                    costs[cell] += count * price
+        return cls(width, images, events, costs, unpriced)
+
+    def filled(self, bucket: int | None = None) -> list[int]:
+        """The cells with rows, in order, of every bucket or of one: a cell with no row
+        stays out of the series (the statement's ``HAVING SUM(events) > 0``)."""
+        first, last = (
+            (0, len(self.events))
+            if bucket is None
+            else (
+                bucket * self.width,
+                (bucket + 1) * self.width,
+            )
+        )
+        return [cell for cell in range(first, last) if self.events[cell]]
 
 
 @lru_cache(maxsize=64)
