@@ -261,6 +261,16 @@ def test_the_page_sends_the_browsers_zone_and_it_is_stored(owner):
     assert Profile.objects.get(user=owner).time_zone == "America/New_York"
 
 
+def test_the_next_page_shows_a_zone_stored_in_another_session(owner):
+    """The zone comes with the signed-in user (one query for both): each request reads it
+    afresh, so a zone chosen in one browser is the next page's in another."""
+    phone, laptop = client_for(owner), client_for(owner)
+    assert phone.get("/dashboard/").context["tz"].key == "UTC"
+    laptop.post("/dashboard/timezone/", {"tz": "Asia/Kolkata"}, HTTP_ACCEPT="application/json")
+    assert phone.get("/dashboard/").context["tz"].key == "Asia/Kolkata"
+    assert phone.get("/dashboard/tokens/").context["zone"] == "Asia/Kolkata"
+
+
 def test_choosing_a_zone_in_the_page_stores_it_and_returns_to_the_same_view(owner):
     response = client_for(owner).post(
         "/dashboard/timezone/", {"tz": "Asia/Kolkata", "next": "/dashboard/?days=7&tz=UTC"}
@@ -338,14 +348,14 @@ def test_last_activity_of_a_range_ending_today_is_its_newest_record_without_aski
     shown = newest.occurred_at.astimezone(UTC).strftime("%-d %b %Y, %H:%M").encode()
     client = client_for(owner)
     client.get("/dashboard/", {"days": 7, "tz": "UTC"})
-    # session, user, profile, prices, summary, the days before, recent, budget, devices
-    with django_assert_num_queries(9):
+    # session, user with profile, prices, summary, the days before, recent, budget, devices
+    with django_assert_num_queries(8):
         response = client.get("/dashboard/", {"days": 7, "tz": "UTC"})
     assert re.search(rb'data-testid="last-activity"[^>]*><time [^>]*>' + shown, response.content)
     # A range that ended in the past, or holds no records, asks for the newest of all.
     forty_days_ago = (now - timedelta(days=40)).date()
     for start, end in [(forty_days_ago, forty_days_ago), ("2020-01-01", "2020-01-31")]:
-        with django_assert_num_queries(10):
+        with django_assert_num_queries(9):
             response = client.get("/dashboard/", {"start": start, "end": end, "tz": "UTC"})
         assert response.status_code == 200
         assert re.search(
@@ -445,16 +455,16 @@ def test_the_dashboard_costs_a_fixed_number_of_queries(
     owner, march_records, django_assert_num_queries
 ):
     client = client_for(owner)
-    # session, user, profile, the prices (read once), the summary (its tokens' names too),
-    # the same for the days before, recent, last activity (March is over), budget (none: the
-    # card says so), the device filter
-    with django_assert_num_queries(10):
+    # session, user with profile, the prices (read once), the summary (its tokens' names
+    # too), the same for the days before, recent, last activity (March is over), budget
+    # (none: the card says so), the device filter
+    with django_assert_num_queries(9):
         client.get("/dashboard/", MARCH)
     tokens = [create_token(owner, f"device {n}").token for n in range(5)]
     for day in range(1, 28):
         token = tokens[day % 5]
         make_record(owner, at(f"2026-03-{day:02d}T08:00:00"), model=f"m{day % 12}", token=token)
-    with django_assert_num_queries(10):
+    with django_assert_num_queries(9):
         client.get("/dashboard/", MARCH)
 
 
