@@ -624,15 +624,13 @@ class _Grid:
     def filled(self, bucket: int | None = None) -> list[int]:
         """The cells with rows, in order, of every bucket or of one: a cell with no row
         stays out of the series (the statement's ``HAVING SUM(events) > 0``)."""
-        first, last = (
-            (0, len(self.events))
+        width = self.width
+        cells = (
+            range(len(self.events))
             if bucket is None
-            else (
-                bucket * self.width,
-                (bucket + 1) * self.width,
-            )
+            else range(bucket * width, (bucket + 1) * width)
         )
-        return [cell for cell in range(first, last) if self.events[cell]]
+        return [cell for cell in cells if self.events[cell]]
 
 
 @lru_cache(maxsize=64)
