@@ -259,7 +259,7 @@ def interval_images(
 def _cut(start: datetime, end: datetime, label: int, daily: list, hourly: list) -> None:
     """The pieces of ``[start, end)`` as ``usage.summary`` reads them: quarters of the hours
     at either end (hourly rollups), whole hours of each UTC day between (daily rollups)."""
-    first_hour, last_hour = _ceil_hour(start), rollups.hour_of(end)
+    first_hour, last_hour = rollups.ceil_hour(start), rollups.hour_of(end)
     if first_hour > last_hour:  # both inside one hour
         if start < end:
             hourly.append((last_hour, _quarter(start), _quarter(end), label))
@@ -275,11 +275,6 @@ def _cut(start: datetime, end: datetime, label: int, daily: list, hourly: list) 
         moment = piece_end
     if last_hour < end:
         hourly.append((last_hour, 0, _quarter(end), label))
-
-
-def _ceil_hour(moment: datetime) -> datetime:
-    hour = rollups.hour_of(moment)
-    return hour if hour == moment else hour + rollups.HOUR
 
 
 def _quarter(moment: datetime) -> int:

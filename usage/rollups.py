@@ -58,6 +58,12 @@ def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
+def ceil_hour(moment: datetime) -> datetime:
+    """The first whole hour at or after ``moment``."""
+    hour = hour_of(moment)
+    return hour if hour == moment else hour + HOUR
+
+
 def count_records(ids: list[int], sign: int = 1) -> None:
     """Count the records with these ids into both rollups (``sign=-1``: out of them).
 

@@ -314,7 +314,7 @@ def _daily_pieces(bounds: list[datetime], labels: list[int]) -> list[tuple[date,
     with one label (two days of one week, say) are one piece."""
     pieces: list[tuple[date, int, int, int]] = []
     for label, (start, end) in zip(labels, pairwise(bounds), strict=True):
-        moment = _next_whole_hour(start)
+        moment = rollups.ceil_hour(start)
         last = rollups.hour_of(end)
         while moment < last:
             utc_day = moment.date()
@@ -327,11 +327,6 @@ def _daily_pieces(bounds: list[datetime], labels: list[int]) -> list[tuple[date,
                 pieces.append((utc_day, moment.hour, to_hour, label))
             moment = piece_end
     return pieces
-
-
-def _next_whole_hour(moment: datetime) -> datetime:
-    hour = rollups.hour_of(moment)
-    return hour if hour == moment else hour + rollups.HOUR
 
 
 def _hourly_pieces(
